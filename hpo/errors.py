@@ -1,0 +1,31 @@
+"""Errors the core raises for bad input; the CLI turns them into one line and exit code 2."""
+
+from __future__ import annotations
+
+
+class HpoError(Exception):
+    """A user-facing error: ``message`` names the problem, ``fix`` says what to do about it."""
+
+    def __init__(self, message: str, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.fix})" if self.fix else self.message
+
+
+class ConfigError(HpoError):
+    """Invalid configuration: malformed YAML, unknown keys, impossible values."""
+
+
+class DataError(HpoError):
+    """Missing data files or columns, unknown labels, empty splits."""
+
+
+class ModelError(HpoError):
+    """Unknown model, or a model that cannot be loaded."""
+
+
+class StorageError(HpoError):
+    """Unreachable or unusable Optuna storage, unknown study."""
