@@ -1,0 +1,64 @@
+# hpo: `make demo` and `make test` work on a fresh machine (they install first).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The torch requirement is installed first so users can pick their build:
+#   make install TORCH_SPEC="torch==2.13.0"            (CPU build from local disk on our machines; default)
+#   make install TORCH_SPEC="torch --index-url ..."     (a CUDA build)
+TORCH_SPEC ?= torch==2.13.0
+PYTEST_ARGS ?=
+STAMP := $(VENV)/.install.stamp
+
+# Studies as users run them (override any variable: make tune-criteria-max PAR=3 N_TRIALS=200).
+PREFIX ?= hpo
+MODELS ?=
+PAR ?= 4
+N_TRIALS ?= 800
+EPOCHS ?= 100
+PATIENCE ?= 20
+N_TRIALS_CRITERIA ?= 5000
+GPU_MEMORY ?=
+
+.PHONY: install demo test test-slow test-all lint format bench clean help
+
+help:
+	@echo "make demo | test | test-all | lint | format | bench | clean | install [TORCH_SPEC=...]"
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: install
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/hpo tune --config configs/studies/demo.yaml --output-dir runs/demo
+
+test: install
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: install
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -m slow $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
+
+test-all: install
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check hpo tests scripts
+	$(BIN)/ruff format --check hpo tests scripts
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format hpo tests scripts
+	$(BIN)/ruff check --fix hpo tests scripts
+
+bench: install
+	$(BIN)/python scripts/bench_estimator.py
+	$(BIN)/python scripts/bench_scheduler.py
+
+clean:
+	rm -rf runs .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info mlflow.db mlruns
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

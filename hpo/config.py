@@ -1,0 +1,209 @@
+"""Typed configuration. Precedence: CLI flag > study YAML > agent YAML > defaults, validated by pydantic."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from hpo.errors import ConfigError
+from hpo.paths import CONFIG_DIR, SAMPLE_DATA_DIR
+
+Precision = Literal["fp32", "fp16", "bf16", "bf16_pure"]
+Scheduler = Literal["linear", "cosine", "constant"]
+Loss = Literal["ce", "label_smoothing", "focal"]
+OnOom = Literal["prune", "shrink", "cpu"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class SamplerConfig(_Strict):
+    """TPE settings (Optuna 5 defaults to multivariate + constant_liar; we also group)."""
+
+    n_startup_trials: int = Field(5, ge=0)
+    multivariate: bool = True
+    group: bool = True
+    constant_liar: bool = True
+
+
+class PrunerConfig(_Strict):
+    """Hyperband over epochs, wrapped in a PatientPruner."""
+
+    min_resource: int = Field(1, ge=1)
+    reduction_factor: int = Field(3, ge=2)
+    patience: int = Field(2, ge=0)
+    min_delta: float = Field(0.0, ge=0.0)
+
+
+class SpaceConfig(_Strict):
+    """Search-space bounds. Model-size and GPU limits (configs/gpus/*.yaml) narrow them further."""
+
+    learning_rate: tuple[float, float] = (1e-5, 1e-4)
+    weight_decay: tuple[float, float] = (0.0, 0.1)
+    batch_size: list[int] = [8, 16, 32, 64]
+    grad_accum: list[int] = [1, 2, 4, 8]
+    max_length: list[int] = [128, 256, 384, 512]
+    warmup_ratio: tuple[float, float] = (0.0, 0.2)
+    scheduler: list[Scheduler] = ["linear", "cosine", "constant"]
+    dropout: tuple[float, float] = (0.0, 0.3)
+    max_grad_norm: list[float] = [0.0, 0.5, 1.0, 5.0]
+    loss: list[Loss] = ["ce", "label_smoothing", "focal"]
+    label_smoothing: tuple[float, float] = (0.05, 0.2)
+    focal_gamma: tuple[float, float] = (1.0, 3.0)
+    class_weighting: list[bool] = [False, True]
+    grad_checkpointing: list[bool] = [False, True]
+    precision: list[Precision] = ["fp32", "fp16", "bf16"]
+    frozen_layers_max: int = Field(4, ge=0)
+
+    @field_validator("learning_rate", "weight_decay", "warmup_ratio", "dropout", "label_smoothing", "focal_gamma")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if v[0] > v[1]:
+            raise ValueError(f"range {list(v)} has low > high")
+        return v
+
+    @field_validator("batch_size", "grad_accum", "max_length", "scheduler", "loss", "precision",
+                     "max_grad_norm", "class_weighting", "grad_checkpointing")
+    @classmethod
+    def _non_empty(cls, v: list[Any]) -> list[Any]:
+        if not v:
+            raise ValueError("needs at least one choice")
+        if any(isinstance(x, int) and not isinstance(x, bool) and x <= 0 for x in v):
+            raise ValueError(f"sizes must be positive, got {v}")
+        return v
+
+
+class StudyConfig(_Strict):
+    """Everything one `hpo tune` run needs."""
+
+    study: str = "criteria"
+    agent: str = "criteria"
+    n_trials: int = Field(20, ge=1)
+    timeout: float | None = Field(None, gt=0)
+    epochs: int = Field(3, ge=1)
+    patience: int = Field(2, ge=1)
+    seed: int = 42
+    models: list[str] = ["all-MiniLM-L6-v2"]
+    output_dir: Path = Path("runs")
+    data_dir: Path = SAMPLE_DATA_DIR
+    storage: str | None = None
+    mlflow_uri: str | None = None
+    mlflow: bool = True
+    gpu_memory: str | None = None
+    headroom_gb: float = Field(1.5, ge=0.0)
+    on_oom: OnOom = "prune"
+    eval_batch_size: int = Field(64, ge=1)
+    max_train_examples: int | None = Field(None, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: int | None = Field(None, ge=1)
+    sampler: SamplerConfig = SamplerConfig()
+    pruner: PrunerConfig = PrunerConfig()
+    space: SpaceConfig = SpaceConfig()
+
+    @field_validator("models")
+    @classmethod
+    def _models(cls, v: list[str]) -> list[str]:
+        v = [m.strip() for m in v if m.strip()]
+        if not v:
+            raise ValueError("needs at least one model")
+        return v
+
+    @model_validator(mode="after")
+    def _storage_from_env(self) -> StudyConfig:
+        if self.storage is None and os.environ.get("OPTUNA_STORAGE"):
+            self.storage = os.environ["OPTUNA_STORAGE"]
+        return self
+
+    @property
+    def storage_url(self) -> str:
+        """Storage URL: --storage > YAML > OPTUNA_STORAGE > a SQLite file under the output dir."""
+        return self.storage or f"sqlite:///{(self.output_dir / 'hpo.db').resolve()}"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        return self.mlflow_uri or f"sqlite:///{(self.output_dir / 'mlflow.db').resolve()}"
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping, turning every problem into a one-line ConfigError."""
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}", "pass an existing YAML file with --config")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"malformed YAML in {path}{where}", "fix the YAML syntax") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of settings, not {type(data).__name__}",
+                          "see configs/studies/*.yaml for the format")
+    return data
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def agent_yaml(agent: str) -> Path:
+    return CONFIG_DIR / "agents" / f"{agent}.yaml"
+
+
+def load_config(config_file: Path | None = None, overrides: dict[str, Any] | None = None) -> StudyConfig:
+    """Build the StudyConfig: agent YAML < study YAML (--config) < CLI overrides (None values ignored)."""
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    study_yaml = read_yaml(config_file) if config_file is not None else {}
+    agent = str(overrides.get("agent") or study_yaml.get("agent") or "criteria")
+    from hpo.agents import get_agent  # local import: agents import config types
+
+    get_agent(agent)  # raises ConfigError for an unknown agent
+    merged = _merge(read_yaml(agent_yaml(agent)) if agent_yaml(agent).is_file() else {}, study_yaml)
+    merged = _merge(merged, overrides)
+    merged.setdefault("study", agent)
+    try:
+        return StudyConfig.model_validate(merged)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "config"
+        src = f" in {config_file}" if config_file else ""
+        raise ConfigError(f"invalid setting '{loc}'{src}: {err['msg']}",
+                          "see configs/studies/*.yaml and `hpo tune --help`") from exc
+
+
+class TrialConfig(_Strict):
+    """One sampled trial: every field changes what is trained (tests prove it)."""
+
+    model: str
+    learning_rate: float
+    weight_decay: float = 0.0
+    batch_size: int = 16
+    grad_accum: int = 1
+    max_length: int = 128
+    warmup_ratio: float = 0.0
+    scheduler: Scheduler = "linear"
+    dropout: float = 0.1
+    max_grad_norm: float = 1.0
+    loss: Loss = "ce"
+    label_smoothing: float = 0.0
+    focal_gamma: float = 2.0
+    class_weighting: bool = False
+    grad_checkpointing: bool = False
+    precision: Precision = "fp32"
+    frozen_layers: int = 0
+    optimizer: Literal["adamw", "adafactor", "sgd", "adamw_8bit"] = "adamw"
+
+    @property
+    def effective_batch(self) -> int:
+        return self.batch_size * self.grad_accum

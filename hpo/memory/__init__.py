@@ -1,0 +1,1 @@
+"""Memory estimation: model catalog, analytic estimate, meta-device trace, calibration."""
