@@ -1,0 +1,92 @@
+"""Per-worker isolation: environment (allocator, tokenizers, threads) and a CUDA memory cap.
+
+Each worker caps its caching allocator at its ledger reservation plus a margin, so a trial that outgrows its
+estimate runs out of memory itself (and is pruned) instead of taking a neighbour down.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+ALLOC_CONF_DEFAULT = "expandable_segments:True"
+# torch >= 2.9 reads PYTORCH_ALLOC_CONF; PYTORCH_CUDA_ALLOC_CONF is its alias. We set the alias, which every
+# supported torch honours (2.9.1 ignored expandable_segments under the new name, pytorch#183387), and leave
+# both alone when the user set either.
+ALLOC_CONF_VARS = ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF")
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+DEFAULT_MARGIN_BYTES = 512 * 2**20
+_MIN_FRACTION = 1e-6
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def worker_env(base: Mapping[str, str], par: int, cpu_count: int | None = None) -> dict[str, str]:
+    """The environment of one of ``par`` worker processes, derived from ``base`` (usually os.environ).
+
+    - PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True unless the user configured the allocator;
+    - TOKENIZERS_PARALLELISM=false (tokenizer threads in parallel, forked workers oversubscribe or deadlock);
+    - OMP/MKL/OpenBLAS threads = cpu_count // par (at least 1), or the user's value if that is smaller;
+    - CUDA_DEVICE_ORDER=PCI_BUS_ID unless set, so torch's device indices match NVML's (ledger keys).
+    """
+    if par < 1:
+        raise ValueError(f"par must be >= 1, got {par}")
+    env = dict(base)
+    if not any(env.get(var) for var in ALLOC_CONF_VARS):
+        env["PYTORCH_CUDA_ALLOC_CONF"] = ALLOC_CONF_DEFAULT
+    env["TOKENIZERS_PARALLELISM"] = "false"
+    share = max(1, (cpu_count or available_cpus()) // par)
+    for var in THREAD_VARS:
+        user = _positive_int(env.get(var))
+        env[var] = str(min(share, user) if user else share)
+    env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    return env
+
+
+def memory_fraction(
+    reserved_bytes: int, total_bytes: int, margin_bytes: int, context_bytes: int = 0
+) -> float:
+    """Fraction of the device for the caching allocator: (reserved - context + margin) / total, in (0, 1].
+
+    ``context_bytes`` is the CUDA context already counted in ``reserved_bytes`` (it lives outside the caching
+    allocator, which the fraction limits); pass it to make the cap tight.
+    """
+    if total_bytes <= 0:
+        raise ValueError(f"total_bytes must be > 0, got {total_bytes}")
+    if min(reserved_bytes, margin_bytes, context_bytes) < 0:
+        raise ValueError("reserved_bytes, margin_bytes and context_bytes must be >= 0")
+    allowed = reserved_bytes - min(context_bytes, reserved_bytes) + margin_bytes
+    return min(1.0, max(_MIN_FRACTION, allowed / total_bytes))
+
+
+def apply_memory_cap(
+    reserved_bytes: int, margin_bytes: int, device: int = 0, *, context_bytes: int = 0
+) -> float | None:
+    """Cap this process's CUDA caching allocator at its reservation plus a margin; None without CUDA.
+
+    Allocations past the cap raise torch.OutOfMemoryError in this process only. Call it in the worker, after
+    the reservation and before the model is loaded.
+    """
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    total = int(torch.cuda.get_device_properties(device).total_memory)
+    fraction = memory_fraction(reserved_bytes, total, margin_bytes, context_bytes)
+    torch.cuda.set_per_process_memory_fraction(fraction, device)
+    return fraction
+
+
+def _positive_int(value: str | None) -> int:
+    try:
+        return max(0, int(str(value).strip()))
+    except ValueError:
+        return 0
