@@ -1,0 +1,1 @@
+"""Training: datasets and splits (data), model construction (model), the training loop (loop)."""

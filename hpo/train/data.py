@@ -1,0 +1,191 @@
+"""ReDSM5-format data: reading and validating the CSVs, post-grouped seeded splits, pair tokenization.
+
+Agent-independent: an agent turns annotation rows into ``PairExample``s; everything here works on those.
+torch is imported lazily (only ``encode_pairs`` needs it) so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hpo.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    import torch
+
+ANNOTATIONS_FILE = "redsm5_annotations.csv"
+POSTS_FILE = "redsm5_posts.csv"
+ANNOTATION_COLUMNS = ("post_id", "sentence_id", "sentence_text", "DSM5_symptom", "status", "explanation")
+POST_COLUMNS = ("post_id", "text")
+DSM5_SYMPTOMS = (
+    "DEPRESSED_MOOD",
+    "ANHEDONIA",
+    "APPETITE_CHANGE",
+    "SLEEP_ISSUES",
+    "PSYCHOMOTOR",
+    "FATIGUE",
+    "WORTHLESSNESS",
+    "COGNITIVE_ISSUES",
+    "SUICIDAL_THOUGHTS",
+    "SPECIAL_CASE",
+)
+# Status spellings accepted (a pandas export may write 1.0); normalised to "0" / "1".
+_STATUS = {"0": "0", "1": "1", "0.0": "0", "1.0": "1"}
+_FIX_DIR = f"pass --data-dir pointing to a folder with {ANNOTATIONS_FILE} and {POSTS_FILE}"
+
+
+@dataclass(frozen=True)
+class PairExample:
+    """One (text_a, text_b) -> label example, with the ids needed for grouping and error analysis."""
+
+    text_a: str
+    text_b: str
+    label: int
+    post_id: str
+    sentence_id: str
+    symptom: str
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Train / validation / test examples; no post has sentences in two splits."""
+
+    train: list[PairExample]
+    val: list[PairExample]
+    test: list[PairExample]
+
+    def sizes(self) -> dict[str, int]:
+        """Number of examples per split."""
+        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+
+    def get(self, split: str) -> list[PairExample]:
+        """The examples of ``split`` ("train", "val" or "test")."""
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"unknown split '{split}': use train, val or test")
+        examples: list[PairExample] = getattr(self, split)
+        return examples
+
+
+def _read_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
+    """Rows of one CSV as dicts, after checking it exists, is non-empty and has the required columns."""
+    if not path.is_file():
+        raise DataError(f"data file {path.name} is missing in {path.parent}", _FIX_DIR)
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        header = [name.strip() for name in reader.fieldnames or []]
+        if not header:
+            raise DataError(
+                f"data file {path.name} is empty", f"write the header {','.join(required)} and rows"
+            )
+        missing = [col for col in required if col not in header]
+        if missing:
+            raise DataError(
+                f"{path.name} lacks column(s) {', '.join(missing)}",
+                f"expected columns: {', '.join(required)}",
+            )
+        reader.fieldnames = header
+        rows = [
+            {key: (value or "").strip() for key, value in row.items() if key is not None} for row in reader
+        ]
+    if not rows:
+        raise DataError(f"data file {path.name} has a header but no rows", "add data rows")
+    return rows
+
+
+def _short(items: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
+
+
+def read_redsm5(data_dir: Path) -> tuple[list[dict[str, str]], dict[str, str]]:
+    """Read and validate ``redsm5_annotations.csv`` and ``redsm5_posts.csv`` from ``data_dir``.
+
+    Returns the annotation rows (status normalised to "0"/"1") and a post_id -> post text mapping.
+    Every problem (missing directory/file/column, unknown label, bad status, orphan post_id) is a DataError.
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(f"data directory {data_dir} does not exist", _FIX_DIR)
+    rows = _read_csv(data_dir / ANNOTATIONS_FILE, ANNOTATION_COLUMNS)
+    post_rows = _read_csv(data_dir / POSTS_FILE, POST_COLUMNS)
+    posts = {row["post_id"]: row["text"] for row in post_rows}
+
+    unknown = sorted({row["DSM5_symptom"] for row in rows} - set(DSM5_SYMPTOMS))
+    if unknown:
+        raise DataError(
+            f"{ANNOTATIONS_FILE} has unknown DSM5_symptom label(s): {_short(unknown)}",
+            f"use one of {', '.join(DSM5_SYMPTOMS)}",
+        )
+    for number, row in enumerate(rows, start=1):
+        if row["status"] not in _STATUS:
+            raise DataError(
+                f"{ANNOTATIONS_FILE} row {number}: status '{row['status']}' is not 0 or 1",
+                "status must be 1 (symptom present) or 0 (absent)",
+            )
+        row["status"] = _STATUS[row["status"]]
+    orphans = sorted({row["post_id"] for row in rows} - set(posts))
+    if orphans:
+        raise DataError(
+            f"{ANNOTATIONS_FILE} has post_id(s) not in {POSTS_FILE}: {_short(orphans)}",
+            f"add those posts to {POSTS_FILE} or drop their annotations",
+        )
+    return rows, posts
+
+
+def grouped_split(
+    examples: Sequence[PairExample], seed: int, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+) -> Splits:
+    """Split ``examples`` into train/val/test by post_id (no post in two splits), deterministically per seed.
+
+    Each split gets at least one post; fewer than three posts is a DataError.
+    """
+    if len(fractions) != 3 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+        raise ConfigError(
+            f"split fractions {fractions} are invalid", "give three positive numbers summing to 1"
+        )
+    post_ids = sorted({ex.post_id for ex in examples})
+    n = len(post_ids)
+    if n < 3:
+        raise DataError(
+            f"too few posts for a train/val/test split: got {n}, need at least 3",
+            "use a larger dataset (posts are never shared between splits)",
+        )
+    random.Random(seed).shuffle(post_ids)
+    n_val = max(1, round(n * fractions[1]))
+    n_test = max(1, round(n * fractions[2]))
+    n_train = n - n_val - n_test
+    if n_train < 1:  # only reachable with tiny n and large val/test fractions
+        n_val, n_test, n_train = 1, 1, n - 2
+    val_ids = set(post_ids[n_train : n_train + n_val])
+    test_ids = set(post_ids[n_train + n_val :])
+    train = [ex for ex in examples if ex.post_id not in val_ids and ex.post_id not in test_ids]
+    val = [ex for ex in examples if ex.post_id in val_ids]
+    test = [ex for ex in examples if ex.post_id in test_ids]
+    return Splits(train=train, val=val, test=test)
+
+
+def encode_pairs(tokenizer: Any, examples: Sequence[PairExample], max_length: int) -> dict[str, torch.Tensor]:
+    """Tokenize (text_a, text_b) pairs, truncated and padded to exactly ``max_length`` tokens.
+
+    Returns input_ids, attention_mask, token_type_ids (when the tokenizer makes them) and labels (long).
+    """
+    import torch
+
+    if not examples:
+        raise DataError("no examples to encode", "check that the split is not empty")
+    encoded = tokenizer(
+        [ex.text_a for ex in examples],
+        [ex.text_b for ex in examples],
+        truncation=True,
+        max_length=max_length,
+        padding="max_length",
+        return_tensors="pt",
+    )
+    batch = {key: encoded[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in encoded}
+    batch["labels"] = torch.tensor([ex.label for ex in examples], dtype=torch.long)
+    return batch
