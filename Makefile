@@ -20,7 +20,7 @@ PATIENCE ?= 20
 N_TRIALS_CRITERIA ?= 5000
 GPU_MEMORY ?=
 
-.PHONY: install demo test test-slow test-all lint format bench clean help
+.PHONY: install demo test test-slow test-all lint format bench clean help tune-criteria-max tune-criteria-supermax
 
 help:
 	@echo "make demo | test | test-all | lint | format | bench | clean | install [TORCH_SPEC=...]"
@@ -58,6 +58,20 @@ format: install
 bench: install
 	$(BIN)/python scripts/bench_estimator.py
 	$(BIN)/python scripts/bench_scheduler.py
+
+MODELS_FLAG = $(if $(MODELS),--models $(MODELS),)
+GPU_FLAG = $(if $(GPU_MEMORY),--gpu-memory $(GPU_MEMORY),)
+
+tune-criteria-max: install
+	@echo "tune-criteria-max: study=$(PREFIX)-criteria-max PAR=$(PAR) N_TRIALS=$(N_TRIALS) EPOCHS=$(EPOCHS) PATIENCE=$(PATIENCE) MODELS=$(or $(MODELS),agent default) GPU_MEMORY=$(or $(GPU_MEMORY),detected)"
+	$(BIN)/hpo tune --agent criteria --study $(PREFIX)-criteria-max --par $(PAR) --n-trials $(N_TRIALS) \
+		--epochs $(EPOCHS) --patience $(PATIENCE) $(MODELS_FLAG) $(GPU_FLAG)
+
+tune-criteria-supermax: PAR = 2
+tune-criteria-supermax: install
+	@echo "tune-criteria-supermax: study=$(PREFIX)-criteria-supermax PAR=$(PAR) N_TRIALS_CRITERIA=$(N_TRIALS_CRITERIA) EPOCHS=$(EPOCHS) PATIENCE=$(PATIENCE) MODELS=$(or $(MODELS),agent default) GPU_MEMORY=$(or $(GPU_MEMORY),detected)"
+	$(BIN)/hpo tune --agent criteria --study $(PREFIX)-criteria-supermax --par $(PAR) \
+		--n-trials $(N_TRIALS_CRITERIA) --epochs $(EPOCHS) --patience $(PATIENCE) $(MODELS_FLAG) $(GPU_FLAG)
 
 clean:
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info mlflow.db mlruns

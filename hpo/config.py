@@ -101,9 +101,12 @@ class StudyConfig(_Strict):
     max_train_examples: int | None = Field(None, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: int | None = Field(None, ge=1)
-    sampler: SamplerConfig = SamplerConfig()
-    pruner: PrunerConfig = PrunerConfig()
-    space: SpaceConfig = SpaceConfig()
+    faults: dict[str, Any] | None = None  # fault injection for tests (see hpo/faults.py); HPO_INJECT_OOM wins
+    par: int = Field(1, ge=1)
+    recycle_after: int = Field(50, ge=1)
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    pruner: PrunerConfig = Field(default_factory=PrunerConfig)
+    space: SpaceConfig = Field(default_factory=SpaceConfig)
 
     @field_validator("models")
     @classmethod

@@ -22,3 +22,7 @@ class Agent(Protocol):
     def score(self, labels: list[int], predictions: list[int]) -> float:
         """The metric Optuna maximises (higher is better)."""
         ...
+
+    def majority_baseline(self, splits: Splits, split: str = "val") -> float:
+        """The metric of always predicting the train split's majority class on ``split``."""
+        ...

@@ -1,0 +1,61 @@
+"""Final evaluation of the best trial on the held-out test split (used only here, never during search)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+import torch
+
+from hpo.agents import get_agent
+from hpo.config import StudyConfig, TrialConfig
+from hpo.results import best_trial
+from hpo.memory.catalog import get_spec
+from hpo.train.data import encode_pairs
+from hpo.train.loop import evaluate, make_loader, train
+from hpo.train.losses import make_loss
+from hpo.train.model import build_model, load_tokenizer
+from hpo.tune import resolve_device
+
+
+def evaluate_best(cfg: StudyConfig, study: optuna.Study) -> dict[str, Any]:
+    """Retrain the best trial's config (same seed, best epoch count) and score it on the test split."""
+    trial = best_trial(study)
+    raw = trial.user_attrs.get("final_config") or trial.user_attrs.get("trial_config")
+    if not raw:
+        raise optuna.exceptions.OptunaError(f"trial {trial.number} has no stored trial_config")
+    tcfg = TrialConfig.model_validate(raw)
+    agent = get_agent(cfg.agent)
+    splits = agent.load_splits(cfg.data_dir, cfg.seed)
+    device = resolve_device(cfg)
+    if device.type != "cuda":
+        tcfg = tcfg.model_copy(update={"precision": "fp32"})
+    spec = get_spec(tcfg.model)
+    tok = load_tokenizer(spec)
+    train_ex = splits.train[: cfg.max_train_examples] if cfg.max_train_examples else splits.train
+    train_data = encode_pairs(tok, train_ex, tcfg.max_length)
+    val_data = encode_pairs(tok, splits.val, tcfg.max_length)
+    test_data = encode_pairs(tok, splits.test, tcfg.max_length)
+    model = build_model(spec, num_labels=agent.num_labels, dropout=tcfg.dropout,
+                        grad_checkpointing=tcfg.grad_checkpointing, frozen_layers=tcfg.frozen_layers,
+                        seed=cfg.seed)
+    epochs = int(trial.user_attrs.get("best_epoch", cfg.epochs - 1)) + 1
+    result = train(model, tcfg, train_data, val_data, score=agent.score, num_labels=agent.num_labels,
+                   epochs=epochs, patience=epochs + 1, device=device, seed=cfg.seed,
+                   eval_batch_size=cfg.eval_batch_size)
+    loader = make_loader(test_data, cfg.eval_batch_size, shuffle=False, seed=cfg.seed)
+    loss_fn = make_loss("ce", label_smoothing=0.0, focal_gamma=0.0, weight=None)
+    with torch.no_grad():
+        test_loss, gold, pred = evaluate(model, loader, loss_fn, device, tcfg.precision)
+    out = {
+        "trial": trial.number,
+        "epochs": epochs,
+        f"val_{agent.metric_name}": result.history[-1].val_metric,
+        f"test_{agent.metric_name}": agent.score(gold, pred),
+        "test_loss": test_loss,
+        f"test_majority_baseline_{agent.metric_name}": agent.majority_baseline(splits, "test"),
+        "test_examples": len(gold),
+    }
+    study_trial_storage = study._storage  # record on the best trial for `hpo best` without --evaluate
+    study_trial_storage.set_trial_user_attr(trial._trial_id, "test_evaluation", out)
+    return out

@@ -1,0 +1,305 @@
+"""The Optuna objective: sample -> estimate / prune -> train -> report, with OOM handling.
+
+Trial user attrs written here (read by `hpo trials`, `hpo best`, `hpo oom`):
+  trial_config, estimated_peak_gb, estimate_method, mlflow_run_id, device, pruned_reason
+  ("memory_estimate" | "early_stop" | "oom"), oom, oom_config, oom_attempts, measured_peak_gb,
+  measured_reserved_gb, nvml_peak_gb, high_memory, best_epoch, epochs_run, fatal_error.
+An OOM or an over-budget config is also marked infeasible with ``trial.set_constraint`` so TPE never ranks it
+as promising, whatever it reported before failing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ContextManager
+
+import optuna
+import torch
+
+from hpo.agents.base import Agent
+from hpo.config import StudyConfig, TrialConfig
+from hpo.faults import FaultInjector, FaultPlan, SimulatedGpu
+from hpo.memory.calibrate import Calibration
+from hpo.memory.catalog import ModelSpec, get_spec
+from hpo.memory.estimate import Budget, MemoryRequest, estimate, fits
+from hpo.oom import (
+    OomRecord,
+    clear_exception_frames,
+    cpu_fallback_allowed,
+    free_memory,
+    is_fatal_cuda_error,
+    is_oom,
+    measure_peak,
+    shrink,
+)
+from hpo.progress import Progress
+from hpo.space import SpaceContext, sample
+from hpo.tracking import Tracker
+from hpo.train.data import Splits, encode_pairs
+from hpo.train.loop import EpochResult, TrainResult, train
+from hpo.train.model import build_model, load_tokenizer
+
+GB = 1024**3
+Admission = Callable[[int, int], ContextManager[Any]]
+
+
+class WorkerPoisoned(Exception):
+    """A fatal CUDA error (device-side assert, illegal access): this process must not run another trial."""
+
+
+def memory_request(cfg: TrialConfig, num_labels: int) -> MemoryRequest:
+    """The estimator's view of a trial (gradient accumulation does not change memory)."""
+    return MemoryRequest(
+        batch_size=cfg.batch_size,
+        max_length=cfg.max_length,
+        precision=cfg.precision,
+        optimizer=cfg.optimizer,
+        grad_checkpointing=cfg.grad_checkpointing,
+        num_labels=num_labels,
+        frozen_layers=cfg.frozen_layers,
+    )
+
+
+def _no_admission(nbytes: int, trial: int) -> ContextManager[Any]:
+    return contextlib.nullcontext()
+
+
+@dataclass
+class MemoryPolicy:
+    """Where the memory budget comes from: a real GPU, a simulated one (--gpu-memory on CPU) or none."""
+
+    gpu_bytes: int | None
+    headroom_bytes: int
+    simulated: bool = False
+    high_memory_fraction: float = 0.9
+
+
+@dataclass
+class _Position:
+    epoch: int | None = None
+    step: int | None = None
+
+
+@dataclass
+class Objective:
+    """Callable objective for ``study.optimize``; one instance per process."""
+
+    cfg: StudyConfig
+    agent: Agent
+    splits: Splits
+    tracker: Tracker
+    progress: Progress
+    device: torch.device
+    space: SpaceContext
+    memory: MemoryPolicy
+    calibration: Calibration | None = None
+    faults: FaultPlan | None = None
+    admission: Admission = _no_admission
+    poisoned: bool = False
+    on_start: Callable[[optuna.Trial], None] | None = None
+    _tokenizers: dict[str, Any] = field(default_factory=dict)
+    _encoded: dict[tuple[str, int, str], dict[str, torch.Tensor]] = field(default_factory=dict)
+    _pos: _Position = field(default_factory=_Position)
+
+    # ---- sizing -------------------------------------------------------------------------------------------
+    def _estimate(self, spec: ModelSpec, tcfg: TrialConfig) -> Budget:
+        req = memory_request(tcfg, self.agent.num_labels)
+        budget = estimate(spec, req)
+        if self.calibration is not None:
+            budget = self.calibration.correct(spec.name, req, budget)
+        return budget
+
+    def _over_budget(self, spec: ModelSpec, tcfg: TrialConfig, budget: Budget) -> str | None:
+        """Why this config cannot run on the GPU budget (None when it fits or there is no budget)."""
+        if self.memory.gpu_bytes is None:
+            return None
+        ok, margin = fits(budget, self.memory.gpu_bytes, self.memory.headroom_bytes)
+        if not ok:
+            limit = (self.memory.gpu_bytes - self.memory.headroom_bytes) / GB
+            return f"estimated peak {budget.device_total_bytes / GB:.2f} GB > budget {limit:.2f} GB"
+        if self.calibration is not None and self.calibration.known_oom(spec.name, memory_request(
+                tcfg, self.agent.num_labels)):
+            return "a near-identical config ran out of memory before"
+        return None
+
+    # ---- data ---------------------------------------------------------------------------------------------
+    def _data(self, spec: ModelSpec, max_length: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        if spec.name not in self._tokenizers:
+            self._tokenizers[spec.name] = load_tokenizer(spec)
+        tok = self._tokenizers[spec.name]
+        train_ex = self.splits.train[: self.cfg.max_train_examples] if self.cfg.max_train_examples else self.splits.train
+        out = []
+        for split, examples in (("train", train_ex), ("val", self.splits.val)):
+            key = (spec.name, max_length, split)
+            if key not in self._encoded:
+                self._encoded[key] = encode_pairs(tok, examples, max_length)
+            out.append(self._encoded[key])
+        return out[0], out[1]
+
+    # ---- one training attempt -----------------------------------------------------------------------------
+    def _train(self, trial: optuna.Trial, tcfg: TrialConfig, spec: ModelSpec, device: torch.device,
+               budget: Budget, run_id: str | None, injector: FaultInjector) -> TrainResult:
+        train_data, val_data = self._data(spec, tcfg.max_length)
+        model = build_model(spec, num_labels=self.agent.num_labels, dropout=tcfg.dropout,
+                            grad_checkpointing=tcfg.grad_checkpointing, frozen_layers=tcfg.frozen_layers,
+                            seed=self.cfg.seed)
+        simulated = (SimulatedGpu(self.memory.gpu_bytes, budget.device_total_bytes)
+                     if self.memory.simulated and self.memory.gpu_bytes is not None else None)
+        n_steps = -(-len(train_data["labels"]) // tcfg.batch_size)
+
+        def on_step(epoch: int, step: int) -> None:
+            self._pos.epoch, self._pos.step = epoch, step
+            injector.check(epoch, step)
+            if simulated is not None:
+                simulated.check(epoch, step)
+            self.progress.step(trial.number, epoch, self.cfg.epochs, step, n_steps)
+
+        def on_epoch(r: EpochResult) -> None:
+            metrics = {"val_" + self.agent.metric_name: r.val_metric, "val_loss": r.val_loss,
+                       "train_loss": r.train_loss, "learning_rate": r.learning_rate, "epoch_seconds": r.seconds}
+            self.tracker.log_metrics(run_id, metrics, step=r.epoch)
+            self.progress.epoch(trial.number, r.epoch, self.cfg.epochs,
+                                {self.agent.metric_name: r.val_metric, "loss": r.train_loss})
+            trial.report(r.val_metric, r.epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {r.epoch} ({self.agent.metric_name}={r.val_metric:.4f})")
+
+        try:
+            return train(model, tcfg, train_data, val_data, score=self.agent.score,
+                         num_labels=self.agent.num_labels, epochs=self.cfg.epochs, patience=self.cfg.patience,
+                         device=device, seed=self.cfg.seed, eval_batch_size=self.cfg.eval_batch_size,
+                         on_step=on_step, on_epoch=on_epoch)
+        finally:
+            del model
+
+    # ---- outcomes -----------------------------------------------------------------------------------------
+    def _record_peak(self, trial: optuna.Trial, spec: ModelSpec, tcfg: TrialConfig, budget: Budget,
+                     device: torch.device) -> None:
+        if device.type != "cuda":
+            return
+        peak = measure_peak()
+        device_peak = peak.reserved_bytes + budget.components.get("cuda_context", 0)
+        trial.set_user_attr("measured_peak_gb", round(peak.allocated_bytes / GB, 3))
+        trial.set_user_attr("measured_reserved_gb", round(peak.reserved_bytes / GB, 3))
+        if peak.nvml_process_bytes is not None:
+            trial.set_user_attr("nvml_peak_gb", round(peak.nvml_process_bytes / GB, 3))
+            device_peak = peak.nvml_process_bytes
+        if self.memory.gpu_bytes:
+            trial.set_user_attr("high_memory", device_peak > self.memory.high_memory_fraction * self.memory.gpu_bytes)
+        if self.calibration is not None:
+            self.calibration.record_peak(spec.name, memory_request(tcfg, self.agent.num_labels),
+                                         budget.device_total_bytes, device_peak)
+
+    def _oom_pruned(self, trial: optuna.Trial, run_id: str | None, records: list[OomRecord]) -> optuna.TrialPruned:
+        last = records[-1]
+        trial.set_user_attr("oom", True)
+        trial.set_user_attr("oom_config", last.to_dict())
+        trial.set_user_attr("oom_attempts", [r.to_dict() for r in records])
+        trial.set_user_attr("pruned_reason", "oom")
+        trial.set_constraint("memory", 1.0)
+        self.tracker.log_params(run_id, {"oom_error": True, **{f"oom_{k}": v for k, v in last.to_dict().items()}})
+        self.tracker.log_json(run_id, {"final": last.to_dict(), "attempts": [r.to_dict() for r in records]},
+                              "oom_config.json")
+        self.tracker.end_trial(run_id, "FAILED", {"oom": "true", "state": "PRUNED", "pruned_reason": "oom"})
+        where = f"epoch {last.epoch} step {last.step}"
+        return optuna.TrialPruned(f"OOM at {where}: {last.error_head}")
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        if self.on_start is not None:
+            self.on_start(trial)
+        tcfg = sample(trial, self.space)
+        spec = get_spec(tcfg.model)
+        budget = self._estimate(spec, tcfg)
+        trial.set_user_attr("trial_config", tcfg.model_dump())
+        trial.set_user_attr("estimated_peak_gb", round(budget.device_total_bytes / GB, 3))
+        trial.set_user_attr("estimate_method", budget.method)
+        trial.set_user_attr("device", self.device.type)
+        params = {**tcfg.model_dump(), "effective_batch": tcfg.effective_batch,
+                  "estimated_peak_gb": round(budget.device_total_bytes / GB, 3)}
+        run_id = self.tracker.start_trial(trial.number, params)
+        if run_id is not None:
+            trial.set_user_attr("mlflow_run_id", run_id)
+        self.progress.trial_started(trial.number, _summary(tcfg))
+
+        reason = self._over_budget(spec, tcfg, budget)
+        if reason is not None:
+            trial.set_user_attr("pruned_reason", "memory_estimate")
+            limit = (self.memory.gpu_bytes or 0) - self.memory.headroom_bytes
+            trial.set_constraint("memory", max(1e-6, (budget.device_total_bytes - limit) / GB))
+            self.tracker.end_trial(run_id, "KILLED", {"state": "PRUNED", "pruned_reason": "memory_estimate"})
+            raise optuna.TrialPruned(f"memory estimate: {reason}")
+
+        device, records = self.device, []
+        injector = FaultInjector(self.faults, trial.number)  # once per trial: a retry must not re-fire it
+        while True:
+            try:
+                with self.admission(budget.device_total_bytes, trial.number):
+                    result = self._train(trial, tcfg, spec, device, budget, run_id, injector)
+                break
+            except optuna.TrialPruned:
+                trial.set_user_attr("pruned_reason", "early_stop")
+                trial.set_constraint("memory", 0.0)
+                self.tracker.end_trial(run_id, "KILLED", {"state": "PRUNED", "pruned_reason": "early_stop"})
+                raise
+            except Exception as exc:
+                if is_oom(exc):
+                    peak = measure_peak() if device.type == "cuda" else None
+                    records.append(OomRecord.from_trial_config(
+                        tcfg, exc, estimated_peak_gb=round(budget.device_total_bytes / GB, 3),
+                        measured_peak_gb=round(peak.allocated_bytes / GB, 3) if peak else None,
+                        epoch=self._pos.epoch, step=self._pos.step, attempt=len(records),
+                        policy=self.cfg.on_oom))
+                    clear_exception_frames(exc)
+                    del exc
+                    free_memory()
+                    if self.calibration is not None:
+                        self.calibration.record_oom(spec.name, memory_request(tcfg, self.agent.num_labels),
+                                                    budget.device_total_bytes)
+                    nxt = self._after_oom(tcfg, spec, device)
+                    if nxt is None:
+                        raise self._oom_pruned(trial, run_id, records) from None
+                    tcfg, device = nxt
+                    budget = self._estimate(spec, tcfg)
+                    self.tracker.log_metrics(run_id, {"oom_retries": float(len(records))})
+                    continue
+                if is_fatal_cuda_error(exc):
+                    self.poisoned = True
+                    trial.set_user_attr("fatal_error", str(exc).splitlines()[0][:300])
+                    self.tracker.end_trial(run_id, "FAILED", {"state": "FAIL", "fatal_cuda_error": "true"})
+                    raise WorkerPoisoned(str(exc).splitlines()[0][:300]) from exc
+                trial.set_user_attr("error", f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+                                    if str(exc) else type(exc).__name__)
+                self.tracker.end_trial(run_id, "FAILED", {"state": "FAIL", "error": type(exc).__name__})
+                raise
+
+        if records:
+            trial.set_user_attr("oom_attempts", [r.to_dict() for r in records])
+            trial.set_user_attr("final_config", tcfg.model_dump())
+            trial.set_user_attr("final_device", device.type)
+        self._record_peak(trial, spec, tcfg, budget, device)
+        trial.set_user_attr("best_epoch", result.best_epoch)
+        trial.set_user_attr("epochs_run", len(result.history))
+        trial.set_user_attr("stopped_early", result.stopped_early)
+        trial.set_constraint("memory", 0.0)
+        self.tracker.log_metrics(run_id, {f"best_val_{self.agent.metric_name}": result.best_metric,
+                                          "best_epoch": float(result.best_epoch)})
+        self.tracker.end_trial(run_id, "FINISHED", {"state": "COMPLETE"})
+        return result.best_metric
+
+    def _after_oom(self, tcfg: TrialConfig, spec: ModelSpec,
+                   device: torch.device) -> tuple[TrialConfig, torch.device] | None:
+        """The next attempt under the study's --on-oom policy, or None to prune."""
+        if self.cfg.on_oom == "shrink":
+            smaller = shrink(tcfg)
+            return (smaller, device) if smaller is not None else None
+        if self.cfg.on_oom == "cpu" and device.type != "cpu" and cpu_fallback_allowed(spec.params):
+            return tcfg.model_copy(update={"precision": "fp32"}), torch.device("cpu")
+        return None
+
+
+def _summary(cfg: TrialConfig) -> str:
+    return (f"{cfg.model} bs={cfg.batch_size}x{cfg.grad_accum} len={cfg.max_length} lr={cfg.learning_rate:.2e} "
+            f"{cfg.precision}{' ckpt' if cfg.grad_checkpointing else ''}")
+

@@ -1,0 +1,96 @@
+"""Search space: samples a TrialConfig under model-aware constraints.
+
+Bounds come from the study's SpaceConfig, narrowed by the GPU profile (configs/gpus/*.yaml) for the sampled
+model's parameter count and by the model's own limits (position embeddings, number of layers). Only values
+that change training are sampled: label smoothing only with the label-smoothed loss, focal gamma only with
+the focal loss, precision only on CUDA (CPU trains in fp32).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import optuna
+
+from hpo.config import SpaceConfig, TrialConfig
+from hpo.errors import ConfigError
+from hpo.gpu import GpuProfile
+from hpo.memory.catalog import ModelSpec, get_spec
+
+
+@dataclass(frozen=True)
+class SpaceContext:
+    """What sampling depends on besides the trial: models, device, GPU profile, bounds."""
+
+    models: tuple[str, ...]
+    space: SpaceConfig
+    on_cuda: bool
+    profile: GpuProfile | None = None
+    bf16_supported: bool = True
+
+
+def frozen_layers_cap(specs: list[ModelSpec], space: SpaceConfig) -> int:
+    """Largest number of frozen layers valid for every model (at least one layer stays trainable)."""
+    return max(0, min([space.frozen_layers_max, *[s.num_layers - 1 for s in specs]]))
+
+
+def model_bounds(spec: ModelSpec, ctx: SpaceContext) -> tuple[list[int], list[int], list[int]]:
+    """Allowed (batch sizes, accumulation steps, max lengths) for one model on this GPU profile."""
+    space = ctx.space
+    max_pos = spec.max_position_embeddings - (2 if spec.arch in ("roberta", "xlm-roberta") else 0)
+    batch, accum = list(space.batch_size), list(space.grad_accum)
+    length = [n for n in space.max_length if n <= max_pos]
+    if ctx.profile is not None:
+        b = ctx.profile.bounds(spec.params)
+        batch = [n for n in batch if n <= b.max_batch_size]
+        accum = [n for n in accum if n <= b.max_grad_accum]
+        length = [n for n in length if n <= b.max_length]
+    if not batch or not accum or not length:
+        raise ConfigError(
+            f"no batch size / accumulation / max length in the search space fits model '{spec.name}' "
+            f"on GPU profile '{ctx.profile.name if ctx.profile else 'none'}'",
+            "widen space.batch_size/grad_accum/max_length, use a bigger --gpu-memory or drop the model",
+        )
+    return batch, accum, length
+
+
+def validate(ctx: SpaceContext) -> None:
+    """Fail fast (ConfigError/ModelError) on models or bounds that can never be sampled."""
+    for model in ctx.models:
+        model_bounds(get_spec(model), ctx)
+
+
+def sample(trial: optuna.Trial, ctx: SpaceContext) -> TrialConfig:
+    """Sample one trial's hyperparameters."""
+    s = ctx.space
+    model = trial.suggest_categorical("model", list(ctx.models))
+    spec = get_spec(model)
+    batches, accums, lengths = model_bounds(spec, ctx)
+    loss = trial.suggest_categorical("loss", list(s.loss))
+    values: dict[str, object] = {
+        "model": model,
+        "learning_rate": trial.suggest_float("learning_rate", *s.learning_rate, log=True),
+        "weight_decay": trial.suggest_float("weight_decay", *s.weight_decay),
+        "batch_size": trial.suggest_categorical("batch_size", batches),
+        "grad_accum": trial.suggest_categorical("grad_accum", accums),
+        "max_length": trial.suggest_categorical("max_length", lengths),
+        "warmup_ratio": trial.suggest_float("warmup_ratio", *s.warmup_ratio),
+        "scheduler": trial.suggest_categorical("scheduler", list(s.scheduler)),
+        "dropout": trial.suggest_float("dropout", *s.dropout),
+        "max_grad_norm": trial.suggest_categorical("max_grad_norm", list(s.max_grad_norm)),
+        "loss": loss,
+        "class_weighting": trial.suggest_categorical("class_weighting", list(s.class_weighting)),
+        "grad_checkpointing": trial.suggest_categorical("grad_checkpointing", list(s.grad_checkpointing)),
+    }
+    if loss == "label_smoothing":
+        values["label_smoothing"] = trial.suggest_float("label_smoothing", *s.label_smoothing)
+    if loss == "focal":
+        values["focal_gamma"] = trial.suggest_float("focal_gamma", *s.focal_gamma)
+    cap = frozen_layers_cap([get_spec(m) for m in ctx.models], s)
+    values["frozen_layers"] = trial.suggest_int("frozen_layers", 0, cap) if cap > 0 else 0
+    if ctx.on_cuda:
+        precisions = [p for p in s.precision if p not in ("bf16", "bf16_pure") or ctx.bf16_supported]
+        values["precision"] = trial.suggest_categorical("precision", precisions or ["fp32"])
+    else:
+        values["precision"] = "fp32"
+    return TrialConfig.model_validate(values)

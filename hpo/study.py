@@ -1,0 +1,126 @@
+"""Study creation and loading: storage URL, sampler, pruner, resume (same name = same study)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage
+from optuna.trial import TrialState
+
+from hpo.config import StudyConfig
+from hpo.errors import StorageError
+
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+HEARTBEAT_INTERVAL_S = 20
+HEARTBEAT_GRACE_S = 60
+
+
+def _quiet() -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def make_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.BaseStorage:
+    """An RDB storage (SQLite with a busy timeout, PostgreSQL, MySQL) or a journal file (``journal:PATH``).
+
+    Heartbeats let a restarted run (or the launcher) fail trials whose process died, so they are retried.
+    """
+    _quiet()
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend
+
+        path = Path(url.removeprefix("journal:"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.parent.is_dir():
+            raise StorageError(f"storage directory {path.parent} does not exist",
+                               "create it or pass another --storage")
+        engine_kwargs = {"connect_args": {"timeout": 120}}
+    elif url.startswith(("postgresql", "mysql")):
+        engine_kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+    kwargs: dict[str, Any] = {}
+    if heartbeat:
+        from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+        kwargs = {"heartbeat_interval": HEARTBEAT_INTERVAL_S, "grace_period": HEARTBEAT_GRACE_S,
+                  "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=1)}
+    try:
+        return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+    except Exception as exc:  # sqlalchemy raises many types for a bad URL / dead server
+        raise StorageError(f"cannot open storage {url}: {str(exc).splitlines()[0][:200]}",
+                           "check --storage / OPTUNA_STORAGE (e.g. sqlite:///runs/hpo.db)") from exc
+
+
+def make_sampler(cfg: StudyConfig) -> optuna.samplers.BaseSampler:
+    """Seeded TPE: multivariate, grouped, constant liar (parallel workers)."""
+    s = cfg.sampler
+    return optuna.samplers.TPESampler(
+        seed=cfg.seed,
+        n_startup_trials=s.n_startup_trials,
+        multivariate=s.multivariate,
+        group=s.group,
+        constant_liar=s.constant_liar,
+    )
+
+
+def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
+    """Hyperband over epochs, wrapped in a PatientPruner."""
+    p = cfg.pruner
+    hyperband = optuna.pruners.HyperbandPruner(
+        min_resource=p.min_resource, max_resource=cfg.epochs, reduction_factor=p.reduction_factor
+    )
+    return optuna.pruners.PatientPruner(hyperband, patience=p.patience, min_delta=p.min_delta)
+
+
+def create_or_load(cfg: StudyConfig) -> optuna.Study:
+    """Create the study, or resume it when one with this name exists in the storage."""
+    if cfg.storage is None:
+        cfg.output_dir.mkdir(parents=True, exist_ok=True)
+    storage = make_storage(cfg.storage_url)
+    try:
+        study = optuna.create_study(
+            storage=storage,
+            study_name=cfg.study,
+            direction="maximize",
+            sampler=make_sampler(cfg),
+            pruner=make_pruner(cfg),
+            load_if_exists=True,
+        )
+    except Exception as exc:
+        raise StorageError(f"cannot create or load study '{cfg.study}' in {cfg.storage_url}: "
+                           f"{str(exc).splitlines()[0][:200]}", "check --storage and --study") from exc
+    agent = study.user_attrs.get("agent")
+    if agent is not None and agent != cfg.agent:
+        raise StorageError(f"study '{cfg.study}' belongs to agent '{agent}', not '{cfg.agent}'",
+                           "pass another --study name or the matching --agent")
+    if agent is None:
+        study.set_user_attr("agent", cfg.agent)
+        study.set_user_attr("config", cfg.model_dump(mode="json"))
+    optuna.storages.fail_stale_trials(study)
+    return study
+
+
+def load_existing(name: str, storage_url: str) -> optuna.Study:
+    """Load a study that must already exist (for `hpo trials`, `hpo best`, `hpo oom`, workers)."""
+    storage = make_storage(storage_url, heartbeat=False)
+    try:
+        names = optuna.get_all_study_names(storage=storage)
+    except Exception as exc:
+        raise StorageError(f"cannot read storage {storage_url}: {str(exc).splitlines()[0][:200]}",
+                           "check --storage / OPTUNA_STORAGE") from exc
+    if name not in names:
+        known = ", ".join(names) or "none"
+        raise StorageError(f"no study named '{name}' in {storage_url} (studies: {known})",
+                           "pass --study NAME and the --storage/--output-dir used by `hpo tune`")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def finished_count(study: optuna.Study) -> int:
+    """Trials that count towards --n-trials: complete + pruned."""
+    return len(study.get_trials(deepcopy=False, states=FINISHED_STATES))

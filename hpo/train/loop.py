@@ -1,0 +1,208 @@
+"""The training loop, top to bottom: AMP, gradient accumulation, scheduler, clipping, early stopping, metrics.
+
+The loop knows nothing about Optuna or MLflow: the objective passes ``on_epoch`` (report/prune/log) and
+``on_step`` (fault injection, simulated GPU) callbacks.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from hpo.config import TrialConfig
+from hpo.train.losses import class_weights, make_loss
+
+AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class EpochResult:
+    """Metrics of one finished epoch."""
+
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_metric: float
+    seconds: float
+    optimizer_steps: int
+    learning_rate: float
+
+
+@dataclass
+class TrainResult:
+    """What a finished training run produced."""
+
+    best_metric: float
+    best_epoch: int
+    history: list[EpochResult] = field(default_factory=list)
+    stopped_early: bool = False
+    optimizer_steps: int = 0
+
+
+StepHook = Callable[[int, int], None]
+EpochHook = Callable[[EpochResult], None]
+
+
+def optimizer_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: no weight decay on biases and normalisation weights (frozen parameters excluded)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: nn.Module, cfg: TrialConfig) -> torch.optim.Optimizer:
+    """The optimizer named by the trial (adamw by default)."""
+    groups = optimizer_groups(model, cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.learning_rate)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.learning_rate, momentum=0.9)
+    raise ValueError(f"optimizer {cfg.optimizer!r} is not supported by the training loop yet")
+
+
+def scheduler_name(kind: str) -> str:
+    return {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}[kind]
+
+
+def make_loader(encoded: dict[str, torch.Tensor], batch_size: int, *, shuffle: bool, seed: int) -> DataLoader:
+    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids", "labels") if k in encoded]
+    dataset = TensorDataset(*(encoded[k] for k in keys))
+    generator = torch.Generator().manual_seed(seed)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
+    loader.keys = keys  # type: ignore[attr-defined]
+    return loader
+
+
+def _batch(loader: DataLoader, tensors: list[torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: t.to(device, non_blocking=True) for k, t in zip(loader.keys, tensors, strict=True)}  # type: ignore[attr-defined]
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    loss_fn: nn.Module,
+    device: torch.device,
+    precision: str,
+) -> tuple[float, list[int], list[int]]:
+    """Mean loss, gold labels and predictions over a loader."""
+    model.eval()
+    total, n, labels_all, preds_all = 0.0, 0, [], []
+    for tensors in loader:
+        batch = _batch(loader, tensors, device)
+        labels = batch.pop("labels")
+        with _autocast(device, precision):
+            logits = model(**batch).logits
+        total += float(loss_fn(logits.float(), labels)) * labels.numel()
+        n += labels.numel()
+        labels_all.extend(labels.tolist())
+        preds_all.extend(logits.argmax(dim=-1).tolist())
+    return total / max(n, 1), labels_all, preds_all
+
+
+def _autocast(device: torch.device, precision: str) -> Any:
+    if device.type == "cuda" and precision in AMP_DTYPES:
+        return torch.autocast(device_type="cuda", dtype=AMP_DTYPES[precision])
+    return nullcontext()
+
+
+def train(
+    model: nn.Module,
+    cfg: TrialConfig,
+    train_data: dict[str, torch.Tensor],
+    val_data: dict[str, torch.Tensor],
+    *,
+    score: Callable[[list[int], list[int]], float],
+    num_labels: int,
+    epochs: int,
+    patience: int,
+    device: torch.device,
+    seed: int,
+    eval_batch_size: int = 64,
+    on_step: StepHook | None = None,
+    on_epoch: EpochHook | None = None,
+) -> TrainResult:
+    """Fine-tune ``model`` on ``train_data``; returns the best validation metric over epochs."""
+    from transformers import get_scheduler
+
+    torch.manual_seed(seed)
+    if cfg.precision == "bf16_pure":
+        model.to(dtype=torch.bfloat16)
+    model.to(device)
+    train_loader = make_loader(train_data, cfg.batch_size, shuffle=True, seed=seed)
+    val_loader = make_loader(val_data, eval_batch_size, shuffle=False, seed=seed)
+
+    weight = class_weights(train_data["labels"].tolist(), num_labels).to(device) if cfg.class_weighting else None
+    loss_fn = make_loss(cfg.loss, label_smoothing=cfg.label_smoothing, focal_gamma=cfg.focal_gamma, weight=weight)
+    optimizer = make_optimizer(model, cfg)
+    steps_per_epoch = math.ceil(len(train_loader) / cfg.grad_accum)
+    total_steps = steps_per_epoch * epochs
+    scheduler = get_scheduler(
+        scheduler_name(cfg.scheduler),
+        optimizer,
+        num_warmup_steps=math.ceil(cfg.warmup_ratio * total_steps),
+        num_training_steps=total_steps,
+    )
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and cfg.precision == "fp16")
+    result = TrainResult(best_metric=-math.inf, best_epoch=-1)
+    bad_epochs = 0
+
+    for epoch in range(epochs):
+        model.train()
+        start, loss_sum, n_micro = time.perf_counter(), 0.0, len(train_loader)
+        optimizer.zero_grad(set_to_none=True)
+        for step, tensors in enumerate(train_loader):
+            if on_step is not None:
+                on_step(epoch, step)
+            batch = _batch(train_loader, tensors, device)
+            labels = batch.pop("labels")
+            with _autocast(device, cfg.precision):
+                logits = model(**batch).logits
+            loss = loss_fn(logits.float(), labels)
+            loss_sum += float(loss.detach())
+            # the last accumulation window of an epoch may be short: scale by its real length
+            window = min(cfg.grad_accum, n_micro - (step // cfg.grad_accum) * cfg.grad_accum)
+            scaler.scale(loss / window).backward()
+            if (step + 1) % cfg.grad_accum == 0 or step + 1 == n_micro:
+                if cfg.max_grad_norm > 0:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                result.optimizer_steps += 1
+            del batch, labels, logits, loss
+
+        val_loss, gold, pred = evaluate(model, val_loader, loss_fn, device, cfg.precision)
+        epoch_result = EpochResult(
+            epoch=epoch,
+            train_loss=loss_sum / max(n_micro, 1),
+            val_loss=val_loss,
+            val_metric=score(gold, pred),
+            seconds=time.perf_counter() - start,
+            optimizer_steps=result.optimizer_steps,
+            learning_rate=float(scheduler.get_last_lr()[0]),
+        )
+        result.history.append(epoch_result)
+        if epoch_result.val_metric > result.best_metric:
+            result.best_metric, result.best_epoch, bad_epochs = epoch_result.val_metric, epoch, 0
+        else:
+            bad_epochs += 1
+        if on_epoch is not None:
+            on_epoch(epoch_result)  # may raise optuna.TrialPruned
+        if bad_epochs >= patience:
+            result.stopped_early = True
+            break
+    return result

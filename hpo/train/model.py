@@ -1,0 +1,142 @@
+"""Model construction: HF sequence classifier with dropout, frozen layers and gradient checkpointing applied."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import nn
+
+from hpo.errors import ModelError
+from hpo.memory.catalog import ModelSpec
+
+# Every dropout knob a supported architecture exposes in its config: the sampled dropout sets all of them.
+DROPOUT_KEYS = (
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "classifier_dropout",
+    "pooler_dropout",
+    "dropout",
+    "attention_dropout",
+    "seq_classif_dropout",
+    "summary_last_dropout",
+)
+
+
+def _quiet_transformers() -> None:
+    for name in ("transformers.modeling_utils", "transformers.configuration_utils", "transformers"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers always ships it
+        pass
+
+
+def load_tokenizer(spec: ModelSpec) -> Any:
+    """The model's tokenizer (offline for packaged and config-built models)."""
+    from transformers import AutoTokenizer
+
+    _quiet_transformers()
+    try:
+        return AutoTokenizer.from_pretrained(spec.load_path())
+    except (OSError, ValueError) as exc:
+        raise ModelError(
+            f"cannot load the tokenizer of '{spec.name}' from {spec.load_path()}",
+            "check the model id/path (hub models need network or a filled HF cache)",
+        ) from exc
+
+
+def _model_config(spec: ModelSpec, num_labels: int, dropout: float) -> Any:
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(spec.load_path(), num_labels=num_labels)
+    except (OSError, ValueError) as exc:
+        raise ModelError(
+            f"cannot load the config of '{spec.name}' from {spec.load_path()}",
+            "check the model id/path (hub models need network or a filled HF cache)",
+        ) from exc
+    for key in DROPOUT_KEYS:
+        if hasattr(config, key):
+            setattr(config, key, dropout)
+    if getattr(config, "pad_token_id", None) is None:
+        config.pad_token_id = getattr(config, "eos_token_id", None) or 0
+    return config
+
+
+def encoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The list of transformer blocks of a sequence-classification model, whatever its family."""
+    base = getattr(model, "base_model", model)
+    for path in ("encoder.layer", "layers", "transformer.layer", "encoder.layers", "h"):
+        obj: Any = base
+        for part in path.split("."):
+            obj = getattr(obj, part, None)
+            if obj is None:
+                break
+        if isinstance(obj, nn.ModuleList):
+            return obj
+    raise ModelError(f"cannot find the transformer layers of {type(model).__name__}",
+                     "freezing layers is supported for BERT-like encoders and LLaMA-like decoders")
+
+
+def freeze_layers(model: nn.Module, n_layers: int) -> int:
+    """Freeze the embeddings and the first ``n_layers`` blocks; returns how many parameters were frozen."""
+    if n_layers <= 0:
+        return 0
+    layers = encoder_layers(model)
+    if n_layers >= len(layers):
+        raise ModelError(f"cannot freeze {n_layers} of {len(layers)} layers", "freeze fewer layers")
+    frozen = 0
+    base = getattr(model, "base_model", model)
+    modules: list[nn.Module] = [m for m in (getattr(base, "embeddings", None), getattr(base, "embed_tokens", None))
+                                if isinstance(m, nn.Module)]
+    modules.extend(layers[:n_layers])
+    for module in modules:
+        for param in module.parameters():
+            if param.requires_grad:
+                param.requires_grad_(False)
+                frozen += param.numel()
+    return frozen
+
+
+def build_model(
+    spec: ModelSpec,
+    *,
+    num_labels: int,
+    dropout: float,
+    grad_checkpointing: bool,
+    frozen_layers: int,
+    seed: int,
+) -> nn.Module:
+    """Build the classifier: pretrained weights (hub/package/local) or random ones (config-only models)."""
+    from transformers import AutoModelForSequenceClassification
+
+    _quiet_transformers()
+    config = _model_config(spec, num_labels, dropout)
+    torch.manual_seed(seed)  # the fresh classification head (and config-built weights) depend on the seed
+    try:
+        if spec.source == "config":
+            model = AutoModelForSequenceClassification.from_config(config)
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(spec.load_path(), config=config)
+    except (OSError, ValueError) as exc:
+        raise ModelError(
+            f"cannot load model '{spec.name}' from {spec.load_path()}: {str(exc).splitlines()[0][:160]}",
+            "check the model id/path (hub models need network or a filled HF cache)",
+        ) from exc
+    if grad_checkpointing:
+        if not getattr(model, "supports_gradient_checkpointing", False):
+            raise ModelError(f"{type(model).__name__} does not support gradient checkpointing",
+                             "disable grad_checkpointing in the search space for this model")
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    freeze_layers(model, frozen_layers)
+    return model
+
+
+def trainable_parameters(model: nn.Module) -> int:
+    """Number of parameters that receive gradients."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,103 @@
+"""Bad input: one line naming the problem and the fix, exit code 2, no traceback, no damaged study."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from hpo.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output + (result.stderr if result.stderr_bytes is not None else "")
+
+
+def assert_one_line_error(code: int, out: str, *needles: str) -> None:
+    assert code == 2, out
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, out
+    assert "Traceback" not in out
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+
+
+@pytest.fixture
+def out_dir(tmp_path: Path) -> str:
+    return str(tmp_path / "runs")
+
+
+def test_unknown_agent(out_dir: str) -> None:
+    assert_one_line_error(*invoke("tune", "--agent", "nope", "--output-dir", out_dir), "unknown agent 'nope'",
+                          "criteria")
+
+
+def test_unknown_model(out_dir: str) -> None:
+    code, out = invoke("tune", "--models", "no-such-model-xyz", "--output-dir", out_dir, "--no-mlflow")
+    assert_one_line_error(code, out, "unknown model 'no-such-model-xyz'", "configs/models.yaml")
+
+
+def test_malformed_yaml(tmp_path: Path, out_dir: str) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("study: x\nspace: [unclosed\n")
+    assert_one_line_error(*invoke("tune", "--config", str(bad), "--output-dir", out_dir), "malformed YAML")
+
+
+def test_unknown_yaml_key(tmp_path: Path, out_dir: str) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("study: x\nbatch_sise: 3\n")
+    assert_one_line_error(*invoke("tune", "--config", str(bad), "--output-dir", out_dir), "batch_sise")
+
+
+def test_missing_config_file(out_dir: str) -> None:
+    assert_one_line_error(*invoke("tune", "--config", "/nonexistent.yaml", "--output-dir", out_dir),
+                          "config file not found")
+
+
+def test_bad_data_dir(tmp_path: Path, out_dir: str) -> None:
+    code, out = invoke("tune", "--models", "hpo-tiny-bert", "--data-dir", str(tmp_path / "missing"),
+                       "--output-dir", out_dir, "--no-mlflow")
+    assert_one_line_error(code, out, "missing")
+
+
+def test_data_dir_missing_columns(tmp_path: Path, out_dir: str) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "redsm5_posts.csv").write_text("post_id,text\np1,hello\n")
+    (data / "redsm5_annotations.csv").write_text("post_id,sentence_text\np1,hello\n")
+    code, out = invoke("tune", "--models", "hpo-tiny-bert", "--data-dir", str(data), "--output-dir", out_dir,
+                       "--no-mlflow")
+    assert_one_line_error(code, out, "DSM5_symptom")
+
+
+def test_zero_trials(out_dir: str) -> None:
+    assert_one_line_error(*invoke("tune", "--n-trials", "0", "--output-dir", out_dir), "n_trials")
+
+
+def test_impossible_sizes(tmp_path: Path, out_dir: str) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("space:\n  batch_size: [0, 8]\n")
+    assert_one_line_error(*invoke("tune", "--config", str(bad), "--output-dir", out_dir), "batch_size")
+
+
+def test_unreachable_storage(out_dir: str) -> None:
+    code, out = invoke("tune", "--models", "hpo-tiny-bert", "--storage",
+                       "postgresql://hpo:hpo@127.0.0.1:1/hpo", "--output-dir", out_dir, "--no-mlflow")
+    assert_one_line_error(code, out, "storage")
+
+
+def test_unknown_study_for_trials(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'empty.db'}"
+    assert_one_line_error(*invoke("trials", "--study", "ghost", "--storage", storage), "no study named 'ghost'")
+
+
+def test_bad_state_filter(tmp_path: Path) -> None:
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    optuna.create_study(study_name="s", storage=storage)
+    assert_one_line_error(*invoke("trials", "--study", "s", "--storage", storage, "--state", "weird"), "weird")
