@@ -20,7 +20,7 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -73,6 +73,18 @@ def admits(in_use: int, capacity: int, nbytes: int, held_back: int = 0) -> bool:
     return nbytes >= 0 and in_use + held_back + nbytes <= capacity
 
 
+def held_back(waiting: Iterable[Mapping[str, Any]], now: float, ticket: str | None = None) -> int:
+    """Bytes kept free for the oldest waiter whose priority time has come (0 when that waiter is ``ticket``).
+
+    A waiter is a mapping with ``key``, ``bytes``, ``since`` and ``priority_at`` (epoch seconds).
+    """
+    due = [w for w in waiting if now >= float(w.get("priority_at", w["since"]))]
+    if not due:
+        return 0
+    oldest = min(due, key=lambda w: float(w["since"]))
+    return 0 if oldest["key"] == ticket else int(oldest["bytes"])
+
+
 def process_alive(pid: int, created: float, host: str = "") -> bool:
     """Whether the process that reserved at ``created`` still runs (zombies and reused PIDs do not)."""
     if host and host != HOST:
@@ -123,7 +135,6 @@ class Ledger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = FileLock(str(self.path) + ".lock")
 
-    # -- public API ---------------------------------------------------------------------------------
     def try_reserve(self, nbytes: int, *, trial: int | None = None, label: str = "") -> Reservation | None:
         """Reserve ``nbytes`` now, or return None when that would over-commit the GPU budget."""
         self._check(nbytes)
@@ -147,13 +158,11 @@ class Ledger:
                 "shrink the trial (batch size, max length, precision, checkpointing) or raise --gpu-memory",
             )
         deadline = None if timeout is None else time.monotonic() + timeout
-        ticket = _new_key()
-        done = False
+        ticket, res = _new_key(), None
         try:
             while True:
                 res = self._attempt(int(nbytes), trial, label, ticket=ticket)
                 if res is not None:
-                    done = True
                     return res
                 if should_stop is not None and should_stop():
                     raise LedgerCancelled(f"stopped waiting for {_size(nbytes)} on {self.gpu_key}")
@@ -168,7 +177,7 @@ class Ledger:
                     pause = min(pause, left)
                 time.sleep(pause)
         finally:
-            if not done:  # also drops a reservation written just before an interrupt reached us
+            if res is None:  # also drops a reservation written just before an interrupt reached us
                 self._forget(ticket)
 
     def release(self, res: Reservation) -> None:
@@ -206,7 +215,6 @@ class Ledger:
                 self._write(data)
             return before - sum(len(e["reservations"]) for e in data.values())
 
-    # -- internals ----------------------------------------------------------------------------------
     def _check(self, nbytes: int) -> None:
         if nbytes < 0:
             raise ValueError(f"cannot reserve a negative number of bytes ({nbytes})")
@@ -218,7 +226,7 @@ class Ledger:
             entry = self._entry(data)
             now = time.time()
             in_use = sum(int(r["bytes"]) for r in entry["reservations"])
-            if not admits(in_use, self.capacity_bytes, nbytes, self._held_back(entry, ticket, now)):
+            if not admits(in_use, self.capacity_bytes, nbytes, held_back(entry["waiting"], now, ticket)):
                 if ticket is not None and all(w["key"] != ticket for w in entry["waiting"]):
                     waiter = {"key": ticket, "pid": os.getpid(), "host": HOST, "bytes": nbytes, "since": now}
                     entry["waiting"].append(waiter | {"priority_at": now + self.priority_after})
@@ -226,27 +234,12 @@ class Ledger:
                 if changed:
                     self._write(data)
                 return None
-            res = Reservation(
-                key=ticket or _new_key(),
-                pid=os.getpid(),
-                bytes=nbytes,
-                trial=trial,
-                created=now,
-                label=label,
-                host=HOST,
-            )
+            key, pid = ticket or _new_key(), os.getpid()
+            res = Reservation(key, pid, nbytes, trial, created=now, label=label, host=HOST)
             entry["reservations"].append(asdict(res))
             entry["waiting"] = [w for w in entry["waiting"] if w["key"] != res.key]
             self._write(data)
             return res
-
-    def _held_back(self, entry: dict[str, Any], ticket: str | None, now: float) -> int:
-        """Bytes kept free for the oldest waiter past its priority time (0 if that waiter is the caller)."""
-        starving = [w for w in entry["waiting"] if now >= float(w.get("priority_at", w["since"]))]
-        if not starving:
-            return 0
-        oldest = min(starving, key=lambda w: float(w["since"]))
-        return 0 if oldest["key"] == ticket else int(oldest["bytes"])
 
     def _forget(self, key: str) -> None:
         with self._lock:
@@ -267,13 +260,8 @@ class Ledger:
                 if process_alive(int(r["pid"]), float(r["created"]), str(r.get("host", ""))):
                     alive.append(r)
                 else:
-                    log.warning(
-                        "reclaimed %.2f GiB on %s from dead process %s (trial %s)",
-                        int(r["bytes"]) / 2**30,
-                        gpu,
-                        r["pid"],
-                        r.get("trial"),
-                    )
+                    what = f"{_size(int(r['bytes']))} on {gpu} from dead process {r['pid']}"
+                    log.warning("reclaimed %s (trial %s)", what, r.get("trial"))
             waiting = entry.get("waiting", [])
             live_waiting = [w for w in waiting if process_alive(int(w["pid"]), float(w["since"]), w["host"])]
             count += len(entry.get("reservations", [])) - len(alive) + len(waiting) - len(live_waiting)

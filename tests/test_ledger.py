@@ -24,6 +24,7 @@ from hpo.ledger import (
     LedgerTooLarge,
     Reservation,
     admits,
+    held_back,
     ledger_path_for,
 )
 
@@ -41,6 +42,18 @@ def test_admits_rule() -> None:
     assert admits(40, 100, 30, held_back=30)
     assert not admits(40, 100, 31, held_back=30)
     assert not admits(0, 100, -1)
+
+
+def test_held_back_picks_the_oldest_due_waiter() -> None:
+    waiting = [
+        {"key": "young", "bytes": 5, "since": 90.0, "priority_at": 150.0},
+        {"key": "old", "bytes": 70, "since": 10.0, "priority_at": 70.0},
+        {"key": "older-not-due", "bytes": 30, "since": 5.0, "priority_at": 500.0},
+    ]
+    assert held_back(waiting, now=60.0) == 0  # nobody is due yet
+    assert held_back(waiting, now=100.0) == 70 == held_back(waiting, 100.0, ticket="young")
+    assert held_back(waiting, now=100.0, ticket="old") == 0  # the due waiter itself is not held back
+    assert held_back(waiting, now=600.0) == 30
 
 
 def test_reserve_release_in_use(tmp_path: Path) -> None:
