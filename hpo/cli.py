@@ -190,11 +190,11 @@ def best(
 ) -> None:
     """Show the best trial (and optionally its test-split evaluation)."""
     from hpo.config import StudyConfig
-    from hpo.results import best_trial, describe_best
+    from hpo.results import describe_best
     from hpo.study import load_existing
 
     s = load_existing(study, _storage_url(storage, output_dir))
-    out = describe_best(best_trial(s))
+    out = describe_best(s)
     if evaluate:
         from hpo.evaluate import evaluate_best
 
@@ -211,6 +211,71 @@ def best(
     if out["test"]:
         typer.echo("test split: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                                               for k, v in out["test"].items()))
+
+
+@app.command()
+@handles_errors
+def oom(
+    study: Annotated[str, typer.Option("--study", help="Study name.")],
+    storage: StorageOpt = None,
+    output_dir: OutputOpt = None,
+    source: Annotated[str, typer.Option(help="optuna (trial user attrs) | mlflow (runs with oom_error=True)")]
+    = "optuna",
+    mlflow_uri: Annotated[str | None, typer.Option("--mlflow-uri", help="MLflow tracking URI for --source mlflow "
+                                                   "(default: sqlite under --output-dir).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """OOM trials: config, where it failed, estimated vs measured peak, and a summary line."""
+    from hpo.errors import ConfigError
+    from hpo.oom_report import oom_rows_from_mlflow, oom_rows_from_optuna, render_oom_table, summarize
+
+    if source == "optuna":
+        from hpo.study import load_existing
+
+        rows = oom_rows_from_optuna(load_existing(study, _storage_url(storage, output_dir)))
+    elif source == "mlflow":
+        uri = mlflow_uri or f"sqlite:///{((output_dir or Path('runs')) / 'mlflow.db').resolve()}"
+        rows = oom_rows_from_mlflow(uri, study)
+    else:
+        raise ConfigError(f"unknown --source '{source}'", "use optuna or mlflow")
+    summary = summarize(rows)
+    if as_json:
+        typer.echo(json.dumps({"rows": rows, "summary": summary}, indent=2, default=str))
+    else:
+        typer.echo(render_oom_table(rows, summary))
+
+
+@app.command()
+@handles_errors
+def estimate(
+    model: Annotated[str, typer.Option(help="Catalog name, local path or cached hub id.")],
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Micro-batch size.")] = 16,
+    max_length: Annotated[int, typer.Option("--max-length", min=1, help="Sequence length (padded).")] = 512,
+    precision: Annotated[str, typer.Option(help="fp32 | fp16 | bf16 | bf16_pure")] = "fp32",
+    optimizer: Annotated[str, typer.Option(help="adamw | adafactor | sgd | adamw_8bit")] = "adamw",
+    grad_checkpointing: Annotated[bool, typer.Option("--grad-checkpointing", help="Activation "
+                                                     "checkpointing.")] = False,
+    lora_r: Annotated[int, typer.Option("--lora-r", min=0, help="LoRA rank (0 = full fine-tune).")] = 0,
+    quant: Annotated[str | None, typer.Option(help="4bit | 8bit base weights")] = None,
+    mode: Annotated[str, typer.Option(help="train | inference")] = "train",
+    frozen_layers: Annotated[int, typer.Option("--frozen-layers", min=0, help="Frozen encoder layers.")] = 0,
+    gpu_memory: Annotated[str | None, typer.Option("--gpu-memory", help="Card size, e.g. 24GB (default: the "
+                                                   "detected GPU, else 24GB).")] = None,
+    headroom_gb: Annotated[float | None, typer.Option("--headroom-gb", help="Memory kept free (default: the "
+                                                      "GPU profile's).")] = None,
+    method: Annotated[str, typer.Option(help="analytic | trace (meta-device run of 2 steps)")] = "analytic",
+    max_batch: Annotated[bool, typer.Option("--max-batch", help="Print the largest batch size that fits.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Predict the peak GPU memory of one training step before loading anything."""
+    from hpo.memory.estimate import MemoryRequest
+    from hpo.memory.report import run_estimate
+
+    req = MemoryRequest(batch_size=batch_size, max_length=max_length, precision=precision, optimizer=optimizer,
+                        grad_checkpointing=grad_checkpointing, lora_r=lora_r, quant=quant, mode=mode,
+                        frozen_layers=frozen_layers)  # validates itself (ConfigError)
+    typer.echo(run_estimate(model, req, gpu_memory=gpu_memory, method=method, as_json=as_json,
+                            max_batch=max_batch, headroom_gb=headroom_gb))
 
 
 def main() -> None:

@@ -97,6 +97,7 @@ class StudyConfig(_Strict):
     gpu_memory: str | None = None
     headroom_gb: float = Field(1.5, ge=0.0)
     on_oom: OnOom = "prune"
+    prune_by_estimate: bool = True  # False: let over-budget configs run (they OOM; for tests of the OOM path)
     eval_batch_size: int = Field(64, ge=1)
     max_train_examples: int | None = Field(None, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"

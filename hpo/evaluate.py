@@ -56,6 +56,5 @@ def evaluate_best(cfg: StudyConfig, study: optuna.Study) -> dict[str, Any]:
         f"test_majority_baseline_{agent.metric_name}": agent.majority_baseline(splits, "test"),
         "test_examples": len(gold),
     }
-    study_trial_storage = study._storage  # record on the best trial for `hpo best` without --evaluate
-    study_trial_storage.set_trial_user_attr(trial._trial_id, "test_evaluation", out)
+    study.set_user_attr("test_evaluation", out)  # finished trials are immutable: keep it on the study
     return out

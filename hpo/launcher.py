@@ -75,6 +75,7 @@ def run_worker(cfg: StudyConfig, *, recycle_after: int, worker_id: str = "") -> 
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
     objective = build_objective(cfg, Progress(live=False))
     info = detect(0)
     gpu_key = info.uuid if info.available else f"simulated-{objective.memory.gpu_bytes}"
@@ -150,13 +151,13 @@ class Launcher:
         marker = _trial_file(self.cfg, pid)
         if not marker.is_file():
             return
-        with contextlib.suppress(ValueError, OSError):
+        with contextlib.suppress(ValueError, OSError, optuna.exceptions.UpdateFinishedTrialError):
             trial_id = int(marker.read_text().strip())
             storage = study._storage
             trial = storage.get_trial(trial_id)
             if trial.state == TrialState.RUNNING:
-                storage.set_trial_state_values(trial_id, TrialState.FAIL)
                 storage.set_trial_user_attr(trial_id, "error", "worker process died")
+                storage.set_trial_state_values(trial_id, TrialState.FAIL)
                 RetryHeartbeatStaleTrialCallback(max_retry=1)(study, storage.get_trial(trial_id))
                 self.report.retried_trials.append(trial.number)
         marker.unlink(missing_ok=True)
@@ -206,10 +207,13 @@ class Launcher:
         self.workers.clear()
         # anything still RUNNING now has no live process in this launcher
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                study._storage.set_trial_user_attr(t._trial_id, "error", "stopped by Ctrl-C")
+                study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
 
     def run(self) -> LaunchReport:
         cfg = self.cfg
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C even when started in the background
         study = create_or_load(cfg)
         config_path(cfg).parent.mkdir(parents=True, exist_ok=True)
         config_path(cfg).write_text(json.dumps(cfg.model_dump(mode="json")))

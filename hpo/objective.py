@@ -24,6 +24,7 @@ from hpo.faults import FaultInjector, FaultPlan, SimulatedGpu
 from hpo.memory.calibrate import Calibration
 from hpo.memory.catalog import ModelSpec, get_spec
 from hpo.memory.estimate import Budget, MemoryRequest, estimate, fits
+from hpo.memory.trace import trace_estimate
 from hpo.oom import (
     OomRecord,
     clear_exception_frames,
@@ -113,7 +114,7 @@ class Objective:
 
     def _over_budget(self, spec: ModelSpec, tcfg: TrialConfig, budget: Budget) -> str | None:
         """Why this config cannot run on the GPU budget (None when it fits or there is no budget)."""
-        if self.memory.gpu_bytes is None:
+        if self.memory.gpu_bytes is None or not self.cfg.prune_by_estimate:
             return None
         ok, margin = fits(budget, self.memory.gpu_bytes, self.memory.headroom_bytes)
         if not ok:
@@ -139,14 +140,21 @@ class Objective:
         return out[0], out[1]
 
     # ---- one training attempt -----------------------------------------------------------------------------
+    def _simulated_peak(self, spec: ModelSpec, tcfg: TrialConfig, budget: Budget) -> int:
+        """What the simulated card 'really' needs: the exact meta-device trace peak, else the estimate."""
+        try:
+            return trace_estimate(spec, memory_request(tcfg, self.agent.num_labels)).device_total_bytes
+        except Exception:  # the trace does not cover every architecture: fall back to the analytic estimate
+            return budget.device_total_bytes
+
     def _train(self, trial: optuna.Trial, tcfg: TrialConfig, spec: ModelSpec, device: torch.device,
-               budget: Budget, run_id: str | None, injector: FaultInjector) -> TrainResult:
+               budget: Budget, run_id: str | None, injector: FaultInjector, on_gpu: bool) -> TrainResult:
         train_data, val_data = self._data(spec, tcfg.max_length)
         model = build_model(spec, num_labels=self.agent.num_labels, dropout=tcfg.dropout,
                             grad_checkpointing=tcfg.grad_checkpointing, frozen_layers=tcfg.frozen_layers,
                             seed=self.cfg.seed)
-        simulated = (SimulatedGpu(self.memory.gpu_bytes, budget.device_total_bytes)
-                     if self.memory.simulated and self.memory.gpu_bytes is not None else None)
+        simulated = (SimulatedGpu(self.memory.gpu_bytes, self._simulated_peak(spec, tcfg, budget))
+                     if on_gpu and self.memory.simulated and self.memory.gpu_bytes is not None else None)
         n_steps = -(-len(train_data["labels"]) // tcfg.batch_size)
 
         def on_step(epoch: int, step: int) -> None:
@@ -232,11 +240,12 @@ class Objective:
             raise optuna.TrialPruned(f"memory estimate: {reason}")
 
         device, records = self.device, []
+        on_gpu = device.type == "cuda" or self.memory.simulated  # False after a cpu fallback
         injector = FaultInjector(self.faults, trial.number)  # once per trial: a retry must not re-fire it
         while True:
             try:
-                with self.admission(budget.device_total_bytes, trial.number):
-                    result = self._train(trial, tcfg, spec, device, budget, run_id, injector)
+                with self.admission(budget.device_total_bytes if on_gpu else 0, trial.number):
+                    result = self._train(trial, tcfg, spec, device, budget, run_id, injector, on_gpu)
                 break
             except optuna.TrialPruned:
                 trial.set_user_attr("pruned_reason", "early_stop")
@@ -257,10 +266,13 @@ class Objective:
                     if self.calibration is not None:
                         self.calibration.record_oom(spec.name, memory_request(tcfg, self.agent.num_labels),
                                                     budget.device_total_bytes)
-                    nxt = self._after_oom(tcfg, spec, device)
+                    nxt = self._after_oom(tcfg, spec, on_gpu)
                     if nxt is None:
                         raise self._oom_pruned(trial, run_id, records) from None
-                    tcfg, device = nxt
+                    if nxt[1]:  # shrink: same device
+                        tcfg = nxt[0]
+                    else:  # cpu fallback
+                        tcfg, device, on_gpu = nxt[0], torch.device("cpu"), False
                     budget = self._estimate(spec, tcfg)
                     self.tracker.log_metrics(run_id, {"oom_retries": float(len(records))})
                     continue
@@ -277,7 +289,7 @@ class Objective:
         if records:
             trial.set_user_attr("oom_attempts", [r.to_dict() for r in records])
             trial.set_user_attr("final_config", tcfg.model_dump())
-            trial.set_user_attr("final_device", device.type)
+            trial.set_user_attr("final_device", device.type if on_gpu else "cpu (fallback after OOM)")
         self._record_peak(trial, spec, tcfg, budget, device)
         trial.set_user_attr("best_epoch", result.best_epoch)
         trial.set_user_attr("epochs_run", len(result.history))
@@ -288,14 +300,17 @@ class Objective:
         self.tracker.end_trial(run_id, "FINISHED", {"state": "COMPLETE"})
         return result.best_metric
 
-    def _after_oom(self, tcfg: TrialConfig, spec: ModelSpec,
-                   device: torch.device) -> tuple[TrialConfig, torch.device] | None:
-        """The next attempt under the study's --on-oom policy, or None to prune."""
+    def _after_oom(self, tcfg: TrialConfig, spec: ModelSpec, on_gpu: bool) -> tuple[TrialConfig, bool] | None:
+        """The next attempt under the study's --on-oom policy as (config, still on the GPU), or None to prune.
+
+        shrink: half the micro-batch, double the accumulation (same effective batch) down to batch 1.
+        cpu: small models finish on the CPU in fp32 (a simulated GPU counts as the GPU here).
+        """
         if self.cfg.on_oom == "shrink":
             smaller = shrink(tcfg)
-            return (smaller, device) if smaller is not None else None
-        if self.cfg.on_oom == "cpu" and device.type != "cpu" and cpu_fallback_allowed(spec.params):
-            return tcfg.model_copy(update={"precision": "fp32"}), torch.device("cpu")
+            return (smaller, True) if smaller is not None else None
+        if self.cfg.on_oom == "cpu" and on_gpu and cpu_fallback_allowed(spec.params):
+            return tcfg.model_copy(update={"precision": "fp32"}), False
         return None
 
 

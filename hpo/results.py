@@ -57,8 +57,10 @@ def best_trial(study: optuna.Study) -> FrozenTrial:
                            "run `hpo tune` until at least one trial completes") from exc
 
 
-def describe_best(t: FrozenTrial) -> dict[str, Any]:
-    """The best trial as a JSON-able mapping."""
+def describe_best(study: optuna.Study) -> dict[str, Any]:
+    """The best trial as a JSON-able mapping (with its last test-split evaluation, if any)."""
+    t = best_trial(study)
+    test = study.user_attrs.get("test_evaluation")
     return {
         "number": t.number,
         "value": t.value,
@@ -67,5 +69,5 @@ def describe_best(t: FrozenTrial) -> dict[str, Any]:
         "best_epoch": t.user_attrs.get("best_epoch"),
         "estimated_peak_gb": t.user_attrs.get("estimated_peak_gb"),
         "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
-        "test": t.user_attrs.get("test_evaluation"),
+        "test": test if test and test.get("trial") == t.number else None,
     }

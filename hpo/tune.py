@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,6 +132,8 @@ def run_tune(cfg: StudyConfig, progress: Progress | None = None) -> TuneReport:
     started = time.monotonic()
     if cfg.par > 1:
         return run_parallel(cfg, started)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C even when started in the background
     progress = progress or Progress(total=cfg.n_trials)
     objective = build_objective(cfg, progress)
     study = create_or_load(cfg)

@@ -14,7 +14,7 @@ runner = CliRunner()
 
 def invoke(*args: str) -> tuple[int, str]:
     result = runner.invoke(app, list(args))
-    return result.exit_code, result.output + (result.stderr if result.stderr_bytes is not None else "")
+    return result.exit_code, result.output  # stdout and stderr together
 
 
 def assert_one_line_error(code: int, out: str, *needles: str) -> None:

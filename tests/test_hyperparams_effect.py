@@ -15,7 +15,7 @@ from hpo.agents.criteria import CriteriaAgent
 from hpo.config import SpaceConfig, TrialConfig
 from hpo.memory.catalog import get_spec
 from hpo.paths import SAMPLE_DATA_DIR
-from hpo.space import frozen_layers_cap
+
 from hpo.train.data import encode_pairs
 from hpo.train.loop import _autocast, train
 from hpo.train.model import build_model, load_tokenizer, trainable_parameters
@@ -28,7 +28,10 @@ BASE = TrialConfig(model="hpo-tiny-bert", learning_rate=1e-3, weight_decay=0.0, 
                    max_length=64, warmup_ratio=0.0, scheduler="constant", dropout=0.1, max_grad_norm=0.0,
                    loss="ce", class_weighting=False, grad_checkpointing=False, precision="fp32",
                    frozen_layers=0)
-TRAIN = SPLITS.train[:96]
+# 1:3 imbalanced, like real criteria data (on a perfectly balanced set class weighting would be a no-op)
+_POS = [e for e in SPLITS.train if e.label == 1][:24]
+_NEG = [e for e in SPLITS.train if e.label == 0][:72]
+TRAIN = [e for pair in zip(_NEG[::3], _NEG[1::3], _NEG[2::3], _POS, strict=True) for e in pair]
 
 
 def run(cfg: TrialConfig, epochs: int = 1) -> tuple[dict[str, torch.Tensor], Any, torch.nn.Module]:
@@ -150,4 +153,4 @@ def test_every_trial_field_is_covered() -> None:
                               "model", "precision", "dropout"}
     sampled = set(TrialConfig.model_fields) - {"optimizer"}  # optimizer is fixed (adamw), never sampled
     assert sampled <= covered
-    assert frozen_layers_cap([TINY], SpaceConfig()) == 1
+

@@ -132,7 +132,11 @@ def build_model(
         if not getattr(model, "supports_gradient_checkpointing", False):
             raise ModelError(f"{type(model).__name__} does not support gradient checkpointing",
                              "disable grad_checkpointing in the search space for this model")
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable = getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:  # pragma: no cover - transformers 4.x
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     freeze_layers(model, frozen_layers)
     return model
 

@@ -1,0 +1,109 @@
+"""`hpo tune --par N`: real worker processes against one SQLite storage."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG = REPO / "configs" / "studies" / "ci-tiny.yaml"
+
+
+def tune_cmd(out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "hpo", "tune", "--config", str(CONFIG), "--output-dir", str(out),
+            "--no-mlflow", "--epochs", "1", *extra]
+
+
+def load(out: Path) -> optuna.Study:
+    return optuna.load_study(study_name="ci-tiny", storage=f"sqlite:///{(out / 'hpo.db').resolve()}")
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    e.pop("HPO_INJECT_OOM", None)
+    return e
+
+
+def wait_for(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.3)
+    return False
+
+
+@pytest.mark.slow
+def test_three_workers_twenty_trials(tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    res = subprocess.run(tune_cmd(out, "--par", "3", "--n-trials", "20"), capture_output=True, text=True,
+                         timeout=600, env=env())
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    study = load(out)
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert 20 <= len(finished) <= 22
+    assert not [t for t in study.trials if t.state in (TrialState.FAIL, TrialState.RUNNING)]
+    assert "database is locked" not in res.stdout + res.stderr
+    assert "3 workers" in res.stdout
+
+
+def _running_trial_file(out: Path) -> list[Path]:
+    return list((out / "workers" / "ci-tiny").glob("*.trial"))
+
+
+@pytest.mark.slow
+def test_kill_9_worker_trial_is_failed_then_retried(tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    # slow trials (3 epochs, full train split) so there is time to kill one mid-trial
+    proc = subprocess.Popen(tune_cmd(out, "--par", "2", "--n-trials", "4") + ["--epochs", "3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env())
+    try:
+        assert wait_for(lambda: bool(_running_trial_file(out)), 120), "no worker started a trial"
+        victim = int(_running_trial_file(out)[0].stem)
+        os.kill(victim, signal.SIGKILL)
+        stdout, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stdout[-3000:]
+    assert "died with exit code" in stdout
+    study = load(out)
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert len(failed) == 1 and failed[0].user_attrs.get("error") == "worker process died"
+    retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == failed[0].number]
+    assert retried and retried[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    # the retry re-runs the same config (a kill during sampling leaves the rest to be sampled anew)
+    assert failed[0].params.items() <= retried[0].params.items()
+    assert len([t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]) >= 4
+
+
+@pytest.mark.slow
+def test_sigint_leaves_no_running_trial_and_rerun_resumes(tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    proc = subprocess.Popen(tune_cmd(out, "--par", "2", "--n-trials", "6") + ["--epochs", "3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env())
+    try:
+        assert wait_for(lambda: bool(_running_trial_file(out)), 120), "no worker started a trial"
+        proc.send_signal(signal.SIGINT)
+        stdout, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stdout[-3000:]
+    study = load(out)
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    kept = {t.number: t.state for t in study.trials if t.state.is_finished()}
+    res = subprocess.run(tune_cmd(out, "--n-trials", "3"), capture_output=True, text=True, timeout=600,
+                         env=env())
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    after = load(out)
+    assert {t.number: t.state for t in after.trials if t.number in kept} == kept
+    assert len([t for t in after.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]) >= 3
