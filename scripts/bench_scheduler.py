@@ -35,12 +35,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hpo.ledger import admits, held_back
 
 GIB = 2**30
-MODELS = ("bert-base-uncased", "roberta-base", "deberta-v3-base", "bert-large-uncased", "roberta-large")
-MODELS += ("deberta-v3-large",)
+MODELS: tuple[str, ...] = ("bert-base-uncased", "roberta-base", "deberta-v3-base")
+MODELS += ("bert-large-uncased", "roberta-large", "deberta-v3-large")
 BATCH_SIZES, MAX_LENGTHS, PRECISIONS = (8, 16, 32, 64), (128, 256, 384, 512), ("fp32", "fp16", "bf16")
 PEAK_FLOPS = {"fp32": 20e12, "fp16": 55e12, "bf16": 55e12}  # sustained at full utilisation, 24 GB class
 TRAIN_EXAMPLES, STARTUP_S, SATURATION_TOKENS = 8000, 45.0, 4096
 Footprint = Callable[[str, int, int, str, bool], int]
+Bounds = Callable[[int], tuple[int, int]]  # parameter count -> (max batch size, max length)
 
 
 @dataclass(frozen=True)
@@ -71,9 +72,11 @@ class Result:
     wasted_gpu_hours: float
     makespan_hours: float
     trials_per_hour: float
+    work_per_hour: float  # standalone trial-hours completed per wall hour (size-neutral throughput)
     mean_memory_util: float
     max_in_use_gib: float
     mean_wait_min: float
+    max_wait_min: float
 
 
 def estimator_footprint(model: str, batch: int, length: int, precision: str, ckpt: bool) -> int:
@@ -108,6 +111,29 @@ def default_footprint() -> tuple[Footprint, str]:
         return approx_footprint, "approx_footprint"
 
 
+def fallback_bounds(params: int) -> tuple[int, int]:
+    """24 GB bounds when no GPU profile is available: large (>= 200M) models at batch <= 32."""
+    return (64 if params < 200e6 else 32), 512
+
+
+def default_bounds(gpu_memory: str = "24GB") -> tuple[Bounds, str]:
+    """Bounds of the shipped GPU profile (hpo.gpu.load_profile) when it loads, else fallback_bounds."""
+    try:
+        from hpo.gpu import load_profile
+
+        profile = load_profile(gpu_memory)
+        profile.bounds(110_000_000)
+    except Exception as exc:  # optional here, like the estimator
+        print(f"note: GPU profile unavailable ({type(exc).__name__}: {exc}); using fallback_bounds")
+        return fallback_bounds, "fallback_bounds"
+
+    def bounds(params: int) -> tuple[int, int]:
+        b = profile.bounds(params)
+        return int(b.max_batch_size), int(b.max_length)
+
+    return bounds, f"profile {getattr(profile, 'name', gpu_memory)}"
+
+
 def duration_and_util(
     model: str, batch: int, length: int, precision: str, ckpt: bool, epochs: int, rng: random.Random
 ) -> tuple[float, float]:
@@ -125,29 +151,33 @@ def duration_and_util(
 class Mix:
     """The seeded trial mix every schedule runs, in the same order (``mix[k]`` is trial k, drawn lazily).
 
-    Trials come from the criteria space; a configuration over ``capacity`` is resampled, as the real tool
-    prunes it by estimate before reserving. Large models are limited to batch <= 32 (24 GB profile).
+    Trials come from the criteria space within the GPU profile's ``bounds``; a configuration over ``capacity``
+    is resampled, as the real tool prunes it by estimate before reserving.
     """
 
     def __init__(
-        self, seed: int, footprint: Footprint, capacity: int, models: Sequence[str] = MODELS
+        self,
+        seed: int,
+        footprint: Footprint,
+        capacity: int,
+        models: Sequence[str] = MODELS,
+        precisions: Sequence[str] = PRECISIONS,
+        bounds: Bounds = fallback_bounds,
     ) -> None:
-        self.rng, self.footprint, self.capacity, self.models = (
-            random.Random(seed),
-            footprint,
-            capacity,
-            models,
-        )
+        self.rng, self.footprint, self.capacity = random.Random(seed), footprint, capacity
+        self.models, self.precisions, self.bounds = list(models), list(precisions), bounds
         self.trials: list[TrialSpec] = []
 
     def __getitem__(self, k: int) -> TrialSpec:
         from hpo.memory.catalog import get_spec
 
         while len(self.trials) <= k:
-            rng, model = self.rng, self.rng.choice(list(self.models))
-            batches = [b for b in BATCH_SIZES if b <= (64 if get_spec(model).params < 200e6 else 32)]
-            cfg = (model, rng.choice(batches), rng.choice(MAX_LENGTHS), rng.choice(PRECISIONS))
-            cfg += (rng.random() < 0.5,)
+            rng, model = self.rng, self.rng.choice(self.models)
+            max_batch, max_length = self.bounds(get_spec(model).params)
+            batches = [b for b in BATCH_SIZES if b <= max_batch] or [min(BATCH_SIZES)]
+            lengths = [n for n in MAX_LENGTHS if n <= max_length] or [min(MAX_LENGTHS)]
+            batch, length, precision = rng.choice(batches), rng.choice(lengths), rng.choice(self.precisions)
+            cfg = (model, batch, length, precision, rng.random() < 0.5)
             nbytes = self.footprint(*cfg)
             if nbytes > self.capacity:
                 continue
@@ -172,17 +202,14 @@ def simulate(
     priority_after: float = 60.0,
 ) -> Result:
     """Run trials 0..n_trials-1 of ``mix`` with ``par`` workers under a "fixed" or "memory" policy."""
-    if (
-        policy not in ("fixed", "memory")
-        or crash_kills not in ("all", "newest")
-        or lost not in ("retry", "drop")
-    ):
+    valid = policy in ("fixed", "memory") and crash_kills in ("all", "newest") and lost in ("retry", "drop")
+    if not valid:
         raise ValueError(f"unknown policy {policy!r}, crash_kills {crash_kills!r} or lost {lost!r}")
     queue, attempts = deque(range(n_trials)), [0] * n_trials
     running: dict[int, list[float]] = {}  # trial -> [remaining standalone seconds, start time]
     restarting: list[float] = []  # when each crashed worker is back (process restart, CUDA init)
     waiting: list[dict[str, Any]] = []  # ledger waiter records
-    now = wasted = mem_integral = wait_total = max_in_use = 0.0
+    now = wasted = mem_integral = wait_total = max_wait = max_in_use = done_work = 0.0
     completed = crashes = killed = 0
 
     def in_use() -> int:
@@ -192,19 +219,13 @@ def simulate(
         running[i], attempts[i] = [mix[i].duration_s, now], attempts[i] + 1
 
     def fill() -> None:
-        nonlocal crashes, killed, wasted, wait_total
+        nonlocal crashes, killed, wasted, wait_total, max_wait
         restarting[:] = [t for t in restarting if t > now]
         while queue and len(running) + len(waiting) + len(restarting) < par:
             i = queue.popleft()
             if policy == "memory":
-                waiting.append(
-                    {
-                        "key": str(i),
-                        "bytes": mix[i].footprint,
-                        "since": now,
-                        "priority_at": now + priority_after,
-                    }
-                )
+                record = {"key": str(i), "bytes": mix[i].footprint, "since": now}
+                waiting.append(record | {"priority_at": now + priority_after})
                 continue
             start(i)
             if in_use() > card_bytes:  # CUDA OOM: the old tool loses the attempt(s) it kills
@@ -217,7 +238,7 @@ def simulate(
         for w in sorted(waiting, key=lambda w: float(w["since"])):
             if admits(in_use(), capacity_bytes, int(w["bytes"]), held_back(waiting, now, str(w["key"]))):
                 waiting.remove(w)
-                wait_total += now - float(w["since"])
+                wait_total, max_wait = wait_total + now - w["since"], max(max_wait, now - w["since"])
                 start(int(w["key"]))
 
     fill()
@@ -230,24 +251,14 @@ def simulate(
             state[0] -= step * rate
             if state[0] <= 1e-9:
                 del running[i]
-                completed += 1
+                completed, done_work = completed + 1, done_work + mix[i].duration_s
         fill()
     assert not waiting, "every trial fits the capacity alone, so waiters always drain"
     hours = now / 3600 or 1e-9
-    return Result(
-        policy,
-        par,
-        n_trials,
-        completed,
-        crashes,
-        killed,
-        round(wasted / 3600, 3),
-        round(hours, 3),
-        round(completed / hours, 3),
-        round(mem_integral / (now or 1.0) / card_bytes, 4),
-        round(max_in_use / GIB, 2),
-        round(wait_total / max(1, completed) / 60, 2),
-    )
+    rates = (completed / hours, done_work / 3600 / hours, mem_integral / (now or 1.0) / card_bytes)
+    waits = (max_in_use / GIB, wait_total / max(1, completed) / 60, max_wait / 60)
+    numbers = (round(x, 3) for x in (wasted / 3600, hours, *rates, *waits))
+    return Result(policy, par, n_trials, completed, crashes, killed, *numbers)
 
 
 def run_all(
@@ -259,29 +270,29 @@ def run_all(
     return results + [simulate(mix, n_trials, "memory", p, card, capacity, **kw) for p in (par, *extra_par)]
 
 
+ROW = "{:<20}{:>9}{:>10}{:>9}{:>8}{:>13}{:>6}{:>14}{:>10}{:>9}{:>10}{:>10}"
+HEADER = (
+    "schedule|done|trials/h|vs base|work/h|OOM crashes|lost|wasted GPU-h|mean mem|max GiB|wait min|max wait"
+)
+
+
 def table(results: Sequence[Result], baseline: Result) -> str:
-    """A plain-text table; speed-up relative to ``baseline``."""
-    head = (
-        f"{'schedule':<20}{'done':>10}{'trials/h':>10}{'vs base':>9}{'OOM crashes':>13}{'lost':>6}"
-        f"{'wasted GPU-h':>14}{'mean mem':>10}{'max GiB':>9}{'wait min':>10}"
-    )
-    rows = [head, "-" * len(head)]
+    """A plain-text table; "vs base" is trials/h relative to ``baseline``."""
+    rows = [ROW.format(*HEADER.split("|"))]
+    rows.append("-" * len(rows[0]))
     for r in results:
         name = f"{'memory-aware' if r.policy == 'memory' else 'fixed'} PAR={r.par}"
-        rows.append(
-            f"{name:<20}{f'{r.completed}/{r.trials}':>10}{r.trials_per_hour:>10.2f}"
-            f"{r.trials_per_hour / baseline.trials_per_hour:>8.2f}x{r.crashes:>13}{r.lost:>6}"
-            f"{r.wasted_gpu_hours:>14.2f}{r.mean_memory_util:>10.1%}{r.max_in_use_gib:>9.1f}"
-            f"{r.mean_wait_min:>10.1f}"
-        )
+        speed = (f"{r.trials_per_hour:.2f}", f"{r.trials_per_hour / baseline.trials_per_hour:.2f}x")
+        loss = (f"{r.work_per_hour:.2f}", r.crashes, r.lost, f"{r.wasted_gpu_hours:.2f}")
+        memory = (f"{r.mean_memory_util:.1%}", f"{r.max_in_use_gib:.1f}")
+        waits = (f"{r.mean_wait_min:.1f}", f"{r.max_wait_min:.1f}")
+        rows.append(ROW.format(name, f"{r.completed}/{r.trials}", *speed, *loss, *memory, *waits))
     return "\n".join(rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Simulate the schedules, print the table, optionally write JSON."""
-    parser = argparse.ArgumentParser(
-        description="Scheduler benchmark on a simulated GPU (see the module doc)."
-    )
+    parser = argparse.ArgumentParser(description="Scheduler benchmark on a simulated GPU (module doc).")
     add = parser.add_argument
     add("--n-trials", type=int, default=400, help="trials in the mix")
     add("--seed", type=int, default=0)
@@ -294,26 +305,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     add("--max-attempts", type=int, default=5, help="attempts per trial with --lost retry")
     add("--contention", action="store_true", help="concurrent trials share GPU compute")
     add("--priority-after", type=float, default=60.0, help="ledger anti-starvation delay (s)")
+    add("--models", nargs="+", default=list(MODELS), help="models of the mix")
+    add("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS, help="precisions of the mix")
     add("--approx", action="store_true", help="use approx_footprint instead of the estimator")
     add("--out", type=Path, help="write config and results as JSON")
     args = parser.parse_args(argv)
     card, capacity = int(args.gpu_gib * GIB), int((args.gpu_gib - args.headroom_gib) * GIB)
     footprint, source = (approx_footprint, "approx_footprint") if args.approx else default_footprint()
-    mix = Mix(args.seed, footprint, capacity)
+    bounds, bounds_source = (fallback_bounds, "fallback_bounds") if args.approx else default_bounds()
+    mix = Mix(args.seed, footprint, capacity, args.models, args.precisions, bounds)
     kw = {"crash_kills": args.crash_kills, "lost": args.lost, "max_attempts": args.max_attempts}
     kw |= {"contention": args.contention, "priority_after": args.priority_after}
     results = run_all(mix, args.n_trials, args.par, card, capacity, args.extra_par, **kw)
     baseline = next(r for r in results if r.policy == "fixed" and r.par == max(1, args.par // 2))
     print(
         f"{args.n_trials} trials (seed {args.seed}), card {args.gpu_gib:g} GiB, ledger capacity "
-        f"{capacity / GIB:g} GiB, footprints {source}, OOM kills {args.crash_kills}, lost {args.lost}, "
-        f"contention {'on' if args.contention else 'off'}"
+        f"{capacity / GIB:g} GiB, footprints {source}, bounds {bounds_source}, OOM kills {args.crash_kills}, "
+        f"lost {args.lost}, contention {'on' if args.contention else 'off'}"
     )
     print(table(results, baseline))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-        payload = {"config": config | {"footprint": source}, "results": [asdict(r) for r in results]}
+        config |= {"footprint": source, "bounds": bounds_source}
+        payload = {"config": config, "results": [asdict(r) for r in results]}
         args.out.write_text(json.dumps(payload, indent=2) + "\n")
     return 0
 
