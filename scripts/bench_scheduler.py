@@ -1,8 +1,8 @@
 """Scheduler benchmark: fixed PAR vs memory-aware admission on a simulated 24 GB GPU.
 
 Discrete-event simulation of one seeded trial mix (models, batch size, max length, precision, checkpointing
-sampled from the criteria search space; footprints = the memory estimator's device total; durations from a
-compute cost model with noise) under each schedule:
+sampled from the criteria search space within the configs/gpus/24gb.yaml bounds; footprints = the memory
+estimator's device total; durations from a compute cost model with noise) under each schedule:
 
 - fixed PAR (the old tool): a free worker starts the next trial at once. When the running footprints exceed
   the card, CUDA runs out of memory: the attempts it kills (all running trials, or --crash-kills newest) are
@@ -13,7 +13,8 @@ compute cost model with noise) under each schedule:
   footprint within the ledger capacity (card - headroom).
 
 --contention makes concurrent trials share the GPU's compute (processor sharing by standalone utilisation);
-without it a trial runs as fast beside others as alone.
+without it a trial runs as fast beside others as alone. "work/h" (standalone trial-hours completed per hour)
+is the size-neutral throughput: "trials/h" rewards a schedule that loses its large trials.
 
     python scripts/bench_scheduler.py [--n-trials 400] [--seed 0] [--contention] [--out runs/bench.json]
 """

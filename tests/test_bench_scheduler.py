@@ -32,6 +32,7 @@ def synthetic(model: str, batch: int, length: int, precision: str, ckpt: bool) -
 
 
 def test_memory_aware_never_crashes_and_beats_fixed_par2(bench: ModuleType) -> None:
+    """On a synthetic 2-12 GiB mix (packing matters, no estimator needed); full-size numbers: the script."""
     card, capacity = 24 * GIB, int(22.5 * GIB)
     mix = bench.Mix(1, synthetic, capacity)
     results = {(r.policy, r.par): r for r in bench.run_all(mix, 60, 4, card, capacity)}
@@ -88,3 +89,14 @@ def test_main_writes_json(bench: ModuleType, tmp_path: Path, capsys: pytest.Capt
     rows = {(r["policy"], r["par"]): r for r in payload["results"]}
     assert set(rows) == {("fixed", 4), ("fixed", 2), ("fixed", 1), ("memory", 4), ("memory", 6)}
     assert rows["memory", 4]["crashes"] == 0 and rows["memory", 4]["completed"] == 24
+
+
+def test_estimator_mix_is_never_overcommitted(bench: ModuleType) -> None:
+    """Shipped estimator and 24 GB profile: no crash, never past the ledger capacity, nothing lost."""
+    bounds, source = bench.default_bounds("24GB")
+    assert source.startswith("profile")
+    mix = bench.Mix(7, bench.estimator_footprint, int(22.5 * GIB), bounds=bounds)
+    memory = bench.simulate(mix, 40, "memory", 4, 24 * GIB, int(22.5 * GIB))
+    assert (memory.crashes, memory.lost, memory.completed) == (0, 0, 40)
+    assert memory.max_in_use_gib <= 22.5
+    assert all(mix[i].footprint <= 22.5 * GIB for i in range(40))
