@@ -29,6 +29,7 @@ from optuna.trial import TrialState
 from hpo.config import StudyConfig
 from hpo.isolation import apply_memory_cap, worker_env
 from hpo.ledger import Ledger, ledger_path_for
+from hpo.memory.estimate import CUDA_CONTEXT
 from hpo.objective import Admission, MemoryPolicy
 from hpo.study import FINISHED_STATES, create_or_load, finished_count
 
@@ -50,11 +51,14 @@ def make_admission(cfg: StudyConfig, policy: MemoryPolicy, gpu_key: str) -> Admi
         return lambda nbytes, trial: contextlib.nullcontext()
     ledger = Ledger(ledger_path_for(cfg.storage_url, cfg.output_dir), gpu_key,
                     max(0, policy.gpu_bytes - policy.headroom_bytes), poll_interval=0.5)
+    # the caps of all workers together may overshoot their reservations by at most the headroom
+    margin = min(CAP_MARGIN_BYTES, policy.headroom_bytes // max(1, cfg.par))
 
     @contextlib.contextmanager
     def admit(nbytes: int, trial: int) -> Iterator[Any]:
         with ledger.reserved(nbytes, trial=trial, label=f"worker pid {os.getpid()}") as res:
-            apply_memory_cap(res.bytes, CAP_MARGIN_BYTES)
+            # the reservation is a device total: the CUDA context in it lives outside the allocator cap
+            apply_memory_cap(res.bytes, margin, context_bytes=CUDA_CONTEXT)
             yield res
 
     return admit

@@ -245,7 +245,13 @@ class Objective:
         while True:
             try:
                 with self.admission(budget.device_total_bytes if on_gpu else 0, trial.number):
-                    result = self._train(trial, tcfg, spec, device, budget, run_id, injector, on_gpu)
+                    try:
+                        result = self._train(trial, tcfg, spec, device, budget, run_id, injector, on_gpu)
+                    except BaseException as exc:
+                        clear_exception_frames(exc)  # drop the model/batches held by the traceback...
+                        raise
+                    finally:
+                        free_memory()  # ...and return the memory before the reservation is released
                 break
             except optuna.TrialPruned:
                 trial.set_user_attr("pruned_reason", "early_stop")

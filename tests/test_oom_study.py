@@ -22,6 +22,7 @@ from hpo.tune import build_objective
 
 REPO = Path(__file__).resolve().parent.parent
 MB = 1024**2
+TINY_CARD = {"gpu_memory": "0.001GB", "headroom_gb": 0.0, "space": {"batch_size": [2, 4]}}  # a 1 MB "GPU"
 
 
 def make_cfg(tmp_path: Path, **overrides: Any) -> StudyConfig:
@@ -102,7 +103,7 @@ def test_cpu_policy_finishes_the_trial_on_cpu(tmp_path: Path) -> None:
 
 
 def test_simulated_gpu_prunes_by_estimate_before_training(tmp_path: Path) -> None:
-    cfg = make_cfg(tmp_path, n_trials=2, gpu_memory="0.001GB", headroom_gb=0.0)
+    cfg = make_cfg(tmp_path, n_trials=2, **TINY_CARD)
     study, _, _ = run(cfg, 2)
     for t in study.get_trials():
         assert t.state == TrialState.PRUNED and t.user_attrs["pruned_reason"] == "memory_estimate"
@@ -111,7 +112,7 @@ def test_simulated_gpu_prunes_by_estimate_before_training(tmp_path: Path) -> Non
 
 
 def test_simulated_gpu_ooms_at_first_step_when_estimate_pruning_is_off(tmp_path: Path) -> None:
-    cfg = make_cfg(tmp_path, n_trials=1, gpu_memory="0.001GB", prune_by_estimate=False, headroom_gb=0.0)
+    cfg = make_cfg(tmp_path, n_trials=1, prune_by_estimate=False, **TINY_CARD)
     study, _, _ = run(cfg, 1)
     t = study.get_trials()[0]
     assert t.state == TrialState.PRUNED and t.user_attrs["pruned_reason"] == "oom"
