@@ -54,6 +54,15 @@ def model_bounds(spec: ModelSpec, ctx: SpaceContext) -> tuple[list[int], list[in
     return batch, accum, length
 
 
+def _choice(trial: optuna.Trial, name: str, choices: list[int], full: list[int]) -> int:
+    """A categorical whose choices may be narrowed per model. Optuna forbids a categorical's choices changing
+    across trials, so a narrowed set gets its own name (``batch_size:8/16``); models with the same bounds share
+    it, so TPE still learns across them."""
+    if choices != full:
+        name = f"{name}:{'/'.join(str(c) for c in choices)}"
+    return int(trial.suggest_categorical(name, choices))
+
+
 def validate(ctx: SpaceContext) -> None:
     """Fail fast (ConfigError/ModelError) on models or bounds that can never be sampled."""
     for model in ctx.models:
@@ -71,9 +80,9 @@ def sample(trial: optuna.Trial, ctx: SpaceContext) -> TrialConfig:
         "model": model,
         "learning_rate": trial.suggest_float("learning_rate", *s.learning_rate, log=True),
         "weight_decay": trial.suggest_float("weight_decay", *s.weight_decay),
-        "batch_size": trial.suggest_categorical("batch_size", batches),
-        "grad_accum": trial.suggest_categorical("grad_accum", accums),
-        "max_length": trial.suggest_categorical("max_length", lengths),
+        "batch_size": _choice(trial, "batch_size", batches, list(s.batch_size)),
+        "grad_accum": _choice(trial, "grad_accum", accums, list(s.grad_accum)),
+        "max_length": _choice(trial, "max_length", lengths, list(s.max_length)),
         "warmup_ratio": trial.suggest_float("warmup_ratio", *s.warmup_ratio),
         "scheduler": trial.suggest_categorical("scheduler", list(s.scheduler)),
         "dropout": trial.suggest_float("dropout", *s.dropout),
