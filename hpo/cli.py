@@ -17,15 +17,27 @@ import typer
 
 from hpo.errors import HpoError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Optuna hyperparameter search for transformer classifiers on one GPU, without CUDA OOM.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Optuna hyperparameter search for transformer classifiers on one GPU, without CUDA OOM.",
+)
 F = TypeVar("F", bound=Callable[..., Any])
 
 StudyOpt = Annotated[str | None, typer.Option("--study", help="Study name (same name = resume).")]
-StorageOpt = Annotated[str | None, typer.Option("--storage", help="Optuna storage URL (default: OPTUNA_STORAGE, "
-                                                "else sqlite under --output-dir).")]
-OutputOpt = Annotated[Path | None, typer.Option("--output-dir", help="Where the SQLite storage, MLflow db and "
-                                                "calibration live (default: runs).")]
+StorageOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--storage", help="Optuna storage URL (default: OPTUNA_STORAGE, else sqlite under --output-dir)."
+    ),
+]
+OutputOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--output-dir", help="Where the SQLite storage, MLflow db and calibration live (default: runs)."
+    ),
+]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="Study YAML (see configs/studies/).")]
 
 
@@ -62,53 +74,102 @@ def _study_config(config: Path | None, **overrides: Any) -> Any:
 def tune(
     agent: Annotated[str | None, typer.Option(help="Task to tune (criteria).")] = None,
     study: StudyOpt = None,
-    n_trials: Annotated[int | None, typer.Option("--n-trials", help="Target number of finished (complete + "
-                                                 "pruned) trials in the study.")] = None,
+    n_trials: Annotated[
+        int | None,
+        typer.Option("--n-trials", help="Target number of finished (complete + pruned) trials in the study."),
+    ] = None,
     storage: StorageOpt = None,
     config: ConfigOpt = None,
-    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="ReDSM5-format data (default: the shipped "
-                                                  "synthetic sample).")] = None,
-    models: Annotated[str | None, typer.Option(help="Comma-separated model names/paths to search over.")] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help="ReDSM5-format data (default: the shipped synthetic sample)."),
+    ] = None,
+    models: Annotated[
+        str | None, typer.Option(help="Comma-separated model names/paths to search over.")
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="Maximum epochs per trial.")] = None,
     patience: Annotated[int | None, typer.Option(help="Early-stopping patience (epochs).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for splits, sampler and training.")] = None,
     timeout: Annotated[float | None, typer.Option(help="Stop starting trials after SEC seconds.")] = None,
     output_dir: OutputOpt = None,
-    mlflow_uri: Annotated[str | None, typer.Option("--mlflow-uri", help="MLflow tracking URI (default: sqlite "
-                                                   "under --output-dir).")] = None,
+    mlflow_uri: Annotated[
+        str | None,
+        typer.Option("--mlflow-uri", help="MLflow tracking URI (default: sqlite under --output-dir)."),
+    ] = None,
     no_mlflow: Annotated[bool, typer.Option("--no-mlflow", help="Do not log to MLflow.")] = False,
-    gpu_memory: Annotated[str | None, typer.Option("--gpu-memory", help="GPU memory budget, e.g. 24GB "
-                                                   "(simulated when no CUDA device is present).")] = None,
+    gpu_memory: Annotated[
+        str | None,
+        typer.Option(
+            "--gpu-memory", help="GPU memory budget, e.g. 24GB (simulated when no CUDA device is present)."
+        ),
+    ] = None,
     on_oom: Annotated[str | None, typer.Option("--on-oom", help="prune | shrink | cpu")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
-    par: Annotated[int | None, typer.Option(help="Worker processes sharing the GPU: an upper bound, trials "
-                                            "are admitted by estimated memory.")] = None,
-    recycle_after: Annotated[int | None, typer.Option("--recycle-after", help="Restart a worker after K trials "
-                                                      "(returns fragmented memory to the driver).")] = None,
+    par: Annotated[
+        int | None,
+        typer.Option(
+            help="Worker processes sharing the GPU: an upper bound, trials are admitted by estimated memory."
+        ),
+    ] = None,
+    recycle_after: Annotated[
+        int | None,
+        typer.Option(
+            "--recycle-after",
+            help="Restart a worker after K trials (returns fragmented memory to the driver).",
+        ),
+    ] = None,
 ) -> None:
     """Create or resume a study and run trials until it has --n-trials finished trials."""
     from hpo.tune import run_tune
 
-    cfg = _study_config(config, agent=agent, study=study, n_trials=n_trials, storage=storage,
-                        data_dir=data_dir, models=_split(models), epochs=epochs, patience=patience, seed=seed,
-                        timeout=timeout, output_dir=output_dir, mlflow_uri=mlflow_uri,
-                        mlflow=False if no_mlflow else None, gpu_memory=gpu_memory, on_oom=on_oom, device=device,
-                        par=par, recycle_after=recycle_after)
-    typer.echo(f"study {cfg.study} | agent {cfg.agent} | models {','.join(cfg.models)} | target "
-               f"{cfg.n_trials} trials x <= {cfg.epochs} epochs | par {cfg.par} | storage {cfg.storage_url}")
+    cfg = _study_config(
+        config,
+        agent=agent,
+        study=study,
+        n_trials=n_trials,
+        storage=storage,
+        data_dir=data_dir,
+        models=_split(models),
+        epochs=epochs,
+        patience=patience,
+        seed=seed,
+        timeout=timeout,
+        output_dir=output_dir,
+        mlflow_uri=mlflow_uri,
+        mlflow=False if no_mlflow else None,
+        gpu_memory=gpu_memory,
+        on_oom=on_oom,
+        device=device,
+        par=par,
+        recycle_after=recycle_after,
+    )
+    typer.echo(
+        f"study {cfg.study} | agent {cfg.agent} | models {','.join(cfg.models)} | target "
+        f"{cfg.n_trials} trials x <= {cfg.epochs} epochs | par {cfg.par} | storage {cfg.storage_url}"
+    )
     report = run_tune(cfg)
     c = report.counts
     new = sum(v for k, v in c.items() if k.startswith(("complete", "pruned"))) - report.finished_before
-    typer.echo(f"\nstudy {report.study}: {report.finished_before + new} finished ({new} new) in "
-               f"{report.seconds:.0f}s - {report.stopped_reason}")
-    typer.echo(f"  complete {c.get('complete', 0)}, pruned: early stop {c.get('pruned_early_stop', 0)}, "
-               f"memory estimate {c.get('pruned_memory_estimate', 0)}, OOM {c.get('pruned_oom', 0)}; "
-               f"failed {c.get('fail', 0)}")
+    typer.echo(
+        f"\nstudy {report.study}: {report.finished_before + new} finished ({new} new) in "
+        f"{report.seconds:.0f}s - {report.stopped_reason}"
+    )
+    typer.echo(
+        f"  complete {c.get('complete', 0)}, pruned: early stop {c.get('pruned_early_stop', 0)}, "
+        f"memory estimate {c.get('pruned_memory_estimate', 0)}, OOM {c.get('pruned_oom', 0)}; "
+        f"failed {c.get('fail', 0)}"
+    )
     if report.best_value is not None:
-        typer.echo(f"best trial {report.best_trial}: val {report.metric} = {report.best_value:.4f} "
-                   f"(majority-class baseline {report.baseline:.4f})")
-        typer.echo("  " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                                    for k, v in report.best_params.items()))
+        typer.echo(
+            f"best trial {report.best_trial}: val {report.metric} = {report.best_value:.4f} "
+            f"(majority-class baseline {report.baseline:.4f})"
+        )
+        typer.echo(
+            "  "
+            + ", ".join(
+                f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in report.best_params.items()
+            )
+        )
     if report.mlflow_uri:
         typer.echo(f"MLflow: mlflow ui --backend-store-uri {report.mlflow_uri}")
     typer.echo(f"trials: hpo trials --study {report.study} --storage {report.storage}")
@@ -163,12 +224,14 @@ def trials(
     storage: StorageOpt = None,
     output_dir: OutputOpt = None,
     state: Annotated[str | None, typer.Option(help="complete | pruned | fail | running | all")] = None,
-    reason: Annotated[str | None, typer.Option(help="For pruned trials: oom | memory_estimate | early_stop")] = None,
+    reason: Annotated[
+        str | None, typer.Option(help="For pruned trials: oom | memory_estimate | early_stop")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON rows.")] = False,
 ) -> None:
     """List a study's trials: number, state, value, pruning reason, duration, key params."""
-    from hpo.results import render_trials, trial_row
     from hpo.oom_report import filter_trials
+    from hpo.results import render_trials, trial_row
     from hpo.study import load_existing
 
     s = load_existing(study, _storage_url(storage, output_dir))
@@ -182,10 +245,13 @@ def best(
     study: Annotated[str, typer.Option("--study", help="Study name.")],
     storage: StorageOpt = None,
     output_dir: OutputOpt = None,
-    evaluate: Annotated[bool, typer.Option("--evaluate", help="Retrain the best config and score it on the "
-                                           "held-out test split.")] = False,
-    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Data for --evaluate (default: the "
-                                                  "study's).")] = None,
+    evaluate: Annotated[
+        bool,
+        typer.Option("--evaluate", help="Retrain the best config and score it on the held-out test split."),
+    ] = False,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Data for --evaluate (default: the study's).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show the best trial (and optionally its test-split evaluation)."""
@@ -209,8 +275,12 @@ def best(
     for key, value in (out["config"] or out["params"]).items():
         typer.echo(f"  {key:20s} {value}")
     if out["test"]:
-        typer.echo("test split: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                                              for k, v in out["test"].items()))
+        typer.echo(
+            "test split: "
+            + ", ".join(
+                f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in out["test"].items()
+            )
+        )
 
 
 @app.command()
@@ -219,10 +289,16 @@ def oom(
     study: Annotated[str, typer.Option("--study", help="Study name.")],
     storage: StorageOpt = None,
     output_dir: OutputOpt = None,
-    source: Annotated[str, typer.Option(help="optuna (trial user attrs) | mlflow (runs with oom_error=True)")]
-    = "optuna",
-    mlflow_uri: Annotated[str | None, typer.Option("--mlflow-uri", help="MLflow tracking URI for --source mlflow "
-                                                   "(default: sqlite under --output-dir).")] = None,
+    source: Annotated[
+        str, typer.Option(help="optuna (trial user attrs) | mlflow (runs with oom_error=True)")
+    ] = "optuna",
+    mlflow_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--mlflow-uri",
+            help="MLflow tracking URI for --source mlflow (default: sqlite under --output-dir).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """OOM trials: config, where it failed, estimated vs measured peak, and a summary line."""
@@ -253,29 +329,52 @@ def estimate(
     max_length: Annotated[int, typer.Option("--max-length", min=1, help="Sequence length (padded).")] = 512,
     precision: Annotated[str, typer.Option(help="fp32 | fp16 | bf16 | bf16_pure")] = "fp32",
     optimizer: Annotated[str, typer.Option(help="adamw | adafactor | sgd | adamw_8bit")] = "adamw",
-    grad_checkpointing: Annotated[bool, typer.Option("--grad-checkpointing", help="Activation "
-                                                     "checkpointing.")] = False,
+    grad_checkpointing: Annotated[
+        bool, typer.Option("--grad-checkpointing", help="Activation checkpointing.")
+    ] = False,
     lora_r: Annotated[int, typer.Option("--lora-r", min=0, help="LoRA rank (0 = full fine-tune).")] = 0,
     quant: Annotated[str | None, typer.Option(help="4bit | 8bit base weights")] = None,
     mode: Annotated[str, typer.Option(help="train | inference")] = "train",
     frozen_layers: Annotated[int, typer.Option("--frozen-layers", min=0, help="Frozen encoder layers.")] = 0,
-    gpu_memory: Annotated[str | None, typer.Option("--gpu-memory", help="Card size, e.g. 24GB (default: the "
-                                                   "detected GPU, else 24GB).")] = None,
-    headroom_gb: Annotated[float | None, typer.Option("--headroom-gb", help="Memory kept free (default: the "
-                                                      "GPU profile's).")] = None,
+    gpu_memory: Annotated[
+        str | None,
+        typer.Option("--gpu-memory", help="Card size, e.g. 24GB (default: the detected GPU, else 24GB)."),
+    ] = None,
+    headroom_gb: Annotated[
+        float | None, typer.Option("--headroom-gb", help="Memory kept free (default: the GPU profile's).")
+    ] = None,
     method: Annotated[str, typer.Option(help="analytic | trace (meta-device run of 2 steps)")] = "analytic",
-    max_batch: Annotated[bool, typer.Option("--max-batch", help="Print the largest batch size that fits.")] = False,
+    max_batch: Annotated[
+        bool, typer.Option("--max-batch", help="Print the largest batch size that fits.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Predict the peak GPU memory of one training step before loading anything."""
     from hpo.memory.estimate import MemoryRequest
     from hpo.memory.report import run_estimate
 
-    req = MemoryRequest(batch_size=batch_size, max_length=max_length, precision=precision, optimizer=optimizer,
-                        grad_checkpointing=grad_checkpointing, lora_r=lora_r, quant=quant, mode=mode,
-                        frozen_layers=frozen_layers)  # validates itself (ConfigError)
-    typer.echo(run_estimate(model, req, gpu_memory=gpu_memory, method=method, as_json=as_json,
-                            max_batch=max_batch, headroom_gb=headroom_gb))
+    req = MemoryRequest(
+        batch_size=batch_size,
+        max_length=max_length,
+        precision=precision,
+        optimizer=optimizer,
+        grad_checkpointing=grad_checkpointing,
+        lora_r=lora_r,
+        quant=quant,
+        mode=mode,
+        frozen_layers=frozen_layers,
+    )  # validates itself (ConfigError)
+    typer.echo(
+        run_estimate(
+            model,
+            req,
+            gpu_memory=gpu_memory,
+            method=method,
+            as_json=as_json,
+            max_batch=max_batch,
+            headroom_gb=headroom_gb,
+        )
+    )
 
 
 def main() -> None:

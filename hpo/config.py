@@ -60,15 +60,26 @@ class SpaceConfig(_Strict):
     precision: list[Precision] = ["fp32", "fp16", "bf16"]
     frozen_layers_max: int = Field(4, ge=0)
 
-    @field_validator("learning_rate", "weight_decay", "warmup_ratio", "dropout", "label_smoothing", "focal_gamma")
+    @field_validator(
+        "learning_rate", "weight_decay", "warmup_ratio", "dropout", "label_smoothing", "focal_gamma"
+    )
     @classmethod
     def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
         if v[0] > v[1]:
             raise ValueError(f"range {list(v)} has low > high")
         return v
 
-    @field_validator("batch_size", "grad_accum", "max_length", "scheduler", "loss", "precision",
-                     "max_grad_norm", "class_weighting", "grad_checkpointing")
+    @field_validator(
+        "batch_size",
+        "grad_accum",
+        "max_length",
+        "scheduler",
+        "loss",
+        "precision",
+        "max_grad_norm",
+        "class_weighting",
+        "grad_checkpointing",
+    )
     @classmethod
     def _non_empty(cls, v: list[Any]) -> list[Any]:
         if not v:
@@ -146,8 +157,10 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of settings, not {type(data).__name__}",
-                          "see configs/studies/*.yaml for the format")
+        raise ConfigError(
+            f"{path} must hold a mapping of settings, not {type(data).__name__}",
+            "see configs/studies/*.yaml for the format",
+        )
     return data
 
 
@@ -182,8 +195,9 @@ def load_config(config_file: Path | None = None, overrides: dict[str, Any] | Non
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"]) or "config"
         src = f" in {config_file}" if config_file else ""
-        raise ConfigError(f"invalid setting '{loc}'{src}: {err['msg']}",
-                          "see configs/studies/*.yaml and `hpo tune --help`") from exc
+        raise ConfigError(
+            f"invalid setting '{loc}'{src}: {err['msg']}", "see configs/studies/*.yaml and `hpo tune --help`"
+        ) from exc
 
 
 class TrialConfig(_Strict):

@@ -9,8 +9,8 @@ import torch
 
 from hpo.agents import get_agent
 from hpo.config import StudyConfig, TrialConfig
-from hpo.results import best_trial
 from hpo.memory.catalog import get_spec
+from hpo.results import best_trial
 from hpo.train.data import encode_pairs
 from hpo.train.loop import evaluate, make_loader, train
 from hpo.train.losses import make_loss
@@ -36,13 +36,28 @@ def evaluate_best(cfg: StudyConfig, study: optuna.Study) -> dict[str, Any]:
     train_data = encode_pairs(tok, train_ex, tcfg.max_length)
     val_data = encode_pairs(tok, splits.val, tcfg.max_length)
     test_data = encode_pairs(tok, splits.test, tcfg.max_length)
-    model = build_model(spec, num_labels=agent.num_labels, dropout=tcfg.dropout,
-                        grad_checkpointing=tcfg.grad_checkpointing, frozen_layers=tcfg.frozen_layers,
-                        seed=cfg.seed)
+    model = build_model(
+        spec,
+        num_labels=agent.num_labels,
+        dropout=tcfg.dropout,
+        grad_checkpointing=tcfg.grad_checkpointing,
+        frozen_layers=tcfg.frozen_layers,
+        seed=cfg.seed,
+    )
     epochs = int(trial.user_attrs.get("best_epoch", cfg.epochs - 1)) + 1
-    result = train(model, tcfg, train_data, val_data, score=agent.score, num_labels=agent.num_labels,
-                   epochs=epochs, patience=epochs + 1, device=device, seed=cfg.seed,
-                   eval_batch_size=cfg.eval_batch_size)
+    result = train(
+        model,
+        tcfg,
+        train_data,
+        val_data,
+        score=agent.score,
+        num_labels=agent.num_labels,
+        epochs=epochs,
+        patience=epochs + 1,
+        device=device,
+        seed=cfg.seed,
+        eval_batch_size=cfg.eval_batch_size,
+    )
     loader = make_loader(test_data, cfg.eval_batch_size, shuffle=False, seed=cfg.seed)
     loss_fn = make_loss("ce", label_smoothing=0.0, focal_gamma=0.0, weight=None)
     with torch.no_grad():

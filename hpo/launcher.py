@@ -49,8 +49,12 @@ def make_admission(cfg: StudyConfig, policy: MemoryPolicy, gpu_key: str) -> Admi
     """Ledger-backed admission: reserve the estimated peak, cap the allocator, release on exit."""
     if policy.gpu_bytes is None:
         return lambda nbytes, trial: contextlib.nullcontext()
-    ledger = Ledger(ledger_path_for(cfg.storage_url, cfg.output_dir), gpu_key,
-                    max(0, policy.gpu_bytes - policy.headroom_bytes), poll_interval=0.5)
+    ledger = Ledger(
+        ledger_path_for(cfg.storage_url, cfg.output_dir),
+        gpu_key,
+        max(0, policy.gpu_bytes - policy.headroom_bytes),
+        poll_interval=0.5,
+    )
     # the caps of all workers together may overshoot their reservations by at most the headroom
     margin = min(CAP_MARGIN_BYTES, policy.headroom_bytes // max(1, cfg.par))
 
@@ -86,7 +90,10 @@ def run_worker(cfg: StudyConfig, *, recycle_after: int, worker_id: str = "") -> 
     objective.admission = make_admission(cfg, objective.memory, gpu_key)
     marker = _trial_file(cfg, os.getpid())
     marker.parent.mkdir(parents=True, exist_ok=True)
-    objective.on_start = lambda trial: marker.write_text(str(trial._trial_id))
+    def on_start(trial: optuna.Trial) -> None:
+        marker.write_text(str(trial._trial_id))
+
+    objective.on_start = on_start
     study = create_or_load(cfg)
     done = 0
     try:
@@ -128,8 +135,16 @@ class _Worker:
 class Launcher:
     """Starts and supervises PAR worker processes for one study."""
 
-    def __init__(self, cfg: StudyConfig, par: int, *, recycle_after: int = 50, poll: float = 1.0,
-                 status_every: float = 10.0, stream: Any = None) -> None:
+    def __init__(
+        self,
+        cfg: StudyConfig,
+        par: int,
+        *,
+        recycle_after: int = 50,
+        poll: float = 1.0,
+        status_every: float = 10.0,
+        stream: Any = None,
+    ) -> None:
         self.cfg, self.par, self.recycle_after, self.poll = cfg, par, recycle_after, poll
         self.status_every = status_every
         self.stream = stream or sys.stdout
@@ -143,9 +158,22 @@ class Launcher:
 
     def _spawn(self) -> None:
         self._n += 1
-        cmd = [sys.executable, "-m", "hpo", "worker", "--study", self.cfg.study, "--storage",
-               self.cfg.storage_url, "--config-json", str(config_path(self.cfg)), "--recycle-after",
-               str(self.recycle_after), "--worker-id", f"w{self._n}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "hpo",
+            "worker",
+            "--study",
+            self.cfg.study,
+            "--storage",
+            self.cfg.storage_url,
+            "--config-json",
+            str(config_path(self.cfg)),
+            "--recycle-after",
+            str(self.recycle_after),
+            "--worker-id",
+            f"w{self._n}",
+        ]
         proc = subprocess.Popen(cmd, env=worker_env(os.environ, self.par), start_new_session=True)
         self.workers.append(_Worker(proc, f"w{self._n}"))
         self.report.started += 1
@@ -189,11 +217,16 @@ class Launcher:
         c = count_states(study)
         done = finished_count(study)
         info = detect(0)
-        gpu = (f" | GPU {info.used_bytes / 1024**3:.1f}/{info.total_bytes / 1024**3:.1f} GB"
-               if info.available else "")
-        return (f"{done}/{self.cfg.n_trials} finished | complete {c['complete']} | pruned by estimate "
-                f"{c['pruned_memory_estimate']} | OOM {c['pruned_oom']} | early stop {c['pruned_early_stop']} | "
-                f"failed {c['fail']} | running {c['running']} | workers {len(self.workers)}{gpu}")
+        gpu = (
+            f" | GPU {info.used_bytes / 1024**3:.1f}/{info.total_bytes / 1024**3:.1f} GB"
+            if info.available
+            else ""
+        )
+        return (
+            f"{done}/{self.cfg.n_trials} finished | complete {c['complete']} | pruned by estimate "
+            f"{c['pruned_memory_estimate']} | OOM {c['pruned_oom']} | early stop {c['pruned_early_stop']} | "
+            f"failed {c['fail']} | running {c['running']} | workers {len(self.workers)}{gpu}"
+        )
 
     def _shutdown(self, study: optuna.Study, grace: float = 30.0) -> None:
         for w in self.workers:
@@ -231,8 +264,9 @@ class Launcher:
                     break
                 want = self.par if done < cfg.n_trials else 0
                 waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-                while len(self.workers) < want and (done + len(self.workers) < cfg.n_trials + self.par
-                                                    or waiting):
+                while len(self.workers) < want and (
+                    done + len(self.workers) < cfg.n_trials + self.par or waiting
+                ):
                     self._spawn()
                 if time.monotonic() - last_status >= self.status_every:
                     self._say(self.status_line(study))

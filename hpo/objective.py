@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ContextManager
+from typing import Any
 
 import optuna
 import torch
@@ -43,7 +43,7 @@ from hpo.train.loop import EpochResult, TrainResult, train
 from hpo.train.model import build_model, load_tokenizer
 
 GB = 1024**3
-Admission = Callable[[int, int], ContextManager[Any]]
+Admission = Callable[[int, int], contextlib.AbstractContextManager[Any]]
 
 
 class WorkerPoisoned(Exception):
@@ -63,7 +63,7 @@ def memory_request(cfg: TrialConfig, num_labels: int) -> MemoryRequest:
     )
 
 
-def _no_admission(nbytes: int, trial: int) -> ContextManager[Any]:
+def _no_admission(nbytes: int, trial: int) -> contextlib.AbstractContextManager[Any]:
     return contextlib.nullcontext()
 
 
@@ -116,21 +116,28 @@ class Objective:
         """Why this config cannot run on the GPU budget (None when it fits or there is no budget)."""
         if self.memory.gpu_bytes is None or not self.cfg.prune_by_estimate:
             return None
-        ok, margin = fits(budget, self.memory.gpu_bytes, self.memory.headroom_bytes)
+        ok, _margin = fits(budget, self.memory.gpu_bytes, self.memory.headroom_bytes)
         if not ok:
             limit = (self.memory.gpu_bytes - self.memory.headroom_bytes) / GB
             return f"estimated peak {budget.device_total_bytes / GB:.2f} GB > budget {limit:.2f} GB"
-        if self.calibration is not None and self.calibration.known_oom(spec.name, memory_request(
-                tcfg, self.agent.num_labels)):
+        if self.calibration is not None and self.calibration.known_oom(
+            spec.name, memory_request(tcfg, self.agent.num_labels)
+        ):
             return "a near-identical config ran out of memory before"
         return None
 
     # ---- data ---------------------------------------------------------------------------------------------
-    def _data(self, spec: ModelSpec, max_length: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def _data(
+        self, spec: ModelSpec, max_length: int
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         if spec.name not in self._tokenizers:
             self._tokenizers[spec.name] = load_tokenizer(spec)
         tok = self._tokenizers[spec.name]
-        train_ex = self.splits.train[: self.cfg.max_train_examples] if self.cfg.max_train_examples else self.splits.train
+        train_ex = (
+            self.splits.train[: self.cfg.max_train_examples]
+            if self.cfg.max_train_examples
+            else self.splits.train
+        )
         out = []
         for split, examples in (("train", train_ex), ("val", self.splits.val)):
             key = (spec.name, max_length, split)
@@ -147,14 +154,31 @@ class Objective:
         except Exception:  # the trace does not cover every architecture: fall back to the analytic estimate
             return budget.device_total_bytes
 
-    def _train(self, trial: optuna.Trial, tcfg: TrialConfig, spec: ModelSpec, device: torch.device,
-               budget: Budget, run_id: str | None, injector: FaultInjector, on_gpu: bool) -> TrainResult:
+    def _train(
+        self,
+        trial: optuna.Trial,
+        tcfg: TrialConfig,
+        spec: ModelSpec,
+        device: torch.device,
+        budget: Budget,
+        run_id: str | None,
+        injector: FaultInjector,
+        on_gpu: bool,
+    ) -> TrainResult:
         train_data, val_data = self._data(spec, tcfg.max_length)
-        model = build_model(spec, num_labels=self.agent.num_labels, dropout=tcfg.dropout,
-                            grad_checkpointing=tcfg.grad_checkpointing, frozen_layers=tcfg.frozen_layers,
-                            seed=self.cfg.seed)
-        simulated = (SimulatedGpu(self.memory.gpu_bytes, self._simulated_peak(spec, tcfg, budget))
-                     if on_gpu and self.memory.simulated and self.memory.gpu_bytes is not None else None)
+        model = build_model(
+            spec,
+            num_labels=self.agent.num_labels,
+            dropout=tcfg.dropout,
+            grad_checkpointing=tcfg.grad_checkpointing,
+            frozen_layers=tcfg.frozen_layers,
+            seed=self.cfg.seed,
+        )
+        simulated = (
+            SimulatedGpu(self.memory.gpu_bytes, self._simulated_peak(spec, tcfg, budget))
+            if on_gpu and self.memory.simulated and self.memory.gpu_bytes is not None
+            else None
+        )
         n_steps = -(-len(train_data["labels"]) // tcfg.batch_size)
 
         def on_step(epoch: int, step: int) -> None:
@@ -165,26 +189,49 @@ class Objective:
             self.progress.step(trial.number, epoch, self.cfg.epochs, step, n_steps)
 
         def on_epoch(r: EpochResult) -> None:
-            metrics = {"val_" + self.agent.metric_name: r.val_metric, "val_loss": r.val_loss,
-                       "train_loss": r.train_loss, "learning_rate": r.learning_rate, "epoch_seconds": r.seconds}
+            metrics = {
+                "val_" + self.agent.metric_name: r.val_metric,
+                "val_loss": r.val_loss,
+                "train_loss": r.train_loss,
+                "learning_rate": r.learning_rate,
+                "epoch_seconds": r.seconds,
+            }
             self.tracker.log_metrics(run_id, metrics, step=r.epoch)
-            self.progress.epoch(trial.number, r.epoch, self.cfg.epochs,
-                                {self.agent.metric_name: r.val_metric, "loss": r.train_loss})
+            self.progress.epoch(
+                trial.number,
+                r.epoch,
+                self.cfg.epochs,
+                {self.agent.metric_name: r.val_metric, "loss": r.train_loss},
+            )
             trial.report(r.val_metric, r.epoch)
             if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at epoch {r.epoch} ({self.agent.metric_name}={r.val_metric:.4f})")
+                raise optuna.TrialPruned(
+                    f"pruned at epoch {r.epoch} ({self.agent.metric_name}={r.val_metric:.4f})"
+                )
 
         try:
-            return train(model, tcfg, train_data, val_data, score=self.agent.score,
-                         num_labels=self.agent.num_labels, epochs=self.cfg.epochs, patience=self.cfg.patience,
-                         device=device, seed=self.cfg.seed, eval_batch_size=self.cfg.eval_batch_size,
-                         on_step=on_step, on_epoch=on_epoch)
+            return train(
+                model,
+                tcfg,
+                train_data,
+                val_data,
+                score=self.agent.score,
+                num_labels=self.agent.num_labels,
+                epochs=self.cfg.epochs,
+                patience=self.cfg.patience,
+                device=device,
+                seed=self.cfg.seed,
+                eval_batch_size=self.cfg.eval_batch_size,
+                on_step=on_step,
+                on_epoch=on_epoch,
+            )
         finally:
             del model
 
     # ---- outcomes -----------------------------------------------------------------------------------------
-    def _record_peak(self, trial: optuna.Trial, spec: ModelSpec, tcfg: TrialConfig, budget: Budget,
-                     device: torch.device) -> None:
+    def _record_peak(
+        self, trial: optuna.Trial, spec: ModelSpec, tcfg: TrialConfig, budget: Budget, device: torch.device
+    ) -> None:
         if device.type != "cuda":
             return
         peak = measure_peak()
@@ -195,21 +242,29 @@ class Objective:
             trial.set_user_attr("nvml_peak_gb", round(peak.nvml_process_bytes / GB, 3))
             device_peak = peak.nvml_process_bytes
         if self.memory.gpu_bytes:
-            trial.set_user_attr("high_memory", device_peak > self.memory.high_memory_fraction * self.memory.gpu_bytes)
+            trial.set_user_attr(
+                "high_memory", device_peak > self.memory.high_memory_fraction * self.memory.gpu_bytes
+            )
         if self.calibration is not None:
-            self.calibration.record_peak(spec.name, memory_request(tcfg, self.agent.num_labels),
-                                         budget.device_total_bytes, device_peak)
+            self.calibration.record_peak(
+                spec.name, memory_request(tcfg, self.agent.num_labels), budget.device_total_bytes, device_peak
+            )
 
-    def _oom_pruned(self, trial: optuna.Trial, run_id: str | None, records: list[OomRecord]) -> optuna.TrialPruned:
+    def _oom_pruned(
+        self, trial: optuna.Trial, run_id: str | None, records: list[OomRecord]
+    ) -> optuna.TrialPruned:
         last = records[-1]
         trial.set_user_attr("oom", True)
         trial.set_user_attr("oom_config", last.to_dict())
         trial.set_user_attr("oom_attempts", [r.to_dict() for r in records])
         trial.set_user_attr("pruned_reason", "oom")
         trial.set_constraint("memory", 1.0)
-        self.tracker.log_params(run_id, {"oom_error": True, **{f"oom_{k}": v for k, v in last.to_dict().items()}})
-        self.tracker.log_json(run_id, {"final": last.to_dict(), "attempts": [r.to_dict() for r in records]},
-                              "oom_config.json")
+        self.tracker.log_params(
+            run_id, {"oom_error": True, **{f"oom_{k}": v for k, v in last.to_dict().items()}}
+        )
+        self.tracker.log_json(
+            run_id, {"final": last.to_dict(), "attempts": [r.to_dict() for r in records]}, "oom_config.json"
+        )
         self.tracker.end_trial(run_id, "FAILED", {"oom": "true", "state": "PRUNED", "pruned_reason": "oom"})
         where = f"epoch {last.epoch} step {last.step}"
         return optuna.TrialPruned(f"OOM at {where}: {last.error_head}")
@@ -224,8 +279,11 @@ class Objective:
         trial.set_user_attr("estimated_peak_gb", round(budget.device_total_bytes / GB, 3))
         trial.set_user_attr("estimate_method", budget.method)
         trial.set_user_attr("device", self.device.type)
-        params = {**tcfg.model_dump(), "effective_batch": tcfg.effective_batch,
-                  "estimated_peak_gb": round(budget.device_total_bytes / GB, 3)}
+        params = {
+            **tcfg.model_dump(),
+            "effective_batch": tcfg.effective_batch,
+            "estimated_peak_gb": round(budget.device_total_bytes / GB, 3),
+        }
         run_id = self.tracker.start_trial(trial.number, params)
         if run_id is not None:
             trial.set_user_attr("mlflow_run_id", run_id)
@@ -239,7 +297,7 @@ class Objective:
             self.tracker.end_trial(run_id, "KILLED", {"state": "PRUNED", "pruned_reason": "memory_estimate"})
             raise optuna.TrialPruned(f"memory estimate: {reason}")
 
-        device, records = self.device, []
+        device, records = self.device, list[OomRecord]()
         on_gpu = device.type == "cuda" or self.memory.simulated  # False after a cpu fallback
         injector = FaultInjector(self.faults, trial.number)  # once per trial: a retry must not re-fire it
         while True:
@@ -261,17 +319,25 @@ class Objective:
             except Exception as exc:
                 if is_oom(exc):
                     peak = measure_peak() if device.type == "cuda" else None
-                    records.append(OomRecord.from_trial_config(
-                        tcfg, exc, estimated_peak_gb=round(budget.device_total_bytes / GB, 3),
-                        measured_peak_gb=round(peak.allocated_bytes / GB, 3) if peak else None,
-                        epoch=self._pos.epoch, step=self._pos.step, attempt=len(records),
-                        policy=self.cfg.on_oom))
+                    records.append(
+                        OomRecord.from_trial_config(
+                            tcfg,
+                            exc,
+                            estimated_peak_gb=round(budget.device_total_bytes / GB, 3),
+                            measured_peak_gb=round(peak.allocated_bytes / GB, 3) if peak else None,
+                            epoch=self._pos.epoch,
+                            step=self._pos.step,
+                            attempt=len(records),
+                            policy=self.cfg.on_oom,
+                        )
+                    )
                     clear_exception_frames(exc)
                     del exc
                     free_memory()
                     if self.calibration is not None:
-                        self.calibration.record_oom(spec.name, memory_request(tcfg, self.agent.num_labels),
-                                                    budget.device_total_bytes)
+                        self.calibration.record_oom(
+                            spec.name, memory_request(tcfg, self.agent.num_labels), budget.device_total_bytes
+                        )
                     nxt = self._after_oom(tcfg, spec, on_gpu)
                     if nxt is None:
                         raise self._oom_pruned(trial, run_id, records) from None
@@ -287,8 +353,12 @@ class Objective:
                     trial.set_user_attr("fatal_error", str(exc).splitlines()[0][:300])
                     self.tracker.end_trial(run_id, "FAILED", {"state": "FAIL", "fatal_cuda_error": "true"})
                     raise WorkerPoisoned(str(exc).splitlines()[0][:300]) from exc
-                trial.set_user_attr("error", f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
-                                    if str(exc) else type(exc).__name__)
+                trial.set_user_attr(
+                    "error",
+                    f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+                    if str(exc)
+                    else type(exc).__name__,
+                )
                 self.tracker.end_trial(run_id, "FAILED", {"state": "FAIL", "error": type(exc).__name__})
                 raise
 
@@ -301,8 +371,13 @@ class Objective:
         trial.set_user_attr("epochs_run", len(result.history))
         trial.set_user_attr("stopped_early", result.stopped_early)
         trial.set_constraint("memory", 0.0)
-        self.tracker.log_metrics(run_id, {f"best_val_{self.agent.metric_name}": result.best_metric,
-                                          "best_epoch": float(result.best_epoch)})
+        self.tracker.log_metrics(
+            run_id,
+            {
+                f"best_val_{self.agent.metric_name}": result.best_metric,
+                "best_epoch": float(result.best_epoch),
+            },
+        )
         self.tracker.end_trial(run_id, "FINISHED", {"state": "COMPLETE"})
         return result.best_metric
 
@@ -321,6 +396,7 @@ class Objective:
 
 
 def _summary(cfg: TrialConfig) -> str:
-    return (f"{cfg.model} bs={cfg.batch_size}x{cfg.grad_accum} len={cfg.max_length} lr={cfg.learning_rate:.2e} "
-            f"{cfg.precision}{' ckpt' if cfg.grad_checkpointing else ''}")
-
+    return (
+        f"{cfg.model} bs={cfg.batch_size}x{cfg.grad_accum} len={cfg.max_length} lr={cfg.learning_rate:.2e} "
+        f"{cfg.precision}{' ckpt' if cfg.grad_checkpointing else ''}"
+    )

@@ -10,7 +10,9 @@ from typing import Any, TextIO
 class Progress:
     """Prints trial/epoch progress. ``live`` uses a rich status line; otherwise one plain line per event."""
 
-    def __init__(self, stream: TextIO | None = None, live: bool | None = None, total: int | None = None) -> None:
+    def __init__(
+        self, stream: TextIO | None = None, live: bool | None = None, total: int | None = None
+    ) -> None:
         self.stream = stream or sys.stdout
         self.live = self.stream.isatty() if live is None else live
         self.total = total

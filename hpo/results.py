@@ -53,8 +53,10 @@ def best_trial(study: optuna.Study) -> FrozenTrial:
     try:
         return study.best_trial
     except ValueError as exc:
-        raise StorageError(f"study '{study.study_name}' has no complete trial yet",
-                           "run `hpo tune` until at least one trial completes") from exc
+        raise StorageError(
+            f"study '{study.study_name}' has no complete trial yet",
+            "run `hpo tune` until at least one trial completes",
+        ) from exc
 
 
 def describe_best(study: optuna.Study) -> dict[str, Any]:

@@ -55,9 +55,11 @@ def model_bounds(spec: ModelSpec, ctx: SpaceContext) -> tuple[list[int], list[in
 
 
 def _choice(trial: optuna.Trial, name: str, choices: list[int], full: list[int]) -> int:
-    """A categorical whose choices may be narrowed per model. Optuna forbids a categorical's choices changing
-    across trials, so a narrowed set gets its own name (``batch_size:8/16``); models with the same bounds share
-    it, so TPE still learns across them."""
+    """A categorical whose choices may be narrowed per model.
+
+    Optuna forbids a categorical's choices changing across trials, so a narrowed set gets its own name
+    (``batch_size:8/16``); models with the same bounds share it, so TPE still learns across them.
+    """
     if choices != full:
         name = f"{name}:{'/'.join(str(c) for c in choices)}"
     return int(trial.suggest_categorical(name, choices))

@@ -39,8 +39,9 @@ def make_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.BaseSto
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
         if not path.parent.is_dir():
-            raise StorageError(f"storage directory {path.parent} does not exist",
-                               "create it or pass another --storage")
+            raise StorageError(
+                f"storage directory {path.parent} does not exist", "create it or pass another --storage"
+            )
         engine_kwargs = {"connect_args": {"timeout": 120}}
     elif url.startswith(("postgresql", "mysql")):
         engine_kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
@@ -48,13 +49,18 @@ def make_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.BaseSto
     if heartbeat:
         from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-        kwargs = {"heartbeat_interval": HEARTBEAT_INTERVAL_S, "grace_period": HEARTBEAT_GRACE_S,
-                  "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=1)}
+        kwargs = {
+            "heartbeat_interval": HEARTBEAT_INTERVAL_S,
+            "grace_period": HEARTBEAT_GRACE_S,
+            "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=1),
+        }
     try:
         return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
     except Exception as exc:  # sqlalchemy raises many types for a bad URL / dead server
-        raise StorageError(f"cannot open storage {url}: {str(exc).splitlines()[0][:200]}",
-                           "check --storage / OPTUNA_STORAGE (e.g. sqlite:///runs/hpo.db)") from exc
+        raise StorageError(
+            f"cannot open storage {url}: {str(exc).splitlines()[0][:200]}",
+            "check --storage / OPTUNA_STORAGE (e.g. sqlite:///runs/hpo.db)",
+        ) from exc
 
 
 def make_sampler(cfg: StudyConfig) -> optuna.samplers.BaseSampler:
@@ -93,12 +99,17 @@ def create_or_load(cfg: StudyConfig) -> optuna.Study:
             load_if_exists=True,
         )
     except Exception as exc:
-        raise StorageError(f"cannot create or load study '{cfg.study}' in {cfg.storage_url}: "
-                           f"{str(exc).splitlines()[0][:200]}", "check --storage and --study") from exc
+        raise StorageError(
+            f"cannot create or load study '{cfg.study}' in {cfg.storage_url}: "
+            f"{str(exc).splitlines()[0][:200]}",
+            "check --storage and --study",
+        ) from exc
     agent = study.user_attrs.get("agent")
     if agent is not None and agent != cfg.agent:
-        raise StorageError(f"study '{cfg.study}' belongs to agent '{agent}', not '{cfg.agent}'",
-                           "pass another --study name or the matching --agent")
+        raise StorageError(
+            f"study '{cfg.study}' belongs to agent '{agent}', not '{cfg.agent}'",
+            "pass another --study name or the matching --agent",
+        )
     if agent is None:
         study.set_user_attr("agent", cfg.agent)
         study.set_user_attr("config", cfg.model_dump(mode="json"))
@@ -112,12 +123,16 @@ def load_existing(name: str, storage_url: str) -> optuna.Study:
     try:
         names = optuna.get_all_study_names(storage=storage)
     except Exception as exc:
-        raise StorageError(f"cannot read storage {storage_url}: {str(exc).splitlines()[0][:200]}",
-                           "check --storage / OPTUNA_STORAGE") from exc
+        raise StorageError(
+            f"cannot read storage {storage_url}: {str(exc).splitlines()[0][:200]}",
+            "check --storage / OPTUNA_STORAGE",
+        ) from exc
     if name not in names:
         known = ", ".join(names) or "none"
-        raise StorageError(f"no study named '{name}' in {storage_url} (studies: {known})",
-                           "pass --study NAME and the --storage/--output-dir used by `hpo tune`")
+        raise StorageError(
+            f"no study named '{name}' in {storage_url} (studies: {known})",
+            "pass --study NAME and the --storage/--output-dir used by `hpo tune`",
+        )
     return optuna.load_study(study_name=name, storage=storage)
 
 

@@ -80,22 +80,54 @@ def build_objective(cfg: StudyConfig, progress: Progress, calibration_path: Path
     policy = memory_policy(cfg, device)
     profile = load_profile(cfg.gpu_memory) if (cfg.gpu_memory or device.type == "cuda") else None
     bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    space = SpaceContext(models=tuple(cfg.models), space=cfg.space, on_cuda=device.type == "cuda",
-                         profile=profile, bf16_supported=bf16)
+    space = SpaceContext(
+        models=tuple(cfg.models),
+        space=cfg.space,
+        on_cuda=device.type == "cuda",
+        profile=profile,
+        bf16_supported=bf16,
+    )
     validate(space)
-    tracker = make_tracker(cfg.mlflow, cfg.mlflow_tracking_uri, cfg.study, cfg.output_dir / "mlartifacts",
-                           {"agent": cfg.agent, "models": ",".join(cfg.models), "epochs": cfg.epochs,
-                            "patience": cfg.patience, "seed": cfg.seed, "storage": cfg.storage_url})
+    tracker = make_tracker(
+        cfg.mlflow,
+        cfg.mlflow_tracking_uri,
+        cfg.study,
+        cfg.output_dir / "mlartifacts",
+        {
+            "agent": cfg.agent,
+            "models": ",".join(cfg.models),
+            "epochs": cfg.epochs,
+            "patience": cfg.patience,
+            "seed": cfg.seed,
+            "storage": cfg.storage_url,
+        },
+    )
     faults = FaultPlan.from_env() or (FaultPlan.from_dict(cfg.faults) if cfg.faults else None)
     calibration = Calibration(calibration_path or cfg.output_dir / "calibration.json")
-    return Objective(cfg=cfg, agent=agent, splits=splits, tracker=tracker, progress=progress, device=device,
-                     space=space, memory=policy, calibration=calibration, faults=faults)
+    return Objective(
+        cfg=cfg,
+        agent=agent,
+        splits=splits,
+        tracker=tracker,
+        progress=progress,
+        device=device,
+        space=space,
+        memory=policy,
+        calibration=calibration,
+        faults=faults,
+    )
 
 
 def count_states(study: optuna.Study) -> dict[str, int]:
     """Trials by outcome, pruned ones split by reason."""
-    counts = {"complete": 0, "pruned_memory_estimate": 0, "pruned_oom": 0, "pruned_early_stop": 0,
-              "fail": 0, "running": 0}
+    counts = {
+        "complete": 0,
+        "pruned_memory_estimate": 0,
+        "pruned_oom": 0,
+        "pruned_early_stop": 0,
+        "fail": 0,
+        "running": 0,
+    }
     for t in study.get_trials(deepcopy=False):
         if t.state == TrialState.COMPLETE:
             counts["complete"] += 1
@@ -137,9 +169,13 @@ def run_tune(cfg: StudyConfig, progress: Progress | None = None) -> TuneReport:
     progress = progress or Progress(total=cfg.n_trials)
     objective = build_objective(cfg, progress)
     study = create_or_load(cfg)
-    report = TuneReport(study=cfg.study, storage=cfg.storage_url, target=cfg.n_trials,
-                        finished_before=finished_count(study),
-                        mlflow_uri=cfg.mlflow_tracking_uri if cfg.mlflow else None)
+    report = TuneReport(
+        study=cfg.study,
+        storage=cfg.storage_url,
+        target=cfg.n_trials,
+        finished_before=finished_count(study),
+        mlflow_uri=cfg.mlflow_tracking_uri if cfg.mlflow else None,
+    )
     try:
         report.stopped_reason = run_trials(study, objective, cfg.n_trials, cfg.timeout)
     except KeyboardInterrupt:
@@ -158,8 +194,15 @@ def run_tune(cfg: StudyConfig, progress: Progress | None = None) -> TuneReport:
         pass
     tracker_end = getattr(objective.tracker, "end_study", None)
     if tracker_end is not None:
-        tracker_end(None if report.best_value is None else {f"best_val_{report.metric}": report.best_value, "best_trial": report.best_trial,
-                     f"majority_baseline_{report.metric}": report.baseline})
+        tracker_end(
+            None
+            if report.best_value is None
+            else {
+                f"best_val_{report.metric}": report.best_value,
+                "best_trial": report.best_trial,
+                f"majority_baseline_{report.metric}": report.baseline,
+            }
+        )
     report.seconds = time.monotonic() - started
     return report
 
@@ -172,19 +215,31 @@ def run_parallel(cfg: StudyConfig, started: float) -> TuneReport:
     splits = agent.load_splits(cfg.data_dir, cfg.seed)  # validate data before starting workers
     device = resolve_device(cfg)
     profile = load_profile(cfg.gpu_memory) if (cfg.gpu_memory or device.type == "cuda") else None
-    validate(SpaceContext(models=tuple(cfg.models), space=cfg.space, on_cuda=device.type == "cuda",
-                          profile=profile))
+    validate(
+        SpaceContext(
+            models=tuple(cfg.models), space=cfg.space, on_cuda=device.type == "cuda", profile=profile
+        )
+    )
     study = create_or_load(cfg)
     before = finished_count(study)
     launch = Launcher(cfg, cfg.par, recycle_after=cfg.recycle_after).run()
-    report = TuneReport(study=cfg.study, storage=cfg.storage_url, target=cfg.n_trials, finished_before=before,
-                        mlflow_uri=cfg.mlflow_tracking_uri if cfg.mlflow else None,
-                        interrupted=launch.interrupted, metric=agent.metric_name,
-                        baseline=agent.majority_baseline(splits, "val"))
+    report = TuneReport(
+        study=cfg.study,
+        storage=cfg.storage_url,
+        target=cfg.n_trials,
+        finished_before=before,
+        mlflow_uri=cfg.mlflow_tracking_uri if cfg.mlflow else None,
+        interrupted=launch.interrupted,
+        metric=agent.metric_name,
+        baseline=agent.majority_baseline(splits, "val"),
+    )
     report.counts = count_states(study)
-    report.stopped_reason = (f"interrupted: finished trials are kept; rerun to resume" if launch.interrupted
-                             else f"target reached ({launch.started} workers started, {launch.recycled} "
-                                  f"recycled, {launch.crashed} replaced after a crash)")
+    report.stopped_reason = (
+        "interrupted: finished trials are kept; rerun to resume"
+        if launch.interrupted
+        else f"target reached ({launch.started} workers started, {launch.recycled} "
+        f"recycled, {launch.crashed} replaced after a crash)"
+    )
     try:
         best = study.best_trial
         report.best_value, report.best_trial, report.best_params = best.value, best.number, dict(best.params)

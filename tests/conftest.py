@@ -15,7 +15,7 @@ os.environ.pop("OPTUNA_STORAGE", None)
 os.environ.pop("HPO_INJECT_OOM", None)
 os.environ.pop("HPO_INJECT_FATAL", None)
 
-import torch  # noqa: E402
+import torch
 
 torch.set_num_threads(1)
 

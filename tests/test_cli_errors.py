@@ -32,8 +32,9 @@ def out_dir(tmp_path: Path) -> str:
 
 
 def test_unknown_agent(out_dir: str) -> None:
-    assert_one_line_error(*invoke("tune", "--agent", "nope", "--output-dir", out_dir), "unknown agent 'nope'",
-                          "criteria")
+    assert_one_line_error(
+        *invoke("tune", "--agent", "nope", "--output-dir", out_dir), "unknown agent 'nope'", "criteria"
+    )
 
 
 def test_unknown_model(out_dir: str) -> None:
@@ -54,13 +55,22 @@ def test_unknown_yaml_key(tmp_path: Path, out_dir: str) -> None:
 
 
 def test_missing_config_file(out_dir: str) -> None:
-    assert_one_line_error(*invoke("tune", "--config", "/nonexistent.yaml", "--output-dir", out_dir),
-                          "config file not found")
+    assert_one_line_error(
+        *invoke("tune", "--config", "/nonexistent.yaml", "--output-dir", out_dir), "config file not found"
+    )
 
 
 def test_bad_data_dir(tmp_path: Path, out_dir: str) -> None:
-    code, out = invoke("tune", "--models", "hpo-tiny-bert", "--data-dir", str(tmp_path / "missing"),
-                       "--output-dir", out_dir, "--no-mlflow")
+    code, out = invoke(
+        "tune",
+        "--models",
+        "hpo-tiny-bert",
+        "--data-dir",
+        str(tmp_path / "missing"),
+        "--output-dir",
+        out_dir,
+        "--no-mlflow",
+    )
     assert_one_line_error(code, out, "missing")
 
 
@@ -69,8 +79,9 @@ def test_data_dir_missing_columns(tmp_path: Path, out_dir: str) -> None:
     data.mkdir()
     (data / "redsm5_posts.csv").write_text("post_id,text\np1,hello\n")
     (data / "redsm5_annotations.csv").write_text("post_id,sentence_text\np1,hello\n")
-    code, out = invoke("tune", "--models", "hpo-tiny-bert", "--data-dir", str(data), "--output-dir", out_dir,
-                       "--no-mlflow")
+    code, out = invoke(
+        "tune", "--models", "hpo-tiny-bert", "--data-dir", str(data), "--output-dir", out_dir, "--no-mlflow"
+    )
     assert_one_line_error(code, out, "DSM5_symptom")
 
 
@@ -85,14 +96,24 @@ def test_impossible_sizes(tmp_path: Path, out_dir: str) -> None:
 
 
 def test_unreachable_storage(out_dir: str) -> None:
-    code, out = invoke("tune", "--models", "hpo-tiny-bert", "--storage",
-                       "postgresql://hpo:hpo@127.0.0.1:1/hpo", "--output-dir", out_dir, "--no-mlflow")
+    code, out = invoke(
+        "tune",
+        "--models",
+        "hpo-tiny-bert",
+        "--storage",
+        "postgresql://hpo:hpo@127.0.0.1:1/hpo",
+        "--output-dir",
+        out_dir,
+        "--no-mlflow",
+    )
     assert_one_line_error(code, out, "storage")
 
 
 def test_unknown_study_for_trials(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'empty.db'}"
-    assert_one_line_error(*invoke("trials", "--study", "ghost", "--storage", storage), "no study named 'ghost'")
+    assert_one_line_error(
+        *invoke("trials", "--study", "ghost", "--storage", storage), "no study named 'ghost'"
+    )
 
 
 def test_bad_state_filter(tmp_path: Path) -> None:
@@ -100,4 +121,6 @@ def test_bad_state_filter(tmp_path: Path) -> None:
 
     storage = f"sqlite:///{tmp_path / 's.db'}"
     optuna.create_study(study_name="s", storage=storage)
-    assert_one_line_error(*invoke("trials", "--study", "s", "--storage", storage, "--state", "weird"), "weird")
+    assert_one_line_error(
+        *invoke("trials", "--study", "s", "--storage", storage, "--state", "weird"), "weird"
+    )

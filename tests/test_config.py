@@ -57,14 +57,17 @@ def test_default_storage_and_mlflow_under_output_dir(tmp_path: Path) -> None:
     assert cfg.mlflow_tracking_uri == f"sqlite:///{(tmp_path / 'mlflow.db').resolve()}"
 
 
-@pytest.mark.parametrize("override,needle", [
-    ({"n_trials": 0}, "n_trials"),
-    ({"epochs": -1}, "epochs"),
-    ({"on_oom": "explode"}, "on_oom"),
-    ({"models": []}, "models"),
-    ({"space": {"learning_rate": [1e-3, 1e-5]}}, "learning_rate"),
-    ({"space": {"batch_size": []}}, "batch_size"),
-])
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ({"n_trials": 0}, "n_trials"),
+        ({"epochs": -1}, "epochs"),
+        ({"on_oom": "explode"}, "on_oom"),
+        ({"models": []}, "models"),
+        ({"space": {"learning_rate": [1e-3, 1e-5]}}, "learning_rate"),
+        ({"space": {"batch_size": []}}, "batch_size"),
+    ],
+)
 def test_invalid_values_are_one_line_config_errors(override: dict[str, object], needle: str) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(None, override)

@@ -12,10 +12,9 @@ import pytest
 import torch
 
 from hpo.agents.criteria import CriteriaAgent
-from hpo.config import SpaceConfig, TrialConfig
+from hpo.config import TrialConfig
 from hpo.memory.catalog import get_spec
 from hpo.paths import SAMPLE_DATA_DIR
-
 from hpo.train.data import encode_pairs
 from hpo.train.loop import _autocast, train
 from hpo.train.model import build_model, load_tokenizer, trainable_parameters
@@ -24,10 +23,23 @@ TINY = get_spec("hpo-tiny-bert")
 AGENT = CriteriaAgent()
 SPLITS = AGENT.load_splits(SAMPLE_DATA_DIR, seed=0)
 TOK = load_tokenizer(TINY)
-BASE = TrialConfig(model="hpo-tiny-bert", learning_rate=1e-3, weight_decay=0.0, batch_size=16, grad_accum=1,
-                   max_length=64, warmup_ratio=0.0, scheduler="constant", dropout=0.1, max_grad_norm=0.0,
-                   loss="ce", class_weighting=False, grad_checkpointing=False, precision="fp32",
-                   frozen_layers=0)
+BASE = TrialConfig(
+    model="hpo-tiny-bert",
+    learning_rate=1e-3,
+    weight_decay=0.0,
+    batch_size=16,
+    grad_accum=1,
+    max_length=64,
+    warmup_ratio=0.0,
+    scheduler="constant",
+    dropout=0.1,
+    max_grad_norm=0.0,
+    loss="ce",
+    class_weighting=False,
+    grad_checkpointing=False,
+    precision="fp32",
+    frozen_layers=0,
+)
 # 1:3 imbalanced, like real criteria data (on a perfectly balanced set class weighting would be a no-op)
 _POS = [e for e in SPLITS.train if e.label == 1][:24]
 _NEG = [e for e in SPLITS.train if e.label == 0][:72]
@@ -36,10 +48,26 @@ TRAIN = [e for pair in zip(_NEG[::3], _NEG[1::3], _NEG[2::3], _POS, strict=True)
 
 def run(cfg: TrialConfig, epochs: int = 1) -> tuple[dict[str, torch.Tensor], Any, torch.nn.Module]:
     data = encode_pairs(TOK, TRAIN, cfg.max_length)
-    model = build_model(TINY, num_labels=2, dropout=cfg.dropout, grad_checkpointing=cfg.grad_checkpointing,
-                        frozen_layers=cfg.frozen_layers, seed=0)
-    result = train(model, cfg, data, data, score=AGENT.score, num_labels=2, epochs=epochs, patience=9,
-                   device=torch.device("cpu"), seed=0)
+    model = build_model(
+        TINY,
+        num_labels=2,
+        dropout=cfg.dropout,
+        grad_checkpointing=cfg.grad_checkpointing,
+        frozen_layers=cfg.frozen_layers,
+        seed=0,
+    )
+    result = train(
+        model,
+        cfg,
+        data,
+        data,
+        score=AGENT.score,
+        num_labels=2,
+        epochs=epochs,
+        patience=9,
+        device=torch.device("cpu"),
+        seed=0,
+    )
     return {k: v.detach().float().clone() for k, v in model.state_dict().items()}, result, model
 
 
@@ -81,8 +109,9 @@ def test_scheduler_changes_training(scheduler: str) -> None:
     assert result.history[-1].learning_rate < BASE_RESULT.history[-1].learning_rate
 
 
-@pytest.mark.parametrize("loss,extra", [("label_smoothing", {"label_smoothing": 0.1}),
-                                        ("focal", {"focal_gamma": 2.0})])
+@pytest.mark.parametrize(
+    "loss,extra", [("label_smoothing", {"label_smoothing": 0.1}), ("focal", {"focal_gamma": 2.0})]
+)
 def test_loss_and_its_parameter_change_training(loss: str, extra: dict[str, float]) -> None:
     weights, _, _ = run(BASE.model_copy(update={"loss": loss, **extra}))
     assert differs(BASE_WEIGHTS, weights)
@@ -133,11 +162,18 @@ def test_grad_checkpointing_recomputes_layers() -> None:
 
 def test_model_choice_changes_architecture() -> None:
     tiny = build_model(TINY, num_labels=2, dropout=0.1, grad_checkpointing=False, frozen_layers=0, seed=0)
-    mini = build_model(get_spec("all-MiniLM-L6-v2"), num_labels=2, dropout=0.1, grad_checkpointing=False,
-                       frozen_layers=0, seed=0)
+    mini = build_model(
+        get_spec("all-MiniLM-L6-v2"),
+        num_labels=2,
+        dropout=0.1,
+        grad_checkpointing=False,
+        frozen_layers=0,
+        seed=0,
+    )
     assert sum(p.numel() for p in mini.parameters()) > 50 * sum(p.numel() for p in tiny.parameters())
 
 
+@pytest.mark.filterwarnings("ignore:CUDA is not available")
 def test_precision_selects_autocast_dtype_and_pure_bf16_casts_model() -> None:
     assert _autocast(torch.device("cpu"), "fp16").__class__.__name__ == "nullcontext"
     fp16 = _autocast(torch.device("cuda"), "fp16")
@@ -149,8 +185,15 @@ def test_precision_selects_autocast_dtype_and_pure_bf16_casts_model() -> None:
 
 
 def test_every_trial_field_is_covered() -> None:
-    covered = set(CHANGES) | {"scheduler", "loss", "label_smoothing", "focal_gamma", "grad_checkpointing",
-                              "model", "precision", "dropout"}
+    covered = set(CHANGES) | {
+        "scheduler",
+        "loss",
+        "label_smoothing",
+        "focal_gamma",
+        "grad_checkpointing",
+        "model",
+        "precision",
+        "dropout",
+    }
     sampled = set(TrialConfig.model_fields) - {"optimizer"}  # optimizer is fixed (adamw), never sampled
     assert sampled <= covered
-

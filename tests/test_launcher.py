@@ -18,8 +18,20 @@ CONFIG = REPO / "configs" / "studies" / "ci-tiny.yaml"
 
 
 def tune_cmd(out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "hpo", "tune", "--config", str(CONFIG), "--output-dir", str(out),
-            "--no-mlflow", "--epochs", "1", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "hpo",
+        "tune",
+        "--config",
+        str(CONFIG),
+        "--output-dir",
+        str(out),
+        "--no-mlflow",
+        "--epochs",
+        "1",
+        *extra,
+    ]
 
 
 def load(out: Path) -> optuna.Study:
@@ -44,8 +56,13 @@ def wait_for(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
 @pytest.mark.slow
 def test_three_workers_twenty_trials(tmp_path: Path) -> None:
     out = tmp_path / "runs"
-    res = subprocess.run(tune_cmd(out, "--par", "3", "--n-trials", "20"), capture_output=True, text=True,
-                         timeout=600, env=env())
+    res = subprocess.run(
+        tune_cmd(out, "--par", "3", "--n-trials", "20"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env(),
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     study = load(out)
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
@@ -63,8 +80,13 @@ def _running_trial_file(out: Path) -> list[Path]:
 def test_kill_9_worker_trial_is_failed_then_retried(tmp_path: Path) -> None:
     out = tmp_path / "runs"
     # slow trials (3 epochs, full train split) so there is time to kill one mid-trial
-    proc = subprocess.Popen(tune_cmd(out, "--par", "2", "--n-trials", "4") + ["--epochs", "3"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env())
+    proc = subprocess.Popen(
+        [*tune_cmd(out, "--par", "2", "--n-trials", "4"), "--epochs", "3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env(),
+    )
     try:
         assert wait_for(lambda: bool(_running_trial_file(out)), 120), "no worker started a trial"
         victim = int(_running_trial_file(out)[0].stem)
@@ -88,8 +110,13 @@ def test_kill_9_worker_trial_is_failed_then_retried(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_sigint_leaves_no_running_trial_and_rerun_resumes(tmp_path: Path) -> None:
     out = tmp_path / "runs"
-    proc = subprocess.Popen(tune_cmd(out, "--par", "2", "--n-trials", "6") + ["--epochs", "3"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env())
+    proc = subprocess.Popen(
+        [*tune_cmd(out, "--par", "2", "--n-trials", "6"), "--epochs", "3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env(),
+    )
     try:
         assert wait_for(lambda: bool(_running_trial_file(out)), 120), "no worker started a trial"
         proc.send_signal(signal.SIGINT)
@@ -101,8 +128,9 @@ def test_sigint_leaves_no_running_trial_and_rerun_resumes(tmp_path: Path) -> Non
     study = load(out)
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
     kept = {t.number: t.state for t in study.trials if t.state.is_finished()}
-    res = subprocess.run(tune_cmd(out, "--n-trials", "3"), capture_output=True, text=True, timeout=600,
-                         env=env())
+    res = subprocess.run(
+        tune_cmd(out, "--n-trials", "3"), capture_output=True, text=True, timeout=600, env=env()
+    )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     after = load(out)
     assert {t.number: t.state for t in after.trials if t.number in kept} == kept

@@ -26,8 +26,14 @@ TINY_CARD = {"gpu_memory": "0.001GB", "headroom_gb": 0.0, "space": {"batch_size"
 
 
 def make_cfg(tmp_path: Path, **overrides: Any) -> StudyConfig:
-    base = {"output_dir": tmp_path / "runs", "epochs": 1, "patience": 1, "max_train_examples": 32,
-            "eval_batch_size": 128, "mlflow": False}
+    base = {
+        "output_dir": tmp_path / "runs",
+        "epochs": 1,
+        "patience": 1,
+        "max_train_examples": 32,
+        "eval_batch_size": 128,
+        "mlflow": False,
+    }
     base.update(overrides)
     return load_config(REPO / "configs" / "studies" / "ci-tiny.yaml", base)
 
@@ -93,8 +99,9 @@ def test_shrink_policy_keeps_effective_batch(tmp_path: Path) -> None:
 
 def test_cpu_policy_finishes_the_trial_on_cpu(tmp_path: Path) -> None:
     # simulated 1 MB card: every config OOMs on the "GPU", then finishes on the CPU
-    cfg = make_cfg(tmp_path, n_trials=1, on_oom="cpu", gpu_memory="0.001GB", prune_by_estimate=False,
-                   headroom_gb=0.0)
+    cfg = make_cfg(
+        tmp_path, n_trials=1, on_oom="cpu", gpu_memory="0.001GB", prune_by_estimate=False, headroom_gb=0.0
+    )
     study, _, _ = run(cfg, 1)
     t = study.get_trials()[0]
     assert t.state == TrialState.COMPLETE, t.user_attrs
@@ -119,7 +126,9 @@ def test_simulated_gpu_ooms_at_first_step_when_estimate_pruning_is_off(tmp_path:
     assert (t.user_attrs["oom_config"]["epoch"], t.user_attrs["oom_config"]["step"]) == (0, 0)
 
 
-def test_fatal_cuda_error_fails_trial_and_poisons_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fatal_cuda_error_fails_trial_and_poisons_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HPO_INJECT_FATAL", "epoch=0,step=1")
     cfg = make_cfg(tmp_path, n_trials=3)
     objective = build_objective(cfg, Progress(stream=io.StringIO(), live=False))

@@ -24,8 +24,12 @@ def sample_many(ctx: SpaceContext, n: int = 60) -> list[dict[str, object]]:
 
 
 def test_large_models_get_narrower_bounds_on_24gb() -> None:
-    ctx = SpaceContext(models=("roberta-large", "bert-base-uncased"), space=SpaceConfig(), on_cuda=True,
-                       profile=load_profile("24GB"))
+    ctx = SpaceContext(
+        models=("roberta-large", "bert-base-uncased"),
+        space=SpaceConfig(),
+        on_cuda=True,
+        profile=load_profile("24GB"),
+    )
     for row in sample_many(ctx):
         cfg = row["cfg"]
         if cfg.model == "roberta-large":  # type: ignore[attr-defined]
@@ -35,8 +39,12 @@ def test_large_models_get_narrower_bounds_on_24gb() -> None:
 
 
 def test_narrowed_choices_get_their_own_parameter_name() -> None:
-    ctx = SpaceContext(models=("roberta-large", "bert-base-uncased"), space=SpaceConfig(), on_cuda=True,
-                       profile=load_profile("24GB"))
+    ctx = SpaceContext(
+        models=("roberta-large", "bert-base-uncased"),
+        space=SpaceConfig(),
+        on_cuda=True,
+        profile=load_profile("24GB"),
+    )
     names = {name for row in sample_many(ctx, 30) for name in row["params"]}  # type: ignore[attr-defined]
     assert "batch_size:8/16" in names and "batch_size" in names
     assert "max_length:128/256/384" in names
@@ -65,7 +73,9 @@ def test_frozen_layers_never_freeze_every_layer() -> None:
 
 
 def test_roberta_lengths_respect_position_embeddings() -> None:
-    ctx = SpaceContext(models=("roberta-base",), space=SpaceConfig(max_length=[256, 512, 1024]), on_cuda=False)
+    ctx = SpaceContext(
+        models=("roberta-base",), space=SpaceConfig(max_length=[256, 512, 1024]), on_cuda=False
+    )
     _, _, lengths = model_bounds(get_spec("roberta-base"), ctx)
     assert lengths == [256, 512]
 
@@ -73,7 +83,11 @@ def test_roberta_lengths_respect_position_embeddings() -> None:
 def test_validate_rejects_unknown_models_and_empty_bounds() -> None:
     with pytest.raises(ModelError):
         validate(SpaceContext(models=("nope-model",), space=SpaceConfig(), on_cuda=False))
-    tight = SpaceContext(models=("roberta-large",), space=SpaceConfig(batch_size=[32, 64]), on_cuda=True,
-                         profile=load_profile("24GB"))
+    tight = SpaceContext(
+        models=("roberta-large",),
+        space=SpaceConfig(batch_size=[32, 64]),
+        on_cuda=True,
+        profile=load_profile("24GB"),
+    )
     with pytest.raises(ConfigError, match="roberta-large"):
         validate(tight)

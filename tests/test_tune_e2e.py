@@ -19,7 +19,9 @@ runner = CliRunner()
 def study_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     out = tmp_path_factory.mktemp("e2e") / "runs"
     config = Path(__file__).resolve().parent.parent / "configs" / "studies" / "ci-tiny.yaml"
-    result = runner.invoke(app, ["tune", "--config", str(config), "--output-dir", str(out), "--n-trials", "3"])
+    result = runner.invoke(
+        app, ["tune", "--config", str(config), "--output-dir", str(out), "--n-trials", "3"]
+    )
     assert result.exit_code == 0, result.output
     return {"out": out, "output": result.output, "storage": f"sqlite:///{(out / 'hpo.db').resolve()}"}
 
@@ -59,8 +61,9 @@ def test_trials_and_best_read_back(study_run: dict[str, object]) -> None:
 
 
 def test_best_evaluate_scores_test_split(study_run: dict[str, object]) -> None:
-    res = runner.invoke(app, ["best", "--study", "ci-tiny", "--output-dir", str(study_run["out"]), "--evaluate",
-                              "--json"])
+    res = runner.invoke(
+        app, ["best", "--study", "ci-tiny", "--output-dir", str(study_run["out"]), "--evaluate", "--json"]
+    )
     assert res.exit_code == 0, res.output
     test = json.loads(res.output)["test"]
     assert 0.0 <= test["test_macro_f1"] <= 1.0 and test["test_examples"] > 0
@@ -87,10 +90,22 @@ def test_mlflow_has_parent_and_child_runs(study_run: dict[str, object]) -> None:
 
 def test_resume_keeps_finished_trials_and_adds_new(study_run: dict[str, object]) -> None:
     storage = str(study_run["storage"])
-    before = {t.number: (t.state, t.value) for t in optuna.load_study(study_name="ci-tiny", storage=storage).trials}
-    res = runner.invoke(app, ["tune", "--config", str(Path(__file__).resolve().parent.parent / "configs" /
-                                                      "studies" / "ci-tiny.yaml"),
-                              "--output-dir", str(study_run["out"]), "--n-trials", "4", "--no-mlflow"])
+    before = {
+        t.number: (t.state, t.value) for t in optuna.load_study(study_name="ci-tiny", storage=storage).trials
+    }
+    res = runner.invoke(
+        app,
+        [
+            "tune",
+            "--config",
+            str(Path(__file__).resolve().parent.parent / "configs" / "studies" / "ci-tiny.yaml"),
+            "--output-dir",
+            str(study_run["out"]),
+            "--n-trials",
+            "4",
+            "--no-mlflow",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "4 finished (1 new)" in res.output
     after = optuna.load_study(study_name="ci-tiny", storage=storage).trials

@@ -160,11 +160,21 @@ def _from_entry(name: str, entry: dict[str, Any]) -> ModelSpec:
     source = entry.pop("source", "hub")
     location = str(entry.pop("location", name if source == "hub" else ""))
     if source in ("package", "config", "local") and "hidden_size" not in entry:
-        base = ModelSpec(name=name, arch="bert", hidden_size=1, num_layers=1, num_heads=1,
-                         intermediate_size=1, vocab_size=1, source=source, location=location)
+        base = ModelSpec(
+            name=name,
+            arch="bert",
+            hidden_size=1,
+            num_layers=1,
+            num_heads=1,
+            intermediate_size=1,
+            vocab_size=1,
+            source=source,
+            location=location,
+        )
         cfg = json.loads((Path(base.load_path()) / "config.json").read_text())
-        return spec_from_config_json(name, cfg, source=source, location=location,
-                                     n_params=int(entry.get("n_params", 0)))
+        return spec_from_config_json(
+            name, cfg, source=source, location=location, n_params=int(entry.get("n_params", 0))
+        )
     known = {f for f in ModelSpec.__dataclass_fields__ if f not in ("name", "source", "location", "extra")}
     fields = {k: v for k, v in entry.items() if k in known}
     extra = {k: v for k, v in entry.items() if k not in known}
@@ -203,8 +213,10 @@ def _hf_cache_config(model: str) -> dict[str, Any] | None:
     """config.json of a hub model already in the local HF cache (no network)."""
     if "/" not in model:
         return None
-    home = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", "~/.cache/huggingface"))
-                .expanduser() / "hub")
+    home = Path(
+        os.environ.get("HF_HUB_CACHE")
+        or Path(os.environ.get("HF_HOME", "~/.cache/huggingface")).expanduser() / "hub"
+    )
     snapshots = home / ("models--" + model.replace("/", "--")) / "snapshots"
     for cfg in sorted(snapshots.glob("*/config.json")) if snapshots.is_dir() else []:
         try:

@@ -53,7 +53,8 @@ EpochHook = Callable[[EpochResult], None]
 
 def optimizer_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """AdamW groups: no weight decay on biases and normalisation weights (frozen parameters excluded)."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
@@ -143,8 +144,12 @@ def train(
     train_loader = make_loader(train_data, cfg.batch_size, shuffle=True, seed=seed)
     val_loader = make_loader(val_data, eval_batch_size, shuffle=False, seed=seed)
 
-    weight = class_weights(train_data["labels"].tolist(), num_labels).to(device) if cfg.class_weighting else None
-    loss_fn = make_loss(cfg.loss, label_smoothing=cfg.label_smoothing, focal_gamma=cfg.focal_gamma, weight=weight)
+    weight = (
+        class_weights(train_data["labels"].tolist(), num_labels).to(device) if cfg.class_weighting else None
+    )
+    loss_fn = make_loss(
+        cfg.loss, label_smoothing=cfg.label_smoothing, focal_gamma=cfg.focal_gamma, weight=weight
+    )
     optimizer = make_optimizer(model, cfg)
     steps_per_epoch = math.ceil(len(train_loader) / cfg.grad_accum)
     total_steps = steps_per_epoch * epochs

@@ -13,7 +13,8 @@ class FocalLoss(nn.Module):
     def __init__(self, gamma: float, weight: torch.Tensor | None = None) -> None:
         super().__init__()
         self.gamma = gamma
-        self.register_buffer("weight", weight if weight is not None else None, persistent=False)
+        self.weight: torch.Tensor | None
+        self.register_buffer("weight", weight, persistent=False)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         log_probs = F.log_softmax(logits.float(), dim=-1)
@@ -28,7 +29,9 @@ class FocalLoss(nn.Module):
 def class_weights(labels: list[int], num_labels: int) -> torch.Tensor:
     """'Balanced' weights: n_samples / (n_classes * count(class)); absent classes get weight 1."""
     counts = torch.bincount(torch.tensor(labels, dtype=torch.long), minlength=num_labels).float()
-    weights = torch.where(counts > 0, len(labels) / (num_labels * counts.clamp(min=1)), torch.ones_like(counts))
+    weights = torch.where(
+        counts > 0, len(labels) / (num_labels * counts.clamp(min=1)), torch.ones_like(counts)
+    )
     return weights
 
 

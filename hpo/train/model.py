@@ -1,4 +1,4 @@
-"""Model construction: HF sequence classifier with dropout, frozen layers and gradient checkpointing applied."""
+"""Model construction: HF sequence classifier with dropout, frozen layers and checkpointing applied."""
 
 from __future__ import annotations
 
@@ -79,8 +79,10 @@ def encoder_layers(model: nn.Module) -> nn.ModuleList:
                 break
         if isinstance(obj, nn.ModuleList):
             return obj
-    raise ModelError(f"cannot find the transformer layers of {type(model).__name__}",
-                     "freezing layers is supported for BERT-like encoders and LLaMA-like decoders")
+    raise ModelError(
+        f"cannot find the transformer layers of {type(model).__name__}",
+        "freezing layers is supported for BERT-like encoders and LLaMA-like decoders",
+    )
 
 
 def freeze_layers(model: nn.Module, n_layers: int) -> int:
@@ -92,8 +94,11 @@ def freeze_layers(model: nn.Module, n_layers: int) -> int:
         raise ModelError(f"cannot freeze {n_layers} of {len(layers)} layers", "freeze fewer layers")
     frozen = 0
     base = getattr(model, "base_model", model)
-    modules: list[nn.Module] = [m for m in (getattr(base, "embeddings", None), getattr(base, "embed_tokens", None))
-                                if isinstance(m, nn.Module)]
+    modules: list[nn.Module] = [
+        m
+        for m in (getattr(base, "embeddings", None), getattr(base, "embed_tokens", None))
+        if isinstance(m, nn.Module)
+    ]
     modules.extend(layers[:n_layers])
     for module in modules:
         for param in module.parameters():
@@ -130,8 +135,10 @@ def build_model(
         ) from exc
     if grad_checkpointing:
         if not getattr(model, "supports_gradient_checkpointing", False):
-            raise ModelError(f"{type(model).__name__} does not support gradient checkpointing",
-                             "disable grad_checkpointing in the search space for this model")
+            raise ModelError(
+                f"{type(model).__name__} does not support gradient checkpointing",
+                "disable grad_checkpointing in the search space for this model",
+            )
         enable = getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5
         if enable is not None:
             enable(activation_checkpointing_kwargs={"use_reentrant": False})
