@@ -77,7 +77,7 @@ def run_worker(cfg: StudyConfig, *, recycle_after: int, worker_id: str = "") -> 
     """Run trials until the study target is reached (0), K trials were run (10) or CUDA is poisoned (3)."""
     from hpo.gpu import detect
     from hpo.progress import Progress
-    from hpo.tune import build_objective
+    from hpo.tune import build_objective, run_one
 
     def on_term(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
@@ -90,6 +90,7 @@ def run_worker(cfg: StudyConfig, *, recycle_after: int, worker_id: str = "") -> 
     objective.admission = make_admission(cfg, objective.memory, gpu_key)
     marker = _trial_file(cfg, os.getpid())
     marker.parent.mkdir(parents=True, exist_ok=True)
+
     def on_start(trial: optuna.Trial) -> None:
         marker.write_text(str(trial._trial_id))
 
@@ -101,7 +102,7 @@ def run_worker(cfg: StudyConfig, *, recycle_after: int, worker_id: str = "") -> 
             running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
             if finished_count(study) + running >= cfg.n_trials:
                 return EXIT_DONE
-            study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+            run_one(study, objective)
             marker.unlink(missing_ok=True)
             done += 1
             if objective.poisoned:

@@ -99,6 +99,7 @@ class Objective:
     faults: FaultPlan | None = None
     admission: Admission = _no_admission
     poisoned: bool = False
+    last_trial_id: int = -1
     on_start: Callable[[optuna.Trial], None] | None = None
     _tokenizers: dict[str, Any] = field(default_factory=dict)
     _encoded: dict[tuple[str, int, str], dict[str, torch.Tensor]] = field(default_factory=dict)
@@ -270,6 +271,7 @@ class Objective:
         return optuna.TrialPruned(f"OOM at {where}: {last.error_head}")
 
     def __call__(self, trial: optuna.Trial) -> float:
+        self.last_trial_id = trial._trial_id
         if self.on_start is not None:
             self.on_start(trial)
         tcfg = sample(trial, self.space)

@@ -141,16 +141,24 @@ def count_states(study: optuna.Study) -> dict[str, int]:
     return counts
 
 
+def run_one(study: optuna.Study, objective: Objective) -> optuna.trial.FrozenTrial:
+    """Run one trial (errors become FAIL trials) and report how it ended."""
+    study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+    last = study._storage.get_trial(objective.last_trial_id)  # this process's trial (others may run too)
+    note = last.user_attrs.get("pruned_reason") or last.user_attrs.get("error") or ""
+    objective.progress.trial_finished(last.number, last.state.name.lower(), last.value, str(note))
+    return last
+
+
 def run_trials(study: optuna.Study, objective: Objective, target: int, timeout: float | None) -> str:
     """Run trials one at a time until ``target`` finished trials; returns why it stopped."""
     start, failures = time.monotonic(), 0
     while finished_count(study) < target:
         if timeout is not None and time.monotonic() - start >= timeout:
             return "timeout"
-        study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+        last = run_one(study, objective)
         if objective.poisoned:
             return "fatal CUDA error: this process stopped (a launcher replaces it)"
-        last = study.get_trials(deepcopy=False)[-1]
         failures = failures + 1 if last.state == TrialState.FAIL else 0
         if failures >= MAX_CONSECUTIVE_FAILURES:
             err = last.user_attrs.get("error", "see the log")
