@@ -107,6 +107,7 @@ class StudyConfig(_Strict):
     mlflow: bool = True
     gpu_memory: str | None = None
     headroom_gb: float = Field(1.5, ge=0.0)
+    high_memory_fraction: float = Field(0.9, gt=0.0, le=1.0)  # trials above it are tagged high_memory
     on_oom: OnOom = "prune"
     prune_by_estimate: bool = True  # False: let over-budget configs run (they OOM; for tests of the OOM path)
     eval_batch_size: int = Field(64, ge=1)

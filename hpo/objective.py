@@ -27,6 +27,7 @@ from hpo.memory.estimate import Budget, MemoryRequest, estimate, fits
 from hpo.memory.trace import trace_estimate
 from hpo.oom import (
     OomRecord,
+    PeakMemory,
     clear_exception_frames,
     cpu_fallback_allowed,
     free_memory,
@@ -231,21 +232,34 @@ class Objective:
 
     # ---- outcomes -----------------------------------------------------------------------------------------
     def _record_peak(
-        self, trial: optuna.Trial, spec: ModelSpec, tcfg: TrialConfig, budget: Budget, device: torch.device
+        self,
+        trial: optuna.Trial,
+        run_id: str | None,
+        spec: ModelSpec,
+        tcfg: TrialConfig,
+        budget: Budget,
+        peak: PeakMemory | None,
     ) -> None:
-        if device.type != "cuda":
+        """Measured peaks (CUDA only) on the trial and its MLflow run; feeds the calibration."""
+        if peak is None:
             return
-        peak = measure_peak()
-        device_peak = peak.reserved_bytes + budget.components.get("cuda_context", 0)
-        trial.set_user_attr("measured_peak_gb", round(peak.allocated_bytes / GB, 3))
-        trial.set_user_attr("measured_reserved_gb", round(peak.reserved_bytes / GB, 3))
+        device_peak = max(
+            peak.reserved_bytes + budget.components.get("cuda_context", 0), peak.nvml_process_bytes or 0
+        )
+        measured = {
+            "measured_peak_gb": round(peak.allocated_bytes / GB, 3),
+            "measured_reserved_gb": round(peak.reserved_bytes / GB, 3),
+            "measured_device_gb": round(device_peak / GB, 3),
+        }
         if peak.nvml_process_bytes is not None:
-            trial.set_user_attr("nvml_peak_gb", round(peak.nvml_process_bytes / GB, 3))
-            device_peak = peak.nvml_process_bytes
+            measured["nvml_process_gb"] = round(peak.nvml_process_bytes / GB, 3)
+        for key, value in measured.items():
+            trial.set_user_attr(key, value)
+        self.tracker.log_metrics(run_id, measured)
         if self.memory.gpu_bytes:
-            trial.set_user_attr(
-                "high_memory", device_peak > self.memory.high_memory_fraction * self.memory.gpu_bytes
-            )
+            high = device_peak > self.memory.high_memory_fraction * self.memory.gpu_bytes
+            trial.set_user_attr("high_memory", high)
+            self.tracker.log_params(run_id, {"high_memory": high})
         if self.calibration is not None:
             self.calibration.record_peak(
                 spec.name, memory_request(tcfg, self.agent.num_labels), budget.device_total_bytes, device_peak
@@ -302,6 +316,7 @@ class Objective:
         device, records = self.device, list[OomRecord]()
         on_gpu = device.type == "cuda" or self.memory.simulated  # False after a cpu fallback
         injector = FaultInjector(self.faults, trial.number)  # once per trial: a retry must not re-fire it
+        peak: PeakMemory | None = None
         while True:
             try:
                 with self.admission(budget.device_total_bytes if on_gpu else 0, trial.number):
@@ -311,6 +326,7 @@ class Objective:
                         clear_exception_frames(exc)  # drop the model/batches held by the traceback...
                         raise
                     finally:
+                        peak = measure_peak() if device.type == "cuda" else None  # before stats are reset
                         free_memory()  # ...and return the memory before the reservation is released
                 break
             except optuna.TrialPruned:
@@ -320,7 +336,6 @@ class Objective:
                 raise
             except Exception as exc:
                 if is_oom(exc):
-                    peak = measure_peak() if device.type == "cuda" else None
                     records.append(
                         OomRecord.from_trial_config(
                             tcfg,
@@ -368,7 +383,7 @@ class Objective:
             trial.set_user_attr("oom_attempts", [r.to_dict() for r in records])
             trial.set_user_attr("final_config", tcfg.model_dump())
             trial.set_user_attr("final_device", device.type if on_gpu else "cpu (fallback after OOM)")
-        self._record_peak(trial, spec, tcfg, budget, device)
+        self._record_peak(trial, run_id, spec, tcfg, budget, peak)
         trial.set_user_attr("best_epoch", result.best_epoch)
         trial.set_user_attr("epochs_run", len(result.history))
         trial.set_user_attr("stopped_early", result.stopped_early)

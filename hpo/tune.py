@@ -63,10 +63,12 @@ def memory_policy(cfg: StudyConfig, device: torch.device) -> MemoryPolicy:
     """The GPU budget: --gpu-memory (simulated on CPU), else the detected card, else none (plain CPU run)."""
     headroom = int(cfg.headroom_gb * GB)
     if cfg.gpu_memory is not None:
-        return MemoryPolicy(parse_memory(cfg.gpu_memory), headroom, simulated=device.type != "cuda")
+        return MemoryPolicy(
+            parse_memory(cfg.gpu_memory), headroom, device.type != "cuda", cfg.high_memory_fraction
+        )
     if device.type == "cuda":
         info = detect(torch.cuda.current_device())
-        return MemoryPolicy(info.total_bytes, headroom)
+        return MemoryPolicy(info.total_bytes, headroom, False, cfg.high_memory_fraction)
     return MemoryPolicy(None, headroom)
 
 

@@ -137,3 +137,25 @@ def test_fatal_cuda_error_fails_trial_and_poisons_worker(
     t = study.get_trials()[0]
     assert t.state == TrialState.FAIL and "illegal memory access" in t.user_attrs["fatal_error"]
     assert objective.poisoned
+
+
+def test_measured_peaks_are_recorded_and_high_memory_tagged(tmp_path: Path) -> None:
+    from hpo.memory.catalog import get_spec
+    from hpo.oom import PeakMemory
+    from hpo.space import sample
+
+    cfg = make_cfg(tmp_path, n_trials=1, gpu_memory="24GB", high_memory_fraction=0.5)
+    objective = build_objective(cfg, Progress(stream=io.StringIO(), live=False))
+    study = create_or_load(cfg)
+    trial = study.ask()
+    tcfg = sample(trial, objective.space)
+    spec = get_spec(tcfg.model)
+    budget = objective._estimate(spec, tcfg)
+    # a measured peak as a CUDA run reports it: 14 GiB allocated, 15 GiB reserved, NVML 16 GiB
+    peak = PeakMemory(
+        allocated_bytes=14 * 1024**3, reserved_bytes=15 * 1024**3, nvml_process_bytes=16 * 1024**3
+    )
+    objective._record_peak(trial, None, spec, tcfg, budget, peak)
+    attrs = study.trials[0].user_attrs
+    assert attrs["measured_peak_gb"] == 14.0 and attrs["measured_reserved_gb"] == 15.0
+    assert attrs["measured_device_gb"] == 16.0 and attrs["high_memory"] is True
