@@ -102,7 +102,7 @@ class Objective:
     poisoned: bool = False
     last_trial_id: int = -1
     on_start: Callable[[optuna.Trial], None] | None = None
-    _tokenizers: dict[str, Any] = field(default_factory=dict)
+    tokenizers: dict[str, Any] = field(default_factory=dict)
     _encoded: dict[tuple[str, int, str], dict[str, torch.Tensor]] = field(default_factory=dict)
     _pos: _Position = field(default_factory=_Position)
 
@@ -132,9 +132,9 @@ class Objective:
     def _data(
         self, spec: ModelSpec, max_length: int
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        if spec.name not in self._tokenizers:
-            self._tokenizers[spec.name] = load_tokenizer(spec)
-        tok = self._tokenizers[spec.name]
+        if spec.name not in self.tokenizers:
+            self.tokenizers[spec.name] = load_tokenizer(spec)
+        tok = self.tokenizers[spec.name]
         train_ex = (
             self.splits.train[: self.cfg.max_train_examples]
             if self.cfg.max_train_examples

@@ -19,11 +19,13 @@ from hpo.errors import ConfigError
 from hpo.faults import FaultPlan
 from hpo.gpu import detect, load_profile, parse_memory
 from hpo.memory.calibrate import Calibration
+from hpo.memory.catalog import get_spec
 from hpo.objective import MemoryPolicy, Objective
 from hpo.progress import Progress
 from hpo.space import SpaceContext, validate
 from hpo.study import create_or_load, finished_count
 from hpo.tracking import make_tracker
+from hpo.train.model import load_tokenizer
 
 GB = 1024**3
 MAX_CONSECUTIVE_FAILURES = 5
@@ -90,6 +92,7 @@ def build_objective(cfg: StudyConfig, progress: Progress, calibration_path: Path
         bf16_supported=bf16,
     )
     validate(space)
+    tokenizers = {m: load_tokenizer(get_spec(m)) for m in cfg.models}  # fail fast on unloadable models
     tracker = make_tracker(
         cfg.mlflow,
         cfg.mlflow_tracking_uri,
@@ -106,7 +109,7 @@ def build_objective(cfg: StudyConfig, progress: Progress, calibration_path: Path
     )
     faults = FaultPlan.from_env() or (FaultPlan.from_dict(cfg.faults) if cfg.faults else None)
     calibration = Calibration(calibration_path or cfg.output_dir / "calibration.json")
-    return Objective(
+    objective = Objective(
         cfg=cfg,
         agent=agent,
         splits=splits,
@@ -118,6 +121,8 @@ def build_objective(cfg: StudyConfig, progress: Progress, calibration_path: Path
         calibration=calibration,
         faults=faults,
     )
+    objective.tokenizers.update(tokenizers)
+    return objective
 
 
 def count_states(study: optuna.Study) -> dict[str, int]:

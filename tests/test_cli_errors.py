@@ -42,6 +42,12 @@ def test_unknown_model(out_dir: str) -> None:
     assert_one_line_error(code, out, "unknown model 'no-such-model-xyz'", "configs/models.yaml")
 
 
+def test_hub_model_that_cannot_load_offline(out_dir: str) -> None:
+    # in the catalog (so it can be sized) but not loadable here: no network, not in the HF cache
+    code, out = invoke("tune", "--models", "bert-base-uncased", "--output-dir", out_dir, "--no-mlflow")
+    assert_one_line_error(code, out, "cannot load the tokenizer of 'bert-base-uncased'")
+
+
 def test_malformed_yaml(tmp_path: Path, out_dir: str) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("study: x\nspace: [unclosed\n")

@@ -36,6 +36,13 @@ def _quiet_transformers() -> None:
         pass
 
 
+def _load_error(spec: ModelSpec, what: str, exc: Exception) -> ModelError:
+    return ModelError(
+        f"cannot load the {what} of '{spec.name}' from {spec.load_path()}: {str(exc).splitlines()[0][:160]}",
+        "check the model id/path (hub models need network or a filled HF cache)",
+    )
+
+
 def load_tokenizer(spec: ModelSpec) -> Any:
     """The model's tokenizer (offline for packaged and config-built models)."""
     from transformers import AutoTokenizer
@@ -44,10 +51,7 @@ def load_tokenizer(spec: ModelSpec) -> Any:
     try:
         return AutoTokenizer.from_pretrained(spec.load_path())
     except (OSError, ValueError) as exc:
-        raise ModelError(
-            f"cannot load the tokenizer of '{spec.name}' from {spec.load_path()}",
-            "check the model id/path (hub models need network or a filled HF cache)",
-        ) from exc
+        raise _load_error(spec, "tokenizer", exc) from exc
 
 
 def _model_config(spec: ModelSpec, num_labels: int, dropout: float) -> Any:
@@ -56,10 +60,7 @@ def _model_config(spec: ModelSpec, num_labels: int, dropout: float) -> Any:
     try:
         config = AutoConfig.from_pretrained(spec.load_path(), num_labels=num_labels)
     except (OSError, ValueError) as exc:
-        raise ModelError(
-            f"cannot load the config of '{spec.name}' from {spec.load_path()}",
-            "check the model id/path (hub models need network or a filled HF cache)",
-        ) from exc
+        raise _load_error(spec, "config", exc) from exc
     for key in DROPOUT_KEYS:
         if hasattr(config, key):
             setattr(config, key, dropout)
@@ -129,10 +130,7 @@ def build_model(
         else:
             model = AutoModelForSequenceClassification.from_pretrained(spec.load_path(), config=config)
     except (OSError, ValueError) as exc:
-        raise ModelError(
-            f"cannot load model '{spec.name}' from {spec.load_path()}: {str(exc).splitlines()[0][:160]}",
-            "check the model id/path (hub models need network or a filled HF cache)",
-        ) from exc
+        raise _load_error(spec, "weights", exc) from exc
     if grad_checkpointing:
         if not getattr(model, "supports_gradient_checkpointing", False):
             raise ModelError(
