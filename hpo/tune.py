@@ -235,6 +235,8 @@ def run_parallel(cfg: StudyConfig, started: float) -> TuneReport:
             models=tuple(cfg.models), space=cfg.space, on_cuda=device.type == "cuda", profile=profile
         )
     )
+    for model in cfg.models:  # fail fast here, not once per worker
+        load_tokenizer(get_spec(model))
     study = create_or_load(cfg)
     before = finished_count(study)
     launch = Launcher(cfg, cfg.par, recycle_after=cfg.recycle_after).run()
