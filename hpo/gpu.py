@@ -1,0 +1,210 @@
+"""GPU readings (NVML via nvidia-ml-py, else torch.cuda; "no GPU" on CPU) and GPU profiles.
+
+Memory sizes: "GB" means GiB (2**30 bytes) everywhere in hpo, as nvidia-smi and torch report them; a bare
+number is GiB too. Profiles (configs/gpus/*.yaml) bound the search space by model size (parameter count from
+the catalog); a card between two profiles uses the one whose memory is nearest below, with batch bounds
+scaled up by the memory ratio; a card smaller than every profile uses the smallest unchanged (the estimator
+still prunes what does not fit).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hpo.errors import ConfigError
+from hpo.paths import CONFIG_DIR
+
+GIB = 1024**3
+_UNITS = {
+    "": GIB,
+    "g": GIB,
+    "gb": GIB,
+    "gib": GIB,
+    "m": 1024**2,
+    "mb": 1024**2,
+    "mib": 1024**2,
+    "t": 1024**4,
+    "tb": 1024**4,
+    "tib": 1024**4,
+}
+_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_memory(text: str) -> int:
+    """ "24GB", "24GiB", "24", "80 GB", "512MiB" -> bytes. GB means GiB (see the module docstring)."""
+    match = _MEMORY.match(str(text))
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _UNITS or float(match.group(1)) <= 0:
+        raise ConfigError(f"cannot read GPU memory '{text}'", "write it like 24GB, 40GiB or 80")
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+@dataclass
+class GpuInfo:
+    """One GPU as NVML (or torch.cuda) sees it; ``available`` is False on a machine without one."""
+
+    available: bool
+    index: int
+    name: str
+    uuid: str
+    total_bytes: int
+    used_bytes: int
+
+
+def _nvml() -> Any | None:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        return pynvml
+    except Exception:  # no driver, no library, no GPU: NVML is optional
+        return None
+
+
+def detect(index: int = 0) -> GpuInfo:
+    """Read GPU ``index`` through NVML, else torch.cuda; never raises (``available=False`` on CPU)."""
+    nvml = _nvml()
+    if nvml is not None:
+        try:
+            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            mem = nvml.nvmlDeviceGetMemoryInfo(handle)
+            name, uuid = nvml.nvmlDeviceGetName(handle), nvml.nvmlDeviceGetUUID(handle)
+            return GpuInfo(True, index, _text(name), _text(uuid), int(mem.total), int(mem.used))
+        except Exception:
+            pass
+    try:
+        import torch
+
+        if torch.cuda.is_available() and index < torch.cuda.device_count():
+            props = torch.cuda.get_device_properties(index)
+            free, total = torch.cuda.mem_get_info(index)
+            return GpuInfo(
+                True, index, props.name, str(getattr(props, "uuid", "")), int(total), int(total - free)
+            )
+    except Exception:
+        pass
+    return GpuInfo(False, index, "no GPU", "", 0, 0)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def process_memory_bytes(pid: int | None = None) -> int | None:
+    """GPU memory NVML attributes to process ``pid`` (default: this one) on all GPUs; None without NVML."""
+    nvml = _nvml()
+    if nvml is None:
+        return None
+    pid = os.getpid() if pid is None else pid
+    try:
+        used = 0
+        for i in range(nvml.nvmlDeviceGetCount()):
+            handle = nvml.nvmlDeviceGetHandleByIndex(i)
+            for proc in nvml.nvmlDeviceGetComputeRunningProcesses(handle):
+                if proc.pid == pid and proc.usedGpuMemory is not None:
+                    used += int(proc.usedGpuMemory)
+        return used
+    except Exception:
+        return None
+
+
+@dataclass
+class SizeBounds:
+    """Upper bounds the search space uses for one model on one GPU."""
+
+    max_batch_size: int
+    max_grad_accum: int
+    max_length: int
+
+
+@dataclass
+class GpuProfile:
+    """Bounds by model size for one GPU memory size (configs/gpus/*.yaml)."""
+
+    name: str
+    memory_bytes: int
+    headroom_gb: float = 1.5
+    tiers: list[tuple[int | None, SizeBounds]] = field(default_factory=list)  # (max params or None, bounds)
+    scale: float = 1.0  # memory of this card / memory of the profile file
+
+    def bounds(self, n_params: int) -> SizeBounds:
+        """Bounds of the first tier whose parameter limit covers ``n_params``; batch scaled to this card."""
+        for limit, b in self.tiers:
+            if limit is None or n_params <= limit:
+                batch = max(1, int(b.max_batch_size * self.scale))
+                return SizeBounds(batch, b.max_grad_accum, b.max_length)
+        raise ConfigError(
+            f"GPU profile {self.name} has no tier for {n_params:,} parameters",
+            "end its tiers with one whose max_params is null",
+        )
+
+
+def read_profile(path: Path) -> GpuProfile:
+    """Load and validate one profile YAML (ConfigError on any problem)."""
+    try:
+        data = yaml.safe_load(path.read_text())
+        tiers = [
+            (
+                None if t["max_params"] is None else int(t["max_params"]),
+                SizeBounds(int(t["max_batch_size"]), int(t["max_grad_accum"]), int(t["max_length"])),
+            )
+            for t in data["tiers"]
+        ]
+        profile = GpuProfile(
+            str(data["name"]), parse_memory(str(data["memory_gb"])), float(data["headroom_gb"]), tiers
+        )
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"invalid GPU profile {path}: {exc}".splitlines()[0], "see configs/gpus/24gb.yaml for the format"
+        ) from exc
+    limits = [lim for lim, _ in tiers]
+    if not tiers or limits[-1] is not None or None in limits[:-1]:
+        raise ConfigError(
+            f"GPU profile {path}: tiers must end with exactly one max_params: null",
+            "see configs/gpus/24gb.yaml",
+        )
+    finite = [lim for lim in limits if lim is not None]
+    if finite != sorted(finite) or any(
+        min(b.max_batch_size, b.max_grad_accum, b.max_length) < 1 for _, b in tiers
+    ):
+        raise ConfigError(
+            f"GPU profile {path}: tiers must grow in max_params and have positive bounds",
+            "see configs/gpus/24gb.yaml",
+        )
+    if not 0 <= profile.headroom_gb < profile.memory_bytes / GIB:
+        raise ConfigError(f"GPU profile {path}: headroom_gb must be within the memory", "fix headroom_gb")
+    return profile
+
+
+def profiles(directory: Path | None = None) -> list[GpuProfile]:
+    """Every shipped profile, smallest memory first."""
+    found = [read_profile(p) for p in sorted((directory or CONFIG_DIR / "gpus").glob("*.yaml"))]
+    if not found:
+        raise ConfigError("no GPU profiles found", "restore configs/gpus/*.yaml")
+    return sorted(found, key=lambda p: p.memory_bytes)
+
+
+def load_profile(gpu_memory: str | None, directory: Path | None = None) -> GpuProfile:
+    """The profile for a card of ``gpu_memory`` (None: the detected GPU, else the 24 GB profile)."""
+    shipped = profiles(directory)
+    if gpu_memory is None:
+        gpu = detect()
+        if not gpu.available:
+            return next((p for p in shipped if p.name == "24gb"), shipped[0])
+        memory = gpu.total_bytes
+    else:
+        memory = parse_memory(gpu_memory)
+    below = [p for p in shipped if p.memory_bytes <= memory]
+    base = below[-1] if below else shipped[0]  # smaller than every profile: the smallest, not scaled down
+    if base.memory_bytes == memory:
+        return base
+    scale = max(1.0, memory / base.memory_bytes)
+    return GpuProfile(
+        f"{base.name} for a {memory / GIB:g}GB card", memory, base.headroom_gb, base.tiers, scale
+    )

@@ -1,0 +1,307 @@
+"""Analytic estimate of the GPU memory peak of one training (or inference) step, as a breakdown.
+
+Pure arithmetic on the model dimensions (~15 us per call, scripts/bench_estimator.py). The peak is that of a
+gradient-accumulation micro-step (gradients of the previous micro-step and optimizer states alive during the
+forward): it bounds every accumulation setting, so accumulation is not an input, by construction (for
+grad_accum = 1 it is conservative by at most the smaller of gradients and activations).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from hpo.errors import ConfigError
+from hpo.memory.catalog import ModelSpec
+
+GIB = 1024**3
+MIB = 1024**2
+CUBLAS_WORKSPACE = 32 * MIB  # cuBLAS/cuBLASLt workspaces, allocated through the caching allocator
+CUDA_CONTEXT = 512 * MIB  # CUDA context + kernels (lazy loading), outside the caching allocator
+ALLOC_FRACTION = 0.05  # caching-allocator rounding/fragmentation: reserved - allocated at the peak
+ALLOC_FLOOR = 64 * MIB
+TENSOR_COMPONENTS = ("weights", "adapters", "gradients", "optimizer", "activations", "temporaries")
+COMPONENTS = (*TENSOR_COMPONENTS, "cuda_context", "allocator_overhead")
+PRECISIONS = ("fp32", "fp16", "bf16", "bf16_pure")
+OPTIMIZERS = ("adamw", "adafactor", "sgd", "adamw_8bit")
+ATTN_IMPLS = ("sdpa", "eager", "flash")
+_TARGET_ALIASES = {  # module names a LoRA target goes by in each architecture
+    "query": ("query", "query_proj", "q_proj", "q_lin"),
+    "key": ("key", "key_proj", "k_proj", "k_lin"),
+    "value": ("value", "value_proj", "v_proj", "v_lin"),
+}
+
+
+@dataclass(frozen=True)
+class MemoryRequest:
+    """One training (or inference) configuration, as far as memory is concerned."""
+
+    batch_size: int
+    max_length: int
+    precision: str = "fp32"  # fp32 | fp16 | bf16 (autocast, fp32 master weights) | bf16_pure
+    optimizer: str = "adamw"  # adamw | adafactor | sgd | adamw_8bit
+    grad_checkpointing: bool = False
+    lora_r: int = 0
+    lora_targets: tuple[str, ...] = ("query", "value")
+    quant: str | None = None  # None | "4bit" | "8bit" (base weights)
+    mode: str = "train"  # train | inference
+    attn_impl: str = "sdpa"  # sdpa | eager | flash
+    num_labels: int = 2
+    frozen_layers: int = 0  # encoder layers (and embeddings) frozen: no grads/optimizer state for them
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.batch_size >= 1 and self.max_length >= 1, "batch size and max length must be >= 1"),
+            (self.precision in PRECISIONS, f"precision '{self.precision}' is not one of {PRECISIONS}"),
+            (self.optimizer in OPTIMIZERS, f"optimizer '{self.optimizer}' is not one of {OPTIMIZERS}"),
+            (self.attn_impl in ATTN_IMPLS, f"attention '{self.attn_impl}' is not one of {ATTN_IMPLS}"),
+            (self.quant in (None, "4bit", "8bit"), f"quant '{self.quant}' is not 4bit or 8bit"),
+            (self.mode in ("train", "inference"), f"mode '{self.mode}' is not train or inference"),
+            (self.lora_r >= 0 and self.frozen_layers >= 0 and self.num_labels >= 1, "negative sizes"),
+            (self.quant is None or self.lora_r > 0 or self.mode == "inference", "4/8-bit weights need LoRA"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"invalid memory request: {message}", "fix the option")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Peak memory of one step: components in bytes, the logical peak and the device-level total."""
+
+    components: dict[str, int] = field(hash=False)
+    total_bytes: int  # logical tensor peak: torch.cuda.max_memory_allocated
+    device_total_bytes: int  # what nvidia-smi shows: + CUDA context + allocator overhead
+    method: str  # analytic | trace | ...+calibrated
+
+    def gb(self, name: str) -> float:  # one component in GiB
+        return self.components.get(name, 0) / GIB
+
+    @property
+    def total_gb(self) -> float:
+        return self.total_bytes / GIB
+
+    @property
+    def device_total_gb(self) -> float:
+        return self.device_total_bytes / GIB
+
+
+def device_budget(tensors: dict[str, int], method: str) -> Budget:
+    """Add the CUDA context and allocator overhead to logical tensor components."""
+    comp = {k: int(tensors.get(k, 0)) for k in TENSOR_COMPONENTS}
+    total = sum(comp.values())
+    comp.update(cuda_context=CUDA_CONTEXT, allocator_overhead=max(ALLOC_FLOOR, int(ALLOC_FRACTION * total)))
+    return Budget(comp, total, total + comp["cuda_context"] + comp["allocator_overhead"], method)
+
+
+def lora_target_names(spec: ModelSpec, targets: tuple[str, ...]) -> tuple[str, ...]:
+    """Module attribute names that ``targets`` select in this architecture."""
+    return tuple(name for t in targets for name in _TARGET_ALIASES.get(t, (t,)))
+
+
+@dataclass(frozen=True)
+class ParamCounts:
+    """Parameter counts of the classifier (backbone + head) under one request."""
+
+    total: int
+    quantizable: int  # linear weights inside the layers (what bitsandbytes quantizes)
+    trainable: int  # base parameters with gradients (adapters excluded)
+    adapters: int  # LoRA parameters (kept in fp32)
+    shapes: tuple[tuple[int, int, int], ...]  # (rows, cols, count) of trainable tensors, for Adafactor/8-bit
+    layer_linear: int  # linear weights of one layer
+
+
+def _shapes(spec: ModelSpec) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+    """(rows, cols, count) of the embedding tensors (decoders: + final norm) and of one layer's tensors."""
+    e, h, i = spec.emb_size, spec.hidden_size, spec.intermediate_size
+    if spec.family == "decoder":
+        kvd = spec.kv_heads * (h // spec.num_heads)
+        bias = [(h + 2 * kvd, 1, 1)] if spec.arch == "qwen2" else []
+        return [(spec.vocab_size, h, 1), (h, 1, 1)], [
+            (h, h, 2),
+            (kvd, h, 2),
+            (i, h, 2),
+            (h, i, 1),
+            (h, 1, 2),
+            *bias,
+        ]
+    layer = [(h, h, 4), (h, 1, 4), (i, h, 1), (i, 1, 1), (h, i, 1), (h, 1, 5)]
+    hf = spec.extra.get("hf_config") or {}  # DeBERTa-v3: relative embeddings instead of absolute positions
+    pos = spec.max_position_embeddings if hf.get("position_biased_input", True) else _buckets(spec)
+    emb = [(spec.vocab_size, e, 1), (pos, e, 1), (spec.type_vocab_size, e, 1), (e, 1, 2)]
+    return emb + ([(h, e, 1), (h, 1, 1)] if e != h else []), layer
+
+
+def param_counts(spec: ModelSpec, req: MemoryRequest) -> ParamCounts:
+    """Counts from the dimensions: embeddings, layers, head (pooler/dense + classifier, or score)."""
+    h, n = spec.hidden_size, spec.num_layers
+    emb, layer = _shapes(spec)
+    head = [(req.num_labels, h, 1)]  # decoder: score; encoder: + pooler/dense and biases
+    head += [] if spec.family == "decoder" else [(h, h, 1), (h, 1, 1), (req.num_labels, 1, 1)]
+    numel = lambda shapes: sum(r * c * k for r, c, k in shapes)  # noqa: E731
+    linear = numel([s for s in layer if s[1] > 1])
+    frozen = min(req.frozen_layers, n)
+    dims = _target_dims(spec, req.lora_targets) if req.lora_r else []
+    adapters = (n - frozen) * sum(req.lora_r * (a + b) for a, b in dims)
+    full = ([] if frozen else emb) + [(r, c, k * (n - frozen)) for r, c, k in layer] + head
+    shapes = head if req.lora_r else full  # LoRA trains the adapters and the head only
+    total = numel(emb) + n * numel(layer) + numel(head)
+    return ParamCounts(total, n * linear, numel(shapes), adapters, tuple(shapes), linear)
+
+
+def _target_dims(spec: ModelSpec, targets: tuple[str, ...]) -> list[tuple[int, int]]:
+    """(in, out) features of each LoRA-wrapped linear in one layer."""
+    h, i = spec.hidden_size, spec.intermediate_size
+    kvd = spec.kv_heads * (h // spec.num_heads)
+    known = {"key": (h, kvd), "value": (h, kvd), "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+    canonical = {alias: name for name, aliases in _TARGET_ALIASES.items() for alias in aliases}
+    return [known.get(canonical.get(t, t), (h, h)) for t in targets]
+
+
+def _buckets(spec: ModelSpec) -> int:  # DeBERTa's relative-position span 2k
+    return 2 * int((spec.extra.get("hf_config") or {}).get("position_buckets", 256))
+
+
+def _widths(req: MemoryRequest) -> tuple[int, int, bool]:
+    """(matmul output bytes, residual-stream bytes, autocast) for the precision."""
+    return {"fp32": (4, 4, False), "bf16_pure": (2, 2, False)}.get(req.precision, (2, 4, True))
+
+
+def _layer_saved(spec: ModelSpec, req: MemoryRequest, tw: bool) -> float:
+    """Bytes per token one layer saves for backward (tw: its linear weights are trainable)."""
+    h, i, a, s = spec.hidden_size, spec.intermediate_size, spec.num_heads, req.max_length
+    kvd = spec.kv_heads * (h // a)
+    c, r, ac = _widths(req)
+    lse = 4 * a * (-(-s // 32) * 32) / s
+    lora = len(req.lora_targets) * (req.lora_r * c + (2 * h if ac else 4 * h if r == 2 else 0))
+    lin_in = lambda n: (n * 2 * h if ac else r * h) if tw else 0  # noqa: E731  inputs saved by n linears
+    if spec.family == "decoder":  # RMSNorm saves its fp32 input, and its normalized output if trainable
+        norms = 2 * (4 * h + 4 + ((4 * h if r == 4 else 2 * h) if tw else 0))
+        rep = spec.kv_heads != a  # GQA: K/V repeated to all heads before SDPA when a padding mask exists
+        qkv = (2 if ac else c) * (h + (2 * h if rep else 2 * kvd))  # rotated q, k and v as SDPA saves them
+        attn: float
+        if req.attn_impl == "eager":
+            attn = a * s * (4 + (c if c != 4 else 0)) + (c * h if tw else 0)  # softmax (fp32) + cast copy
+        else:
+            attn = c * h + lse + (0 if req.attn_impl == "flash" else c * s)
+        x_lora = r * h if req.lora_r and not tw and not ac and r == 4 else 0
+        mlp = lin_in(2) + 3 * c * i + (c * i if tw else 0)
+        return norms + lin_in(3) + x_lora + qkv + attn + mlp + (lora if req.lora_r else 0)
+    drop, attn = 2 * h, 0.0  # two hidden dropout masks (bool)
+    if spec.arch.startswith("deberta") or req.attn_impl == "eager":
+        attn = a * s * (r + 1 + c) + (c * h if tw else 0)  # softmax, dropout mask, dropout output
+        if spec.arch.startswith("deberta"):
+            k2 = _buckets(spec)
+            attn += c * h + 2 * c * k2 * h / s + 2 * a * k2 * c  # scaled key, repeated pos q/k, c2p + p2c
+    else:
+        attn = c * h + lse + (0 if req.attn_impl == "flash" else c * s)
+    x_in = lin_in(3) if tw or not req.lora_r or ac or r == 2 else r * h
+    norms_mlp = 2 * (r * h + 8) + lin_in(1) + c * i + (c * i if tw else 0)  # LN inputs, GELU in/out
+    return x_in + (lora if req.lora_r else 0) + 3 * c * h + attn + drop + norms_mlp
+
+
+def activation_bytes(spec: ModelSpec, req: MemoryRequest) -> tuple[int, int, int]:
+    """(saved activations at the end of the forward, forward transient, backward transient) in bytes."""
+    tokens, h, i = req.batch_size * req.max_length, spec.hidden_size, spec.intermediate_size
+    c, r, _ = _widths(req)
+    n, frozen = spec.num_layers, min(req.frozen_layers, spec.num_layers)
+    a, s, dec, deberta = (
+        spec.num_heads,
+        req.max_length,
+        spec.family == "decoder",
+        spec.arch.startswith("deberta"),
+    )
+    eager = req.attn_impl == "eager" or deberta
+    # inference (and fully frozen layers): nothing saved, the transients of one layer (MLP, attention scores)
+    mlp = 3 * c * i + 4 * r * h if dec else 2 * c * i + 3 * r * h
+    attn = a * s * (4 + 2 * c) if eager else (0 if req.attn_impl == "flash" else s * (c + 3))
+    no_grad_tmp = tokens * (mlp + attn + (4 * a * c * _buckets(spec) if deberta else 0))
+    if req.mode == "inference":
+        return 0, int(no_grad_tmp), 0
+    tw = req.lora_r == 0
+    per_layer = _layer_saved(spec, req, tw)
+    emb = r * h + 8 + h if tw and not frozen and not dec else 0  # encoder embedding LayerNorm + dropout
+    head = 2 * r * h + (4 * h if dec else 0)
+    score_tmp = c * a * s if eager else (0 if req.attn_impl == "flash" else s)  # raw scores / bool mask
+    attn_tmp = score_tmp * (4 if deberta else 1)  # DeBERTa also holds the c2p/p2c score matrices
+    saved: float
+    if req.grad_checkpointing:  # layer inputs only; backward recomputes one layer at a time
+        saved = tokens * ((n - frozen) * r * h + emb + head)
+        fwd_tmp, bwd_tmp = tokens * (2 * c * i + attn_tmp), tokens * (per_layer + 2 * r * h + score_tmp)
+    else:
+        saved = tokens * ((n - frozen) * per_layer + emb + head)
+        fwd_tmp, bwd_tmp = tokens * ((c * i + r * h if dec else 3 * r * h) + attn_tmp), tokens * 3 * r * h
+    fwd_tmp = max(fwd_tmp, no_grad_tmp) if frozen == n else fwd_tmp
+    return int(saved), int(fwd_tmp), int(bwd_tmp)
+
+
+def estimate(spec: ModelSpec, req: MemoryRequest) -> Budget:
+    """Analytic peak of one step of ``req`` on ``spec`` (pure arithmetic, no torch)."""
+    counts = param_counts(spec, req)
+    c, _, ac = _widths(req)
+    wbytes = 2 if req.precision == "bf16_pure" else 4
+    qbytes = {None: wbytes, "4bit": 0.53, "8bit": 1.02}[req.quant]
+    weights = counts.quantizable * qbytes + (counts.total - counts.quantizable) * wbytes
+    comp = {"weights": int(weights), "adapters": counts.adapters * 4}
+    trained_layers = spec.num_layers - min(req.frozen_layers, spec.num_layers)
+    cast = 2 * counts.layer_linear * trained_layers if ac else 0  # autocast's fp16/bf16 weight copies
+    if req.quant:  # dequantized weight of the largest linear, forward and backward
+        cast = 2 * c * max(spec.hidden_size, spec.intermediate_size) * spec.hidden_size
+    saved, fwd_tmp, bwd_tmp = activation_bytes(spec, req)
+    if req.mode == "train":
+        comp["gradients"] = counts.trainable * wbytes + counts.adapters * 4
+        comp["optimizer"] = _optimizer_bytes(req.optimizer, counts.shapes, wbytes, counts.adapters)
+    # foreach AdamW: sqrt of every second moment at once; foreach Adafactor: every variance estimate
+    step_tmp = (counts.trainable + counts.adapters) * wbytes if req.optimizer in ("adamw", "adafactor") else 0
+    step_tmp = step_tmp if req.mode == "train" else 0
+    fixed = sum(comp.values())
+    bwd_cast = 2 * counts.layer_linear if ac and req.grad_checkpointing else cast
+    phases = [(saved, fwd_tmp + cast), (saved, bwd_tmp + bwd_cast), (0, step_tmp)]  # forward, backward, step
+    act, tmp = max(phases, key=lambda p: fixed + p[0] + p[1])
+    comp["activations"], comp["temporaries"] = act, tmp + CUBLAS_WORKSPACE
+    return device_budget(comp, "analytic")
+
+
+_STATES = {  # optimizer-state bytes of one (rows, cols) tensor whose parameter has w bytes per element
+    "adamw": lambda r, c, w: 2 * r * c * w,
+    "sgd": lambda r, c, w: r * c * w,  # momentum buffer
+    "adafactor": lambda r, c, w: (r + c) * w if c > 1 else r * w,  # factored second moment
+    "adamw_8bit": lambda r, c, w: 2 * r * c + 8 * -(-r * c // 256) if r * c >= 4096 else 8 * r * c,
+}
+
+
+def _optimizer_bytes(name: str, shapes: tuple[tuple[int, int, int], ...], wbytes: int, adapters: int) -> int:
+    """Optimizer state bytes of the trainable tensors (``shapes``: rows, cols, count) and fp32 adapters."""
+    per_adapter = {"adamw": 8, "adamw_8bit": 2}.get(name, 4)
+    return sum(_STATES[name](r, c, wbytes) * n for r, c, n in shapes) + adapters * per_adapter
+
+
+def budget(spec: ModelSpec, req: MemoryRequest, method: str = "analytic") -> Budget:
+    """The estimate by ``method``: analytic (arithmetic) or trace (meta-device run, see trace.py)."""
+    if method == "analytic":
+        return estimate(spec, req)
+    if method == "trace":
+        from hpo.memory.trace import trace_estimate  # local import: trace imports this module
+
+        return trace_estimate(spec, req)
+    raise ConfigError(f"unknown estimate method '{method}'", "use analytic or trace")
+
+
+def fits(budget: Budget, gpu_bytes: int, headroom_bytes: int) -> tuple[bool, int]:
+    """Whether the device-level total fits ``gpu_bytes`` minus headroom, and the margin in bytes."""
+    margin = gpu_bytes - headroom_bytes - budget.device_total_bytes
+    return margin >= 0, margin
+
+
+def max_batch_size(
+    spec: ModelSpec, req: MemoryRequest, gpu_bytes: int, headroom_bytes: int, method: str = "analytic"
+) -> int:
+    """Largest batch size whose estimate fits (binary search; memory is monotone in batch size); 0 if none."""
+
+    def ok(batch: int) -> bool:
+        return fits(budget(spec, replace(req, batch_size=batch), method), gpu_bytes, headroom_bytes)[0]
+
+    lo, hi = 0, 1 << 16  # ok(lo) (or lo == 0) and not ok(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
+    return lo

@@ -1,0 +1,141 @@
+"""`hpo estimate`: the budget of one configuration as a table or JSON, and the largest batch that fits."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, replace
+from typing import Any
+
+from hpo.gpu import GIB, load_profile
+from hpo.memory.catalog import ModelSpec, get_spec
+from hpo.memory.estimate import COMPONENTS, Budget, MemoryRequest, budget, fits, max_batch_size
+
+_LABELS = {
+    "weights": "weights",
+    "adapters": "adapters (LoRA)",
+    "gradients": "gradients",
+    "optimizer": "optimizer states",
+    "activations": "activations",
+    "temporaries": "temporaries",
+    "cuda_context": "CUDA context",
+    "allocator_overhead": "allocator overhead",
+}
+
+
+def search_max_batch(
+    spec: ModelSpec, req: MemoryRequest, gpu_bytes: int, headroom_bytes: int, method: str = "analytic"
+) -> int:
+    """Largest fitting batch size; with the trace method the analytic answer brackets a short search."""
+    guess = max_batch_size(spec, req, gpu_bytes, headroom_bytes, "analytic")
+    if method == "analytic":
+        return guess
+
+    def ok(batch: int) -> bool:
+        return (
+            batch == 0
+            or fits(budget(spec, replace(req, batch_size=batch), method), gpu_bytes, headroom_bytes)[0]
+        )
+
+    lo, hi = max(0, guess // 2), max(2, guess * 2)
+    while lo > 0 and not ok(lo):
+        lo, hi = lo // 2, lo
+    while ok(hi) and hi < 1 << 14:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
+    return lo
+
+
+def budget_json(b: Budget) -> dict[str, Any]:
+    """The budget as JSON-ready numbers (GiB)."""
+    return {
+        "components": {k: round(b.gb(k), 4) for k in COMPONENTS},
+        "total_gb": round(b.total_gb, 4),
+        "device_total_gb": round(b.device_total_gb, 4),
+        "method": b.method,
+    }
+
+
+def _table(
+    model: str,
+    spec: ModelSpec,
+    req: MemoryRequest,
+    b: Budget,
+    gpu_name: str,
+    gpu_bytes: int,
+    headroom: int,
+    ok: bool,
+    margin: int,
+) -> list[str]:
+    flags = [
+        f"batch {req.batch_size}",
+        f"length {req.max_length}",
+        req.precision,
+        req.optimizer,
+        req.mode,
+        f"attn {req.attn_impl}",
+    ]
+    flags += ["grad checkpointing"] * req.grad_checkpointing + [f"LoRA r={req.lora_r}"] * (req.lora_r > 0)
+    flags += [f"{req.quant} base"] * (req.quant is not None)
+    flags += [f"{req.frozen_layers} frozen layers"] * (req.frozen_layers > 0)
+    lines = [
+        f"{model} ({spec.params / 1e6:,.0f}M params, {spec.family}): {', '.join(flags)}",
+        f"method: {b.method}",
+        "",
+        f"{'component':<22}{'GiB':>10}",
+        "-" * 32,
+    ]
+    lines += [f"{_LABELS[k]:<22}{b.gb(k):>10.3f}" for k in COMPONENTS]
+    lines += [
+        "-" * 32,
+        f"{'tensor peak':<22}{b.total_gb:>10.3f}   (torch.cuda.max_memory_allocated)",
+        f"{'device total':<22}{b.device_total_gb:>10.3f}   (nvidia-smi)",
+        "",
+    ]
+    verdict = "fits" if ok else "does NOT fit"
+    lines.append(
+        f"GPU {gpu_name}: {gpu_bytes / GIB:g} GiB, headroom {headroom / GIB:g} GiB -> {verdict} "
+        f"(margin {margin / GIB:+.2f} GiB)"
+    )
+    return lines
+
+
+def run_estimate(
+    model: str,
+    req: MemoryRequest,
+    gpu_memory: str | None,
+    method: str,
+    as_json: bool,
+    max_batch: bool,
+    headroom_gb: float | None,
+) -> str:
+    """Text for `hpo estimate`: a budget table (or one JSON object), fit verdict, optionally max batch."""
+    spec = get_spec(model)
+    profile = load_profile(gpu_memory)
+    headroom = int((profile.headroom_gb if headroom_gb is None else headroom_gb) * GIB)
+    b = budget(spec, req, method)
+    ok, margin = fits(b, profile.memory_bytes, headroom)
+    best = search_max_batch(spec, req, profile.memory_bytes, headroom, method) if max_batch else None
+    if as_json:
+        req_json = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(req).items()}
+        out = {
+            "model": model,
+            "params": spec.params,
+            "family": spec.family,
+            "request": req_json,
+            **budget_json(b),
+            "gpu": profile.name,
+            "gpu_memory_gb": round(profile.memory_bytes / GIB, 3),
+            "headroom_gb": round(headroom / GIB, 3),
+            "fits": ok,
+            "margin_gb": round(margin / GIB, 4),
+            "bounds": asdict(profile.bounds(spec.params)),
+        }
+        if best is not None:
+            out["max_batch_size"] = best
+        return json.dumps(out, indent=2)
+    lines = _table(model, spec, req, b, profile.name, profile.memory_bytes, headroom, ok, margin)
+    if best is not None:
+        lines.append(f"largest batch size that fits: {best}" if best else "even batch size 1 does not fit")
+    return "\n".join(lines)

@@ -1,0 +1,306 @@
+"""Trace estimate: two real training steps of the actual model on the ``meta`` device, recording live bytes.
+
+The model is built from its config (never from weights) on ``meta``; a TorchDispatchMode registers every new
+meta storage with a weakref finalizer, so the live total is exact at every operator. What it covers:
+
+- fp32 and ``bf16_pure`` run natively. Autocast does not dispatch on meta: ``_Autocast`` emulates CUDA's
+  (matmuls in fp16/bf16 with cached parameter casts, softmax/norms/losses in fp32, else type promotion).
+- SDPA/flash are routed to the memory-efficient attention kernel (what CUDA runs with a padding mask);
+  dropout to the fused kernel (bool mask); eager attention runs as written (s^2 scores are real tensors).
+- Optimizers: torch AdamW/SGD(momentum)/Adafactor, ``foreach=True`` as on CUDA (temporaries included);
+  ``adamw_8bit`` is a memory model (uint8 moments + fp32 absmax per 256). Clipping and a CE loss run.
+- Two micro-steps per optimizer step: gradients are alive during a forward, as in any accumulation step.
+- LoRA: A/B linears, no dropout, fp32, head trainable (peft's default). Not covered: 4/8-bit base weights.
+- Decoders with more than 4 trainable layers are traced with 2 and 3 and extrapolated linearly per phase.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from contextlib import nullcontext
+from functools import lru_cache
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from hpo.errors import ConfigError
+from hpo.memory.catalog import ModelSpec
+from hpo.memory.estimate import CUBLAS_WORKSPACE, Budget, MemoryRequest, device_budget, lora_target_names
+
+_META = torch.device("meta")
+# CUDA autocast lists (the ops HF encoders/decoders use): run in the low dtype / in fp32.
+_LOW_OPS = {getattr(torch, n) for n in ["matmul", "mm", "bmm", "addmm", "baddbmm", "einsum"]}
+_LOW_OPS |= {getattr(Tensor, n) for n in ["matmul", "__matmul__", "mm", "bmm"]} | {F.linear, F.conv1d}
+_FP32_OPS = {getattr(m, n) for m in (torch, Tensor) for n in ["softmax", "log_softmax", "exp", "log", "pow"]}
+_FP32_OPS |= {torch.rsqrt, Tensor.rsqrt, F.layer_norm, F.group_norm, F.softmax, F.log_softmax, F.kl_div}
+_FP32_OPS |= {F.cross_entropy, F.nll_loss, F.mse_loss, F.binary_cross_entropy_with_logits, F.l1_loss}
+_PHASES = ("fwd1", "bwd1", "fwd2", "bwd2", "step1", "fwd3", "bwd3", "fwd4", "bwd4", "step2")
+_COMPONENTS = ("weights", "adapters", "gradients", "optimizer", "activations", "temporaries")
+
+
+class _LiveBytes(TorchDispatchMode):
+    """Live bytes of meta storages; each storage remembers its size, birth/death events and phase."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: dict[int, int] = {}  # storage _cdata -> storage id
+        self.rows: list[list[Any]] = []  # storage id -> [nbytes, born, died (-1: alive), tag]
+        self.now = self.event = 0
+        self.phase = "weights"
+        self.peaks: dict[str, tuple[int, int]] = {}  # phase -> (bytes, event)
+
+    def add(self, t: Any, tag: str | None = None) -> None:
+        if not isinstance(t, Tensor) or t.device != _META or t.untyped_storage()._cdata in self.live:
+            return
+        storage = t.untyped_storage()
+        self.live[storage._cdata] = len(self.rows)
+        self.rows.append([storage.nbytes(), self.event, -1, tag or self.phase])
+        self.now, self.event = self.now + storage.nbytes(), self.event + 1
+        if self.now > self.peaks.get(self.phase, (-1, 0))[0]:
+            self.peaks[self.phase] = (self.now, self.event)
+        weakref.finalize(storage, self._free, storage._cdata)
+
+    def _free(self, key: int) -> None:
+        row = self.rows[self.live.pop(key)]
+        self.now, row[2], self.event = self.now - row[0], self.event, self.event + 1
+
+    def sid(self, t: Tensor) -> int:
+        return self.live[t.untyped_storage()._cdata]
+
+    def start(self, phase: str) -> None:
+        self.phase = phase
+        self.peaks.setdefault(phase, (self.now, self.event))
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if func is torch.ops.aten._local_scalar_dense.default and args[0].device == _META:  # say "padded"
+            return False if args[0].dtype == torch.bool else 0
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            self.add(t)
+        return out
+
+    def breakdown(self, event: int, kinds: dict[int, str]) -> dict[str, int]:
+        """Bytes live at ``event`` by component; ``kinds`` names the storages that are not activations."""
+        comp = dict.fromkeys(_COMPONENTS, 0)
+        for sid, (nbytes, born, died, tag) in enumerate(self.rows):
+            if born < event and (died < 0 or died >= event):
+                comp[kinds.get(sid, "activations" if tag.startswith("fwd") else "temporaries")] += nbytes
+        return comp
+
+
+class _Autocast(TorchFunctionMode):
+    """CUDA-autocast emulation (``dtype`` set), fused dropout, and SDPA on the memory-efficient kernel."""
+
+    def __init__(self, live: _LiveBytes, dtype: torch.dtype | None, flash: bool, cache: bool = True) -> None:
+        super().__init__()
+        self.live, self.dtype, self.flash, self.use_cache = live, dtype, flash, cache
+        self.cache: dict[int, Tensor] = {}
+
+    def _cast(self, x: Any, dtype: torch.dtype) -> Any:
+        if not isinstance(x, Tensor) or not x.is_floating_point() or x.dtype == dtype:
+            return x
+        if not (x.is_leaf and x.requires_grad and self.use_cache):  # autocast caches casts of parameters
+            return x.to(dtype)
+        if id(x) not in self.cache:
+            self.cache[id(x)] = x.to(dtype)
+            self.live.rows[self.live.sid(self.cache[id(x)])][3] = "cast"
+        return self.cache[id(x)]
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if func is F.scaled_dot_product_attention:
+            return self._sdpa(*args, **kwargs)
+        if func is F.dropout:  # CUDA's fused kernel saves a bool mask
+            x, p, training = [*args, kwargs.get("p", 0.5), kwargs.get("training", True)][:3]
+            return torch.native_dropout(x, p, training)[0] if training and 0 < p < 1 else x
+        if self.dtype is not None and func in _LOW_OPS:
+            args = tuple(self._cast(a, self.dtype) for a in args)
+        elif self.dtype is not None and func in _FP32_OPS:
+            args = tuple(self._cast(a, torch.float32) for a in args)
+        return func(*args, **kwargs)
+
+    def _sdpa(self, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None, **kw: Any) -> Tensor:
+        if self.dtype is not None:
+            q, k, v = (self._cast(t, self.dtype) for t in (q, k, v))
+        if kw.get("enable_gqa") and k.shape[-3] != q.shape[-3]:
+            k, v = (t.repeat_interleave(q.shape[-3] // t.shape[-3], dim=-3) for t in (k, v))
+        bias = None
+        if attn_mask is not None and not self.flash:
+            if attn_mask.dtype == torch.bool:
+                zeros = torch.zeros(attn_mask.shape, dtype=q.dtype, device=q.device)
+                attn_mask = zeros.masked_fill_(attn_mask.logical_not(), -math.inf)
+            bias = attn_mask.to(q.dtype).expand(q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+        grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+        causal = kw.get("is_causal", False) and bias is None
+        efficient = torch.ops.aten._scaled_dot_product_efficient_attention
+        return efficient(q, k, v, bias, grad, kw.get("dropout_p", 0.0), causal, scale=kw.get("scale"))[0]
+
+
+class _LoraLinear(nn.Module):
+    """Frozen base linear plus a trainable rank-r update (peft's default: no dropout, fp32 adapters)."""
+
+    def __init__(self, base: nn.Linear, r: int) -> None:
+        super().__init__()
+        self.base = base
+        self.lora_A = nn.Linear(base.in_features, r, bias=False, device=base.weight.device)
+        self.lora_B = nn.Linear(r, base.out_features, bias=False, device=base.weight.device)
+
+    def forward(self, x: Tensor) -> Tensor:
+        update = self.lora_B(self.lora_A(x.to(self.lora_A.weight.dtype)))
+        return self.base(x) + update.to(x.dtype) * 2.0
+
+
+class _Adam8bit(torch.optim.Optimizer):
+    """Memory model of bitsandbytes AdamW8bit: uint8 moments + fp32 absmax per 256 (fused, no temporaries)."""
+
+    def __init__(self, params: Any) -> None:
+        super().__init__(params, {})
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:  # type: ignore[override]
+        for p in (p for group in self.param_groups for p in group["params"]):
+            if p.grad is None or self.state[p]:
+                continue
+            big = p.numel() >= 4096  # smaller tensors keep 32-bit states
+            for name in ("exp_avg", "exp_avg_sq"):
+                self.state[p][name] = torch.zeros_like(p, dtype=torch.uint8 if big else torch.float32)
+                if big:
+                    self.state[p][name + "_absmax"] = p.new_zeros(-(-p.numel() // 256), dtype=torch.float32)
+
+
+def make_optimizer(name: str, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    """The optimizer as training builds it (foreach: the CUDA default)."""
+    optim = torch.optim
+    if name == "sgd":
+        return optim.SGD(params, lr=1e-3, momentum=0.9, foreach=True)
+    if name in ("adamw", "adafactor"):
+        return (optim.AdamW if name == "adamw" else optim.Adafactor)(params, lr=1e-5, foreach=True)
+    return _Adam8bit(params)
+
+
+def hf_config(spec: ModelSpec, req: MemoryRequest, layers: int | None = None) -> Any:
+    """The transformers config of ``spec`` (local config.json, or built from the catalog dimensions)."""
+    from transformers import AutoConfig
+
+    if spec.source in ("package", "config", "local"):
+        cfg = AutoConfig.from_pretrained(spec.load_path())
+    else:
+        names = ["hidden_size", "num_heads", "intermediate_size", "vocab_size", "max_position_embeddings"]
+        dims = {name.replace("num_heads", "num_attention_heads"): getattr(spec, name) for name in names}
+        dims.update(num_hidden_layers=spec.num_layers, tie_word_embeddings=spec.tie_embeddings)
+        if spec.family == "decoder":
+            dims["num_key_value_heads"] = spec.kv_heads
+        else:
+            dims["type_vocab_size"] = max(spec.type_vocab_size, 1)
+        if spec.arch == "electra":
+            dims["embedding_size"] = spec.emb_size
+        cfg = AutoConfig.for_model(spec.arch, **dims, **dict(spec.extra.get("hf_config") or {}))
+    cfg.num_labels, cfg.use_cache = req.num_labels, False  # no KV cache while training a classifier
+    cfg.num_hidden_layers = layers or cfg.num_hidden_layers
+    cfg.pad_token_id = 0 if getattr(cfg, "pad_token_id", None) is None else cfg.pad_token_id
+    return cfg
+
+
+def build_model(spec: ModelSpec, req: MemoryRequest, layers: int | None = None, device: Any = _META) -> Any:
+    """The classifier of ``spec`` built from its config (no weights are read), frozen/LoRA as requested."""
+    from transformers import AutoModelForSequenceClassification as Auto
+
+    cfg = hf_config(spec, req, layers)
+    with torch.device(device):
+        try:
+            model = Auto.from_config(cfg, attn_implementation="eager" if req.attn_impl == "eager" else "sdpa")
+        except (ValueError, ImportError):  # e.g. DeBERTa has no SDPA path: it always runs eager attention
+            model = Auto.from_config(cfg, attn_implementation="eager")
+    if req.precision == "bf16_pure":
+        model.to(torch.bfloat16)
+    prepare_model(model, spec, req, cfg.num_hidden_layers)
+    return model
+
+
+def prepare_model(model: nn.Module, spec: ModelSpec, req: MemoryRequest, n_layers: int) -> None:
+    """Freeze layers (and embeddings) and attach LoRA adapters, the way hpo trains."""
+    base = getattr(model, "base_model", model)
+    if req.lora_r > 0:
+        targets = set(lora_target_names(spec, req.lora_targets))
+        for name, module in list(model.named_modules()):
+            for child, sub in list(module.named_children()):
+                head = f"{name}.{child}".startswith(("classifier", "score"))
+                if isinstance(sub, nn.Linear) and child in targets and not head:
+                    setattr(module, child, _LoraLinear(sub, req.lora_r))
+        for name, p in model.named_parameters():
+            p.requires_grad_("lora_" in name or name.startswith(("classifier", "score")))
+    if req.frozen_layers > 0:
+        stacks = [m for m in base.modules() if isinstance(m, nn.ModuleList) and len(m) == n_layers][:1]
+        frozen = {
+            id(p) for st in stacks for block in list(st)[: req.frozen_layers] for p in block.parameters()
+        }
+        for name, p in base.named_parameters():  # embeddings, DeBERTa's relative-embedding LayerNorm too
+            if id(p) in frozen or "embed" in name or name.startswith("encoder.LayerNorm"):
+                p.requires_grad_(False)
+
+
+def _run(spec: ModelSpec, req: MemoryRequest, layers: int | None) -> dict[str, dict[str, int]]:
+    """Trace two optimizer steps (two micro-steps each); the breakdown at each phase's peak."""
+    model = build_model(spec, req, layers)
+    model.train(req.mode == "train")
+    low = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(req.precision)
+    live, flash, kinds, loss = _LiveBytes(), req.attn_impl == "flash", dict[int, str](), None
+    if req.grad_checkpointing and req.mode == "train":  # recomputation runs under the same emulation
+        recompute = lambda: (nullcontext(), _Autocast(live, low, flash, cache=False))  # noqa: E731
+        model.gradient_checkpointing_enable({"use_reentrant": False, "context_fn": recompute})
+    with live:
+        for name, t in [*model.named_parameters(), *model.named_buffers()]:
+            live.add(t)
+            kinds[live.sid(t)] = "adapters" if "lora_" in name else "weights"
+        ids = torch.zeros(req.batch_size, req.max_length, dtype=torch.long, device=_META)
+        mask, labels = torch.ones_like(ids), torch.zeros(req.batch_size, dtype=torch.long, device=_META)
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = make_optimizer(req.optimizer, params) if req.mode == "train" and params else None
+        for phase in _PHASES:
+            live.start(phase)
+            if phase.startswith("fwd"):
+                with _Autocast(live, low, flash), torch.set_grad_enabled(opt is not None):
+                    loss = F.cross_entropy(model(input_ids=ids, attention_mask=mask).logits, labels)
+                loss = loss if opt is not None else None
+            elif phase.startswith("bwd") and loss is not None:
+                loss.backward()
+                loss = None
+                kinds.update({live.sid(p.grad): "gradients" for p in params if p.grad is not None})
+            elif phase.startswith("step") and opt is not None:
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+                states = [t for st in opt.state.values() for t in st.values() if isinstance(t, Tensor)]
+                kinds.update({live.sid(t): "optimizer" for t in states if t.device == _META})
+                opt.zero_grad(set_to_none=True)
+    return {ph: live.breakdown(ev, kinds) for ph, (_, ev) in live.peaks.items() if ph != "weights"}
+
+
+def _extrapolate(one: dict[str, dict[str, int]], two: dict[str, dict[str, int]], n: int) -> dict[str, int]:
+    """Per-phase linear extrapolation by ``n`` more layers; the breakdown of the largest phase."""
+    phases = [{k: two[ph][k] + n * (two[ph][k] - one[ph][k]) for k in _COMPONENTS} for ph in one.keys() & two]
+    return max(phases, key=lambda comp: sum(comp.values()))
+
+
+@lru_cache(maxsize=256)
+def _cached(spec: ModelSpec, req: MemoryRequest) -> tuple[tuple[str, int], ...]:
+    k = req.frozen_layers
+    if spec.family == "decoder" and spec.num_layers > k + 4:  # 2 and 3 layers: the per-layer cost is steady
+        comp = _extrapolate(_run(spec, req, k + 2), _run(spec, req, k + 3), spec.num_layers - k - 3)
+    else:
+        comp = max(_run(spec, req, None).values(), key=lambda c: sum(c.values()))
+    return tuple(comp.items())
+
+
+def trace_estimate(spec: ModelSpec, req: MemoryRequest) -> Budget:
+    """Exact logical peak of two training steps traced on the meta device (cached by config key)."""
+    if req.quant is not None:
+        raise ConfigError("the trace does not cover 4/8-bit base weights", "use --method analytic")
+    comp = dict(_cached(spec, req))
+    comp["temporaries"] += CUBLAS_WORKSPACE
+    return device_budget(comp, "trace")
