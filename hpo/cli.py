@@ -336,6 +336,10 @@ def estimate(
     quant: Annotated[str | None, typer.Option(help="4bit | 8bit base weights")] = None,
     mode: Annotated[str, typer.Option(help="train | inference")] = "train",
     frozen_layers: Annotated[int, typer.Option("--frozen-layers", min=0, help="Frozen encoder layers.")] = 0,
+    attn_impl: Annotated[str, typer.Option("--attn-impl", help="sdpa | eager | flash")] = "sdpa",
+    lora_targets: Annotated[
+        str, typer.Option("--lora-targets", help="Comma-separated module names LoRA adapts.")
+    ] = "query,value",
     gpu_memory: Annotated[
         str | None,
         typer.Option("--gpu-memory", help="Card size, e.g. 24GB (default: the detected GPU, else 24GB)."),
@@ -363,6 +367,8 @@ def estimate(
         quant=quant,
         mode=mode,
         frozen_layers=frozen_layers,
+        attn_impl=attn_impl,
+        lora_targets=tuple(t.strip() for t in lora_targets.split(",") if t.strip()),
     )  # validates itself (ConfigError)
     typer.echo(
         run_estimate(

@@ -95,9 +95,16 @@ def freeze_layers(model: nn.Module, n_layers: int) -> int:
         raise ModelError(f"cannot freeze {n_layers} of {len(layers)} layers", "freeze fewer layers")
     frozen = 0
     base = getattr(model, "base_model", model)
+    encoder = getattr(base, "encoder", None)
     modules: list[nn.Module] = [
         m
         for m in (getattr(base, "embeddings", None), getattr(base, "embed_tokens", None))
+        if isinstance(m, nn.Module)
+    ]
+    # DeBERTa's relative-position embeddings (and their LayerNorm) sit beside the layers: freeze them too
+    modules += [
+        m
+        for m in (getattr(encoder, "rel_embeddings", None), getattr(encoder, "LayerNorm", None))
         if isinstance(m, nn.Module)
     ]
     modules.extend(layers[:n_layers])
