@@ -30,7 +30,8 @@ from hpo.config import StudyConfig
 from hpo.isolation import apply_memory_cap, worker_env
 from hpo.ledger import Ledger, ledger_path_for
 from hpo.memory.estimate import CUDA_CONTEXT
-from hpo.objective import Admission, MemoryPolicy
+from hpo.objective import Admission
+from hpo.sizing import MemoryPolicy
 from hpo.study import FINISHED_STATES, create_or_load, finished_count
 
 EXIT_DONE, EXIT_RECYCLE, EXIT_POISONED, EXIT_INTERRUPTED = 0, 10, 3, 130
@@ -86,8 +87,8 @@ def run_worker(cfg: StudyConfig, *, recycle_after: int, worker_id: str = "") -> 
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
     objective = build_objective(cfg, Progress(live=False))
     info = detect(0)
-    gpu_key = info.uuid if info.available else f"simulated-{objective.memory.gpu_bytes}"
-    objective.admission = make_admission(cfg, objective.memory, gpu_key)
+    gpu_key = info.uuid if info.available else f"simulated-{objective.sizer.memory.gpu_bytes}"
+    objective.admission = make_admission(cfg, objective.sizer.memory, gpu_key)
     marker = _trial_file(cfg, os.getpid())
     marker.parent.mkdir(parents=True, exist_ok=True)
 

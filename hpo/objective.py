@@ -3,7 +3,8 @@
 Trial user attrs written here (read by `hpo trials`, `hpo best`, `hpo oom`):
   trial_config, estimated_peak_gb, estimate_method, mlflow_run_id, device, pruned_reason
   ("memory_estimate" | "early_stop" | "oom"), oom, oom_config, oom_attempts, measured_peak_gb,
-  measured_reserved_gb, nvml_peak_gb, high_memory, best_epoch, epochs_run, fatal_error.
+  measured_reserved_gb, measured_device_gb, nvml_process_gb, high_memory, best_epoch, epochs_run,
+  stopped_early, final_config / final_device (after shrink or cpu fallback), error, fatal_error.
 An OOM or an over-budget config is also marked infeasible with ``trial.set_constraint`` so TPE never ranks it
 as promising, whatever it reported before failing.
 """
@@ -21,10 +22,8 @@ import torch
 from hpo.agents.base import Agent
 from hpo.config import StudyConfig, TrialConfig
 from hpo.faults import FaultInjector, FaultPlan, SimulatedGpu
-from hpo.memory.calibrate import Calibration
 from hpo.memory.catalog import ModelSpec, get_spec
-from hpo.memory.estimate import Budget, MemoryRequest, estimate, fits
-from hpo.memory.trace import trace_estimate
+from hpo.memory.estimate import Budget
 from hpo.oom import (
     OomRecord,
     PeakMemory,
@@ -37,13 +36,13 @@ from hpo.oom import (
     shrink,
 )
 from hpo.progress import Progress
+from hpo.sizing import GB, Sizer
 from hpo.space import SpaceContext, sample
 from hpo.tracking import Tracker
 from hpo.train.data import Splits, encode_pairs
 from hpo.train.loop import EpochResult, TrainResult, train
 from hpo.train.model import build_model, load_tokenizer
 
-GB = 1024**3
 Admission = Callable[[int, int], contextlib.AbstractContextManager[Any]]
 
 
@@ -51,31 +50,8 @@ class WorkerPoisoned(Exception):
     """A fatal CUDA error (device-side assert, illegal access): this process must not run another trial."""
 
 
-def memory_request(cfg: TrialConfig, num_labels: int) -> MemoryRequest:
-    """The estimator's view of a trial (gradient accumulation does not change memory)."""
-    return MemoryRequest(
-        batch_size=cfg.batch_size,
-        max_length=cfg.max_length,
-        precision=cfg.precision,
-        optimizer=cfg.optimizer,
-        grad_checkpointing=cfg.grad_checkpointing,
-        num_labels=num_labels,
-        frozen_layers=cfg.frozen_layers,
-    )
-
-
 def _no_admission(nbytes: int, trial: int) -> contextlib.AbstractContextManager[Any]:
     return contextlib.nullcontext()
-
-
-@dataclass
-class MemoryPolicy:
-    """Where the memory budget comes from: a real GPU, a simulated one (--gpu-memory on CPU) or none."""
-
-    gpu_bytes: int | None
-    headroom_bytes: int
-    simulated: bool = False
-    high_memory_fraction: float = 0.9
 
 
 @dataclass
@@ -95,8 +71,7 @@ class Objective:
     progress: Progress
     device: torch.device
     space: SpaceContext
-    memory: MemoryPolicy
-    calibration: Calibration | None = None
+    sizer: Sizer
     faults: FaultPlan | None = None
     admission: Admission = _no_admission
     poisoned: bool = False
@@ -105,28 +80,6 @@ class Objective:
     tokenizers: dict[str, Any] = field(default_factory=dict)
     _encoded: dict[tuple[str, int, str], dict[str, torch.Tensor]] = field(default_factory=dict)
     _pos: _Position = field(default_factory=_Position)
-
-    # ---- sizing -------------------------------------------------------------------------------------------
-    def _estimate(self, spec: ModelSpec, tcfg: TrialConfig) -> Budget:
-        req = memory_request(tcfg, self.agent.num_labels)
-        budget = estimate(spec, req)
-        if self.calibration is not None:
-            budget = self.calibration.correct(spec.name, req, budget)
-        return budget
-
-    def _over_budget(self, spec: ModelSpec, tcfg: TrialConfig, budget: Budget) -> str | None:
-        """Why this config cannot run on the GPU budget (None when it fits or there is no budget)."""
-        if self.memory.gpu_bytes is None or not self.cfg.prune_by_estimate:
-            return None
-        ok, _margin = fits(budget, self.memory.gpu_bytes, self.memory.headroom_bytes)
-        if not ok:
-            limit = (self.memory.gpu_bytes - self.memory.headroom_bytes) / GB
-            return f"estimated peak {budget.device_total_bytes / GB:.2f} GB > budget {limit:.2f} GB"
-        if self.calibration is not None and self.calibration.known_oom(
-            spec.name, memory_request(tcfg, self.agent.num_labels)
-        ):
-            return "a near-identical config ran out of memory before"
-        return None
 
     # ---- data ---------------------------------------------------------------------------------------------
     def _data(
@@ -149,13 +102,6 @@ class Objective:
         return out[0], out[1]
 
     # ---- one training attempt -----------------------------------------------------------------------------
-    def _simulated_peak(self, spec: ModelSpec, tcfg: TrialConfig, budget: Budget) -> int:
-        """What the simulated card 'really' needs: the exact meta-device trace peak, else the estimate."""
-        try:
-            return trace_estimate(spec, memory_request(tcfg, self.agent.num_labels)).device_total_bytes
-        except Exception:  # the trace does not cover every architecture: fall back to the analytic estimate
-            return budget.device_total_bytes
-
     def _train(
         self,
         trial: optuna.Trial,
@@ -177,8 +123,8 @@ class Objective:
             seed=self.cfg.seed,
         )
         simulated = (
-            SimulatedGpu(self.memory.gpu_bytes, self._simulated_peak(spec, tcfg, budget))
-            if on_gpu and self.memory.simulated and self.memory.gpu_bytes is not None
+            SimulatedGpu(self.sizer.memory.gpu_bytes, self.sizer.simulated_peak(spec, tcfg, budget))
+            if on_gpu and self.sizer.memory.simulated and self.sizer.memory.gpu_bytes is not None
             else None
         )
         n_steps = -(-len(train_data["labels"]) // tcfg.batch_size)
@@ -243,27 +189,12 @@ class Objective:
         """Measured peaks (CUDA only) on the trial and its MLflow run; feeds the calibration."""
         if peak is None:
             return
-        device_peak = max(
-            peak.reserved_bytes + budget.components.get("cuda_context", 0), peak.nvml_process_bytes or 0
-        )
-        measured = {
-            "measured_peak_gb": round(peak.allocated_bytes / GB, 3),
-            "measured_reserved_gb": round(peak.reserved_bytes / GB, 3),
-            "measured_device_gb": round(device_peak / GB, 3),
-        }
-        if peak.nvml_process_bytes is not None:
-            measured["nvml_process_gb"] = round(peak.nvml_process_bytes / GB, 3)
+        measured = self.sizer.measured(spec, tcfg, budget, peak)
         for key, value in measured.items():
             trial.set_user_attr(key, value)
-        self.tracker.log_metrics(run_id, measured)
-        if self.memory.gpu_bytes:
-            high = device_peak > self.memory.high_memory_fraction * self.memory.gpu_bytes
-            trial.set_user_attr("high_memory", high)
-            self.tracker.log_params(run_id, {"high_memory": high})
-        if self.calibration is not None:
-            self.calibration.record_peak(
-                spec.name, memory_request(tcfg, self.agent.num_labels), budget.device_total_bytes, device_peak
-            )
+        self.tracker.log_metrics(run_id, {k: v for k, v in measured.items() if k != "high_memory"})
+        if "high_memory" in measured:
+            self.tracker.log_params(run_id, {"high_memory": measured["high_memory"]})
 
     def _oom_pruned(
         self, trial: optuna.Trial, run_id: str | None, records: list[OomRecord]
@@ -290,7 +221,7 @@ class Objective:
             self.on_start(trial)
         tcfg = sample(trial, self.space)
         spec = get_spec(tcfg.model)
-        budget = self._estimate(spec, tcfg)
+        budget = self.sizer.estimate(spec, tcfg)
         trial.set_user_attr("trial_config", tcfg.model_dump())
         trial.set_user_attr("estimated_peak_gb", round(budget.device_total_bytes / GB, 3))
         trial.set_user_attr("estimate_method", budget.method)
@@ -305,16 +236,16 @@ class Objective:
             trial.set_user_attr("mlflow_run_id", run_id)
         self.progress.trial_started(trial.number, _summary(tcfg))
 
-        reason = self._over_budget(spec, tcfg, budget)
+        reason = self.sizer.over_budget(spec, tcfg, budget)
         if reason is not None:
             trial.set_user_attr("pruned_reason", "memory_estimate")
-            limit = (self.memory.gpu_bytes or 0) - self.memory.headroom_bytes
-            trial.set_constraint("memory", max(1e-6, (budget.device_total_bytes - limit) / GB))
+            over = (budget.device_total_bytes - self.sizer.memory.limit_bytes) / GB
+            trial.set_constraint("memory", max(1e-6, over))
             self.tracker.end_trial(run_id, "KILLED", {"state": "PRUNED", "pruned_reason": "memory_estimate"})
             raise optuna.TrialPruned(f"memory estimate: {reason}")
 
         device, records = self.device, list[OomRecord]()
-        on_gpu = device.type == "cuda" or self.memory.simulated  # False after a cpu fallback
+        on_gpu = device.type == "cuda" or self.sizer.memory.simulated  # False after a cpu fallback
         injector = FaultInjector(self.faults, trial.number)  # once per trial: a retry must not re-fire it
         peak: PeakMemory | None = None
         while True:
@@ -351,10 +282,7 @@ class Objective:
                     clear_exception_frames(exc)
                     del exc
                     free_memory()
-                    if self.calibration is not None:
-                        self.calibration.record_oom(
-                            spec.name, memory_request(tcfg, self.agent.num_labels), budget.device_total_bytes
-                        )
+                    self.sizer.record_oom(spec, tcfg, budget)
                     nxt = self._after_oom(tcfg, spec, on_gpu)
                     if nxt is None:
                         raise self._oom_pruned(trial, run_id, records) from None
@@ -362,7 +290,7 @@ class Objective:
                         tcfg = nxt[0]
                     else:  # cpu fallback
                         tcfg, device, on_gpu = nxt[0], torch.device("cpu"), False
-                    budget = self._estimate(spec, tcfg)
+                    budget = self.sizer.estimate(spec, tcfg)
                     self.tracker.log_metrics(run_id, {"oom_retries": float(len(records))})
                     continue
                 if is_fatal_cuda_error(exc):

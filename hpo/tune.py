@@ -20,8 +20,9 @@ from hpo.faults import FaultPlan
 from hpo.gpu import detect, load_profile, parse_memory
 from hpo.memory.calibrate import Calibration
 from hpo.memory.catalog import get_spec
-from hpo.objective import MemoryPolicy, Objective
+from hpo.objective import Objective
 from hpo.progress import Progress
+from hpo.sizing import MemoryPolicy, Sizer
 from hpo.space import SpaceContext, validate
 from hpo.study import create_or_load, finished_count
 from hpo.tracking import make_tracker
@@ -117,8 +118,7 @@ def build_objective(cfg: StudyConfig, progress: Progress, calibration_path: Path
         progress=progress,
         device=device,
         space=space,
-        memory=policy,
-        calibration=calibration,
+        sizer=Sizer(policy, agent.num_labels, calibration, cfg.prune_by_estimate),
         faults=faults,
     )
     objective.tokenizers.update(tokenizers)

@@ -150,7 +150,7 @@ def test_measured_peaks_are_recorded_and_high_memory_tagged(tmp_path: Path) -> N
     trial = study.ask()
     tcfg = sample(trial, objective.space)
     spec = get_spec(tcfg.model)
-    budget = objective._estimate(spec, tcfg)
+    budget = objective.sizer.estimate(spec, tcfg)
     # a measured peak as a CUDA run reports it: 14 GiB allocated, 15 GiB reserved, NVML 16 GiB
     peak = PeakMemory(
         allocated_bytes=14 * 1024**3, reserved_bytes=15 * 1024**3, nvml_process_bytes=16 * 1024**3

@@ -1,0 +1,117 @@
+"""Sizing a trial against the GPU budget: estimate (+ calibration), pre-check, simulated peak, measured peak.
+
+The budget comes from a real GPU, a simulated one (``--gpu-memory`` with no CUDA device) or none (a plain CPU
+run: nothing is pruned by memory). Gradient accumulation never enters: it does not change memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from hpo.config import TrialConfig
+from hpo.memory.calibrate import Calibration
+from hpo.memory.catalog import ModelSpec
+from hpo.memory.estimate import Budget, MemoryRequest, estimate, fits
+from hpo.memory.trace import trace_estimate
+from hpo.oom import PeakMemory
+
+GB = 1024**3
+
+
+def memory_request(cfg: TrialConfig, num_labels: int) -> MemoryRequest:
+    """The estimator's view of a trial."""
+    return MemoryRequest(
+        batch_size=cfg.batch_size,
+        max_length=cfg.max_length,
+        precision=cfg.precision,
+        optimizer=cfg.optimizer,
+        grad_checkpointing=cfg.grad_checkpointing,
+        num_labels=num_labels,
+        frozen_layers=cfg.frozen_layers,
+    )
+
+
+@dataclass
+class MemoryPolicy:
+    """Where the memory budget comes from: a real GPU, a simulated one (--gpu-memory on CPU) or none."""
+
+    gpu_bytes: int | None
+    headroom_bytes: int
+    simulated: bool = False
+    high_memory_fraction: float = 0.9
+
+    @property
+    def limit_bytes(self) -> int:
+        """What trials may use: the card minus the headroom (0 without a budget)."""
+        return max(0, (self.gpu_bytes or 0) - self.headroom_bytes)
+
+
+@dataclass
+class Sizer:
+    """Estimates and checks one process's trials against its memory policy."""
+
+    memory: MemoryPolicy
+    num_labels: int
+    calibration: Calibration | None = None
+    prune_by_estimate: bool = True
+
+    def estimate(self, spec: ModelSpec, tcfg: TrialConfig) -> Budget:
+        """Analytic estimate, corrected by what earlier trials of this model measured."""
+        req = memory_request(tcfg, self.num_labels)
+        budget = estimate(spec, req)
+        return self.calibration.correct(spec.name, req, budget) if self.calibration is not None else budget
+
+    def over_budget(self, spec: ModelSpec, tcfg: TrialConfig, budget: Budget) -> str | None:
+        """Why this config cannot run on the GPU budget (None when it fits or there is no budget)."""
+        if self.memory.gpu_bytes is None or not self.prune_by_estimate:
+            return None
+        ok, _ = fits(budget, self.memory.gpu_bytes, self.memory.headroom_bytes)
+        if not ok:
+            return (
+                f"estimated peak {budget.device_total_bytes / GB:.2f} GB > budget "
+                f"{self.memory.limit_bytes / GB:.2f} GB"
+            )
+        if self.calibration is not None and self.calibration.known_oom(
+            spec.name, memory_request(tcfg, self.num_labels)
+        ):
+            return "a near-identical config ran out of memory before"
+        return None
+
+    def simulated_peak(self, spec: ModelSpec, tcfg: TrialConfig, budget: Budget) -> int:
+        """What a simulated card 'really' needs: the exact meta-device trace peak, else the estimate."""
+        try:
+            return trace_estimate(spec, memory_request(tcfg, self.num_labels)).device_total_bytes
+        except Exception:  # the trace does not cover every architecture: fall back to the analytic estimate
+            return budget.device_total_bytes
+
+    def record_oom(self, spec: ModelSpec, tcfg: TrialConfig, budget: Budget) -> None:
+        if self.calibration is not None:
+            self.calibration.record_oom(
+                spec.name, memory_request(tcfg, self.num_labels), budget.device_total_bytes
+            )
+
+    def measured(
+        self, spec: ModelSpec, tcfg: TrialConfig, budget: Budget, peak: PeakMemory
+    ) -> dict[str, Any]:
+        """The measured peaks as user attrs / metrics (GB) and whether the trial was high-memory.
+
+        Feeds the calibration with the device-level peak (reserved + context, or NVML when larger).
+        """
+        device_peak = max(
+            peak.reserved_bytes + budget.components.get("cuda_context", 0), peak.nvml_process_bytes or 0
+        )
+        out: dict[str, Any] = {
+            "measured_peak_gb": round(peak.allocated_bytes / GB, 3),
+            "measured_reserved_gb": round(peak.reserved_bytes / GB, 3),
+            "measured_device_gb": round(device_peak / GB, 3),
+        }
+        if peak.nvml_process_bytes is not None:
+            out["nvml_process_gb"] = round(peak.nvml_process_bytes / GB, 3)
+        if self.memory.gpu_bytes:
+            out["high_memory"] = device_peak > self.memory.high_memory_fraction * self.memory.gpu_bytes
+        if self.calibration is not None:
+            self.calibration.record_peak(
+                spec.name, memory_request(tcfg, self.num_labels), budget.device_total_bytes, device_peak
+            )
+        return out
