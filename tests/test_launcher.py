@@ -135,3 +135,46 @@ def test_sigint_leaves_no_running_trial_and_rerun_resumes(tmp_path: Path) -> Non
     after = load(out)
     assert {t.number: t.state for t in after.trials if t.number in kept} == kept
     assert len([t for t in after.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]) >= 3
+
+
+def test_worker_joins_an_existing_study(tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    res = subprocess.run(
+        tune_cmd(out, "--n-trials", "1"), capture_output=True, text=True, timeout=300, env=env()
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    storage = f"sqlite:///{(out / 'hpo.db').resolve()}"
+    # a second shell joins with the study's stored config and a higher target from its own YAML
+    cfg = tmp_path / "more.yaml"
+    cfg.write_text(CONFIG.read_text().replace("n_trials: 3", "n_trials: 3\nmax_train_examples: 32"))
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hpo",
+            "worker",
+            "--study",
+            "ci-tiny",
+            "--storage",
+            storage,
+            "--config",
+            str(cfg),
+            "--output-dir",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env(),
+    )
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    finished = [t for t in load(out).trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 3
+    res = subprocess.run(
+        [sys.executable, "-m", "hpo", "worker", "--study", "ghost", "--storage", storage],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env(),
+    )
+    assert res.returncode == 2 and "no study named 'ghost'" in res.stderr
