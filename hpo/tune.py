@@ -8,12 +8,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import optuna
 import torch
 from optuna.trial import TrialState
 
 from hpo.agents import get_agent
+from hpo.agents.base import Agent
 from hpo.config import StudyConfig
 from hpo.errors import ConfigError
 from hpo.faults import FaultPlan
@@ -25,7 +27,8 @@ from hpo.progress import Progress
 from hpo.sizing import MemoryPolicy, Sizer
 from hpo.space import SpaceContext, validate
 from hpo.study import create_or_load, finished_count
-from hpo.tracking import make_tracker
+from hpo.tracking import Tracker, make_tracker
+from hpo.train.data import Splits
 from hpo.train.model import load_tokenizer
 
 GB = 1024**3
@@ -75,54 +78,71 @@ def memory_policy(cfg: StudyConfig, device: torch.device) -> MemoryPolicy:
     return MemoryPolicy(None, headroom)
 
 
-def build_objective(cfg: StudyConfig, progress: Progress, calibration_path: Path | None = None) -> Objective:
-    """Everything the objective needs, validated before the first trial starts."""
+@dataclass
+class Setup:
+    """A study's validated inputs: agent, data splits, device, search space, loaded tokenizers."""
+
+    agent: Agent
+    splits: Splits
+    device: torch.device
+    space: SpaceContext
+    tokenizers: dict[str, Any]
+
+
+def prepare(cfg: StudyConfig) -> Setup:
+    """Validate everything a study needs before any trial (or worker) starts; HpoError on bad input."""
     agent = get_agent(cfg.agent)
     splits = agent.load_splits(cfg.data_dir, cfg.seed)
     device = resolve_device(cfg)
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    policy = memory_policy(cfg, device)
     profile = load_profile(cfg.gpu_memory) if (cfg.gpu_memory or device.type == "cuda") else None
-    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     space = SpaceContext(
         models=tuple(cfg.models),
         space=cfg.space,
         on_cuda=device.type == "cuda",
         profile=profile,
-        bf16_supported=bf16,
+        bf16_supported=device.type == "cuda" and torch.cuda.is_bf16_supported(),
     )
     validate(space)
     tokenizers = {m: load_tokenizer(get_spec(m)) for m in cfg.models}  # fail fast on unloadable models
-    tracker = make_tracker(
-        cfg.mlflow,
-        cfg.mlflow_tracking_uri,
-        cfg.study,
-        cfg.output_dir / "mlartifacts",
-        {
-            "agent": cfg.agent,
-            "models": ",".join(cfg.models),
-            "epochs": cfg.epochs,
-            "patience": cfg.patience,
-            "seed": cfg.seed,
-            "storage": cfg.storage_url,
-        },
+    return Setup(agent, splits, device, space, tokenizers)
+
+
+def tracker_for(cfg: StudyConfig) -> Tracker:
+    """The study's MLflow tracker (its parent run carries the study settings)."""
+    settings = {
+        "agent": cfg.agent,
+        "models": ",".join(cfg.models),
+        "epochs": cfg.epochs,
+        "patience": cfg.patience,
+        "seed": cfg.seed,
+        "storage": cfg.storage_url,
+    }
+    return make_tracker(
+        cfg.mlflow, cfg.mlflow_tracking_uri, cfg.study, cfg.output_dir / "mlartifacts", settings
     )
+
+
+def build_objective(cfg: StudyConfig, progress: Progress, calibration_path: Path | None = None) -> Objective:
+    """Everything the objective needs, validated before the first trial starts."""
+    setup = prepare(cfg)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
     faults = FaultPlan.from_env() or (FaultPlan.from_dict(cfg.faults) if cfg.faults else None)
     calibration = Calibration(calibration_path or cfg.output_dir / "calibration.json")
-    objective = Objective(
+    return Objective(
         cfg=cfg,
-        agent=agent,
-        splits=splits,
-        tracker=tracker,
+        agent=setup.agent,
+        splits=setup.splits,
+        tracker=tracker_for(cfg),
         progress=progress,
-        device=device,
-        space=space,
-        sizer=Sizer(policy, agent.num_labels, calibration, cfg.prune_by_estimate),
+        device=setup.device,
+        space=setup.space,
+        sizer=Sizer(
+            memory_policy(cfg, setup.device), setup.agent.num_labels, calibration, cfg.prune_by_estimate
+        ),
         faults=faults,
+        tokenizers=setup.tokenizers,
     )
-    objective.tokenizers.update(tokenizers)
-    return objective
 
 
 def count_states(study: optuna.Study) -> dict[str, int]:
@@ -199,17 +219,24 @@ def run_tune(cfg: StudyConfig, progress: Progress | None = None) -> TuneReport:
     finally:
         progress.close()
     report.poisoned = objective.poisoned
-    report.counts = count_states(study)
     report.baseline = objective.agent.majority_baseline(objective.splits, "val")
     report.metric = objective.agent.metric_name
+    _finish(report, study, objective.tracker)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _finish(report: TuneReport, study: optuna.Study, tracker: Tracker) -> None:
+    """Fill the outcome counts and the best trial; log the best on the study's MLflow parent run."""
+    report.counts = count_states(study)
     try:
         best = study.best_trial
         report.best_value, report.best_trial, report.best_params = best.value, best.number, dict(best.params)
     except ValueError:
         pass
-    tracker_end = getattr(objective.tracker, "end_study", None)
-    if tracker_end is not None:
-        tracker_end(
+    end_study = getattr(tracker, "end_study", None)
+    if end_study is not None:
+        end_study(
             None
             if report.best_value is None
             else {
@@ -218,25 +245,13 @@ def run_tune(cfg: StudyConfig, progress: Progress | None = None) -> TuneReport:
                 f"majority_baseline_{report.metric}": report.baseline,
             }
         )
-    report.seconds = time.monotonic() - started
-    return report
 
 
 def run_parallel(cfg: StudyConfig, started: float) -> TuneReport:
     """`hpo tune --par N`: N supervised worker processes (see hpo.launcher)."""
     from hpo.launcher import Launcher
 
-    agent = get_agent(cfg.agent)
-    splits = agent.load_splits(cfg.data_dir, cfg.seed)  # validate data before starting workers
-    device = resolve_device(cfg)
-    profile = load_profile(cfg.gpu_memory) if (cfg.gpu_memory or device.type == "cuda") else None
-    validate(
-        SpaceContext(
-            models=tuple(cfg.models), space=cfg.space, on_cuda=device.type == "cuda", profile=profile
-        )
-    )
-    for model in cfg.models:  # fail fast here, not once per worker
-        load_tokenizer(get_spec(model))
+    setup = prepare(cfg)  # fail here, not once per worker
     study = create_or_load(cfg)
     before = finished_count(study)
     launch = Launcher(cfg, cfg.par, recycle_after=cfg.recycle_after).run()
@@ -247,20 +262,15 @@ def run_parallel(cfg: StudyConfig, started: float) -> TuneReport:
         finished_before=before,
         mlflow_uri=cfg.mlflow_tracking_uri if cfg.mlflow else None,
         interrupted=launch.interrupted,
-        metric=agent.metric_name,
-        baseline=agent.majority_baseline(splits, "val"),
+        metric=setup.agent.metric_name,
+        baseline=setup.agent.majority_baseline(setup.splits, "val"),
     )
-    report.counts = count_states(study)
     report.stopped_reason = (
         "interrupted: finished trials are kept; rerun to resume"
         if launch.interrupted
         else f"target reached ({launch.started} workers started, {launch.recycled} "
         f"recycled, {launch.crashed} replaced after a crash)"
     )
-    try:
-        best = study.best_trial
-        report.best_value, report.best_trial, report.best_params = best.value, best.number, dict(best.params)
-    except ValueError:
-        pass
+    _finish(report, study, tracker_for(cfg))
     report.seconds = time.monotonic() - started
     return report

@@ -77,6 +77,7 @@ def test_mlflow_has_parent_and_child_runs(study_run: dict[str, object]) -> None:
     parents = [r for r in runs if r.data.tags.get("hpo.parent") == "true"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
     assert len(parents) == 1 and len(children) == 3
+    assert parents[0].info.status == "FINISHED" and "best_val_macro_f1" in parents[0].data.metrics
     assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
     assert {c.data.tags["trial_number"] for c in children} == {"0", "1", "2"}
     for c in children:
