@@ -26,7 +26,7 @@ class Progress:
 
     def _line(self, text: str) -> None:
         if self._console is not None:
-            self._console.print(text, highlight=False)
+            self._console.print(text, highlight=False, markup=False)
         else:
             print(text, file=self.stream, flush=True)
 
@@ -41,10 +41,8 @@ class Progress:
 
     def trial_started(self, number: int, summary: str) -> None:
         self._started[number] = time.perf_counter()
-        if self.live:
-            self._set_status(f"trial {number}: {summary}")
-        else:
-            self._line(f"[trial {number}] start {summary}")
+        self._line(f"[trial {number}] start {summary}")
+        self._set_status(f"trial {number}: {summary}")
 
     def step(self, number: int, epoch: int, epochs: int, step: int, steps: int) -> None:
         if self.live:

@@ -30,4 +30,6 @@ def test_live_mode_prints_epochs_and_stops_cleanly() -> None:
     p.step(0, 0, 1, 0, 4)
     p.epoch(0, 0, 1, {"macro_f1": 0.75})
     p.close()
-    assert "epoch 1/1 macro_f1=0.7500" in out.getvalue()
+    text = out.getvalue()
+    assert "[trial 0] start tiny" in text  # brackets are text, not rich markup
+    assert "[trial 0] epoch 1/1 macro_f1=0.7500" in text
