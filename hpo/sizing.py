@@ -86,6 +86,12 @@ class Sizer:
             return budget.device_total_bytes
 
     def record_oom(self, spec: ModelSpec, tcfg: TrialConfig, budget: Budget) -> None:
+        """Remember an OOM so near-identical configs are pruned before they run (``over_budget``).
+
+        The card size is deliberately not passed: it would raise the model's correction factor for every later
+        config, and one OOM caused by fragmentation or a neighbour must not shrink a days-long study. Measured
+        peaks of finished trials drive the factor instead.
+        """
         if self.calibration is not None:
             self.calibration.record_oom(
                 spec.name, memory_request(tcfg, self.num_labels), budget.device_total_bytes

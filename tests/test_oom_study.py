@@ -159,3 +159,22 @@ def test_measured_peaks_are_recorded_and_high_memory_tagged(tmp_path: Path) -> N
     attrs = study.trials[0].user_attrs
     assert attrs["measured_peak_gb"] == 14.0 and attrs["measured_reserved_gb"] == 15.0
     assert attrs["measured_device_gb"] == 16.0 and attrs["high_memory"] is True
+
+
+def test_an_oom_prunes_near_identical_configs_before_they_run(tmp_path: Path) -> None:
+    cfg = make_cfg(
+        tmp_path, n_trials=3, gpu_memory="24GB", faults={"oom_epoch": 0, "oom_step": 0, "trials": [0]}
+    )
+    objective = build_objective(cfg, Progress(stream=io.StringIO(), live=False))
+    study = create_or_load(cfg)
+    study.enqueue_trial({"batch_size": 32, "max_length": 64})
+    study.optimize(objective, n_trials=1, catch=(Exception,))
+    first = study.trials[0]
+    assert first.user_attrs["pruned_reason"] == "oom"
+    study.enqueue_trial(dict(first.params))  # the same config again
+    study.enqueue_trial({**first.params, "batch_size": 16})  # smaller batch x length: not near-identical
+    study.optimize(objective, n_trials=2, catch=(Exception,))
+    again, smaller = study.trials[1], study.trials[2]
+    assert again.state == TrialState.PRUNED and again.user_attrs["pruned_reason"] == "memory_estimate"
+    assert "epochs_run" not in again.user_attrs  # it never trained
+    assert smaller.state == TrialState.COMPLETE
