@@ -19,6 +19,7 @@ EPOCHS ?= 100
 PATIENCE ?= 20
 N_TRIALS_CRITERIA ?= 5000
 GPU_MEMORY ?=
+CONFIG ?=
 
 .PHONY: install demo test test-slow test-all lint format bench clean help tune-criteria-max tune-criteria-supermax
 
@@ -61,17 +62,18 @@ bench: install
 
 MODELS_FLAG = $(if $(MODELS),--models $(MODELS),)
 GPU_FLAG = $(if $(GPU_MEMORY),--gpu-memory $(GPU_MEMORY),)
+CONFIG_FLAG = $(if $(CONFIG),--config $(CONFIG),)
 
 tune-criteria-max: install
-	@echo "tune-criteria-max: study=$(PREFIX)-criteria-max PAR=$(PAR) N_TRIALS=$(N_TRIALS) EPOCHS=$(EPOCHS) PATIENCE=$(PATIENCE) MODELS=$(or $(MODELS),agent default) GPU_MEMORY=$(or $(GPU_MEMORY),detected)"
+	@echo "tune-criteria-max: study=$(PREFIX)-criteria-max PAR=$(PAR) N_TRIALS=$(N_TRIALS) EPOCHS=$(EPOCHS) PATIENCE=$(PATIENCE) MODELS=$(or $(MODELS),agent default) GPU_MEMORY=$(or $(GPU_MEMORY),detected) CONFIG=$(or $(CONFIG),none)"
 	$(BIN)/hpo tune --agent criteria --study $(PREFIX)-criteria-max --par $(PAR) --n-trials $(N_TRIALS) \
-		--epochs $(EPOCHS) --patience $(PATIENCE) $(MODELS_FLAG) $(GPU_FLAG)
+		--epochs $(EPOCHS) --patience $(PATIENCE) $(MODELS_FLAG) $(GPU_FLAG) $(CONFIG_FLAG)
 
 tune-criteria-supermax: PAR = 2
 tune-criteria-supermax: install
-	@echo "tune-criteria-supermax: study=$(PREFIX)-criteria-supermax PAR=$(PAR) N_TRIALS_CRITERIA=$(N_TRIALS_CRITERIA) EPOCHS=$(EPOCHS) PATIENCE=$(PATIENCE) MODELS=$(or $(MODELS),agent default) GPU_MEMORY=$(or $(GPU_MEMORY),detected)"
+	@echo "tune-criteria-supermax: study=$(PREFIX)-criteria-supermax PAR=$(PAR) N_TRIALS_CRITERIA=$(N_TRIALS_CRITERIA) EPOCHS=$(EPOCHS) PATIENCE=$(PATIENCE) MODELS=$(or $(MODELS),agent default) GPU_MEMORY=$(or $(GPU_MEMORY),detected) CONFIG=$(or $(CONFIG),none)"
 	$(BIN)/hpo tune --agent criteria --study $(PREFIX)-criteria-supermax --par $(PAR) \
-		--n-trials $(N_TRIALS_CRITERIA) --epochs $(EPOCHS) --patience $(PATIENCE) $(MODELS_FLAG) $(GPU_FLAG)
+		--n-trials $(N_TRIALS_CRITERIA) --epochs $(EPOCHS) --patience $(PATIENCE) $(MODELS_FLAG) $(GPU_FLAG) $(CONFIG_FLAG)
 
 clean:
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info mlflow.db mlruns
