@@ -32,7 +32,7 @@ from hpo.ledger import Ledger, ledger_path_for
 from hpo.memory.estimate import CUDA_CONTEXT
 from hpo.objective import Admission
 from hpo.sizing import MemoryPolicy
-from hpo.study import FINISHED_STATES, create_or_load, finished_count
+from hpo.study import create_or_load, finished_count
 
 EXIT_DONE, EXIT_RECYCLE, EXIT_POISONED, EXIT_INTERRUPTED = 0, 10, 3, 130
 CAP_MARGIN_BYTES = 512 * 1024**2
@@ -280,7 +280,3 @@ class Launcher:
             self._shutdown(study)
         self._say(self.status_line(study))
         return self.report
-
-
-def finished(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
