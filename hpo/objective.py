@@ -260,6 +260,9 @@ class Objective:
                         peak = measure_peak() if device.type == "cuda" else None  # before stats are reset
                         free_memory()  # ...and return the memory before the reservation is released
                 break
+            except KeyboardInterrupt:  # Optuna marks the trial FAIL; leave no MLflow run RUNNING either
+                self.tracker.end_trial(run_id, "KILLED", {"state": "FAIL", "error": "interrupted"})
+                raise
             except optuna.TrialPruned:
                 trial.set_user_attr("pruned_reason", "early_stop")
                 trial.set_constraint("memory", 0.0)
