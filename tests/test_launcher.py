@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -76,12 +77,12 @@ def _running_trial_file(out: Path) -> list[Path]:
     return list((out / "workers" / "ci-tiny").glob("*.trial"))
 
 
-@pytest.mark.slow
-def test_kill_9_worker_trial_is_failed_then_retried(tmp_path: Path) -> None:
-    out = tmp_path / "runs"
-    # slow trials (3 epochs, full train split) so there is time to kill one mid-trial
+def run_until_a_trial_runs(
+    out: Path, n_trials: int, act: Callable[[subprocess.Popen[str]], None], timeout: float
+) -> tuple[int, str]:
+    """Start `hpo tune --par 2` (slow trials); when a worker runs a trial, call ``act(proc)``; wait."""
     proc = subprocess.Popen(
-        [*tune_cmd(out, "--par", "2", "--n-trials", "4"), "--epochs", "3"],
+        [*tune_cmd(out, "--par", "2", "--n-trials", str(n_trials)), "--epochs", "3"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -89,13 +90,24 @@ def test_kill_9_worker_trial_is_failed_then_retried(tmp_path: Path) -> None:
     )
     try:
         assert wait_for(lambda: bool(_running_trial_file(out)), 120), "no worker started a trial"
-        victim = int(_running_trial_file(out)[0].stem)
-        os.kill(victim, signal.SIGKILL)
-        stdout, _ = proc.communicate(timeout=600)
+        act(proc)
+        stdout, _ = proc.communicate(timeout=timeout)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0, stdout[-3000:]
+    return proc.returncode, stdout
+
+
+@pytest.mark.slow
+def test_kill_9_worker_trial_is_failed_then_retried(tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+
+    # slow trials (3 epochs, full train split) so there is time to kill one mid-trial
+    def kill_a_worker(proc: subprocess.Popen[str]) -> None:
+        os.kill(int(_running_trial_file(out)[0].stem), signal.SIGKILL)
+
+    returncode, stdout = run_until_a_trial_runs(out, 4, kill_a_worker, timeout=600)
+    assert returncode == 0, stdout[-3000:]
     assert "died with exit code" in stdout
     study = load(out)
     failed = [t for t in study.trials if t.state == TrialState.FAIL]
@@ -110,21 +122,10 @@ def test_kill_9_worker_trial_is_failed_then_retried(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_sigint_leaves_no_running_trial_and_rerun_resumes(tmp_path: Path) -> None:
     out = tmp_path / "runs"
-    proc = subprocess.Popen(
-        [*tune_cmd(out, "--par", "2", "--n-trials", "6"), "--epochs", "3"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env(),
+    returncode, stdout = run_until_a_trial_runs(
+        out, 6, lambda proc: proc.send_signal(signal.SIGINT), timeout=120
     )
-    try:
-        assert wait_for(lambda: bool(_running_trial_file(out)), 120), "no worker started a trial"
-        proc.send_signal(signal.SIGINT)
-        stdout, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, stdout[-3000:]
+    assert returncode == 130, stdout[-3000:]
     study = load(out)
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
     kept = {t.number: t.state for t in study.trials if t.state.is_finished()}
