@@ -28,9 +28,8 @@ from optuna.trial import TrialState
 
 from hpo.config import StudyConfig
 from hpo.isolation import apply_memory_cap, worker_env
-from hpo.ledger import Ledger, ledger_path_for
+from hpo.ledger import Ledger, Reservation, ledger_path_for
 from hpo.memory.estimate import CUDA_CONTEXT
-from hpo.objective import Admission
 from hpo.sizing import MemoryPolicy
 from hpo.study import create_or_load, finished_count
 
@@ -46,10 +45,40 @@ def config_path(cfg: StudyConfig) -> Path:
     return worker_dir(cfg) / "config.json"
 
 
-def make_admission(cfg: StudyConfig, policy: MemoryPolicy, gpu_key: str) -> Admission:
-    """Ledger-backed admission: reserve the estimated peak, cap the allocator, release on exit."""
+class LedgerAdmission:
+    """Ledger-backed admission for one worker process.
+
+    ``start()`` records the worker's CUDA context in the ledger (it stays on the card while the worker waits);
+    each trial then reserves its estimated device total less that context, waiting until it fits, caps the
+    CUDA allocator at the reservation plus ``margin`` and releases on any exit path. ``close()`` gives the
+    context back when the worker exits (the ledger reclaims it anyway if the worker dies).
+    """
+
+    def __init__(self, ledger: Ledger, context_bytes: int, margin_bytes: int) -> None:
+        self.ledger, self.context_bytes, self.margin_bytes = ledger, context_bytes, margin_bytes
+        self._hold: Reservation | None = None
+
+    def start(self) -> None:
+        self._hold = self.ledger.hold_process(self.context_bytes, label=f"worker pid {os.getpid()} context")
+
+    def close(self) -> None:
+        if self._hold is not None:
+            self.ledger.release(self._hold)
+            self._hold = None
+
+    @contextlib.contextmanager
+    def __call__(self, nbytes: int, trial: int) -> Iterator[Reservation]:
+        trial_bytes = max(0, nbytes - self.context_bytes)  # the estimate's device total includes the context
+        with self.ledger.reserved(trial_bytes, trial=trial, label=f"worker pid {os.getpid()}") as res:
+            # the context lives outside the caching allocator, which the cap limits
+            apply_memory_cap(res.bytes, self.margin_bytes)
+            yield res
+
+
+def make_admission(cfg: StudyConfig, policy: MemoryPolicy, gpu_key: str) -> LedgerAdmission | None:
+    """The worker's ledger admission, or None without a GPU budget (a plain CPU run admits everything)."""
     if policy.gpu_bytes is None:
-        return lambda nbytes, trial: contextlib.nullcontext()
+        return None
     ledger = Ledger(
         ledger_path_for(cfg.storage_url, cfg.output_dir),
         gpu_key,
@@ -58,15 +87,7 @@ def make_admission(cfg: StudyConfig, policy: MemoryPolicy, gpu_key: str) -> Admi
     )
     # the caps of all workers together may overshoot their reservations by at most the headroom
     margin = min(CAP_MARGIN_BYTES, policy.headroom_bytes // max(1, cfg.par))
-
-    @contextlib.contextmanager
-    def admit(nbytes: int, trial: int) -> Iterator[Any]:
-        with ledger.reserved(nbytes, trial=trial, label=f"worker pid {os.getpid()}") as res:
-            # the reservation is a device total: the CUDA context in it lives outside the allocator cap
-            apply_memory_cap(res.bytes, margin, context_bytes=CUDA_CONTEXT)
-            yield res
-
-    return admit
+    return LedgerAdmission(ledger, CUDA_CONTEXT, margin)
 
 
 def _trial_file(cfg: StudyConfig, pid: int) -> Path:
@@ -88,7 +109,12 @@ def run_worker(cfg: StudyConfig, *, recycle_after: int, worker_id: str = "") -> 
     objective = build_objective(cfg, Progress(live=False))
     info = detect(0)
     gpu_key = info.uuid if info.available else f"simulated-{objective.sizer.memory.gpu_bytes}"
-    objective.admission = make_admission(cfg, objective.sizer.memory, gpu_key)
+    admission = make_admission(cfg, objective.sizer.memory, gpu_key)
+    if admission is not None:
+        # every other worker's CUDA context stays on the card: a trial must fit beside them
+        objective.sizer.memory.resident_bytes = (cfg.par - 1) * CUDA_CONTEXT
+        objective.admission = admission
+        admission.start()
     marker = _trial_file(cfg, os.getpid())
     marker.parent.mkdir(parents=True, exist_ok=True)
 
@@ -113,6 +139,8 @@ def run_worker(cfg: StudyConfig, *, recycle_after: int, worker_id: str = "") -> 
         return EXIT_INTERRUPTED
     finally:
         marker.unlink(missing_ok=True)
+        if admission is not None:
+            admission.close()
 
 
 # ---- parent side ------------------------------------------------------------------------------------------

@@ -5,6 +5,11 @@ reservations and the waiters. Every read-modify-write runs under a file lock and
 atomically, so the reservations never sum past the capacity whatever the number of processes.
 Reservations and waiters of dead processes (SIGKILL included) are reclaimed by the next caller.
 
+Besides trials, each worker process records its own fixed device memory (its CUDA context, created when
+the worker first touches CUDA and held until it exits) with :meth:`Ledger.hold_process`: a waiting worker's
+context is on the card too, so trials are admitted only into what the contexts of every live worker leave
+free.
+
 Anti-starvation: a waiter that has waited ``priority_after`` seconds gets priority; while it waits,
 others are admitted only if they leave room for it, so a stream of small trials cannot starve a large one.
 The same pure rule, :func:`admits`, drives the scheduler benchmark.
@@ -66,6 +71,10 @@ class Reservation:
     created: float
     label: str = ""
     host: str = ""
+    kind: str = "trial"  # "trial" (waits for room) or "process" (a worker's CUDA context, recorded as a fact)
+
+
+PROCESS, TRIAL = "process", "trial"
 
 
 def admits(in_use: int, capacity: int, nbytes: int, held_back: int = 0) -> bool:
@@ -149,7 +158,11 @@ class Ledger:
         timeout: float | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> Reservation:
-        """Block until ``nbytes`` fits; LedgerTooLarge at once if it never can, LedgerTimeout on timeout."""
+        """Block until ``nbytes`` fits; LedgerTimeout on timeout.
+
+        LedgerTooLarge at once when it never can: past the capacity, or past what the live workers' own
+        memory (:meth:`hold_process`) leaves of it.
+        """
         self._check(nbytes)
         if nbytes > self.capacity_bytes:
             raise LedgerTooLarge(
@@ -179,6 +192,29 @@ class Ledger:
         finally:
             if res is None:  # also drops a reservation written just before an interrupt reached us
                 self._forget(ticket)
+
+    def hold_process(self, nbytes: int, *, label: str = "cuda context") -> Reservation:
+        """Record this process's fixed device memory (its CUDA context); replaces an earlier hold.
+
+        It never waits: the memory is already in use once CUDA is initialised, so it is recorded even past
+        the capacity (trials then wait until enough is back). Released by :meth:`release` or when the
+        process dies.
+        """
+        self._check(nbytes)
+        with self._lock:
+            data = self._read()
+            self._reclaim(data)
+            entry = self._entry(data)
+            pid = os.getpid()
+            res = Reservation(f"{pid}-process", pid, int(nbytes), None, time.time(), label, HOST, PROCESS)
+            entry["reservations"] = [r for r in entry["reservations"] if r["key"] != res.key]
+            entry["reservations"].append(asdict(res))
+            self._write(data)
+            return res
+
+    def resident(self) -> int:
+        """Bytes held by live worker processes themselves (their CUDA contexts), not by their trials."""
+        return sum(r.bytes for r in self.reservations() if r.kind == PROCESS)
 
     def release(self, res: Reservation) -> None:
         """Give the reservation's bytes back (idempotent)."""
@@ -226,6 +262,16 @@ class Ledger:
             entry = self._entry(data)
             now = time.time()
             in_use = sum(int(r["bytes"]) for r in entry["reservations"])
+            resident = sum(int(r["bytes"]) for r in entry["reservations"] if r.get("kind") == PROCESS)
+            if nbytes + resident > self.capacity_bytes and ticket is not None:  # reserve(): never fits
+                if changed:
+                    self._write(data)
+                raise LedgerTooLarge(
+                    f"trial needs {_size(nbytes)} but the GPU budget of {self.gpu_key} is "
+                    f"{_size(self.capacity_bytes)}, {_size(resident)} of it held by the workers' "
+                    "CUDA contexts",
+                    "shrink the trial (batch size, max length, precision, checkpointing) or lower PAR",
+                )
             if not admits(in_use, self.capacity_bytes, nbytes, held_back(entry["waiting"], now, ticket)):
                 if ticket is not None and all(w["key"] != ticket for w in entry["waiting"]):
                     waiter = {"key": ticket, "pid": os.getpid(), "host": HOST, "bytes": nbytes, "since": now}

@@ -4,7 +4,8 @@ Trial user attrs written here (read by `hpo trials`, `hpo best`, `hpo oom`):
   trial_config, estimated_peak_gb, estimate_method, mlflow_run_id, device, pruned_reason
   ("memory_estimate" | "early_stop" | "oom"), oom, oom_config, oom_attempts, measured_peak_gb,
   measured_reserved_gb, measured_device_gb, nvml_process_gb, high_memory, best_epoch, epochs_run,
-  stopped_early, final_config / final_device (after shrink or cpu fallback), error, fatal_error.
+  stopped_early, final_config / final_device (after shrink or cpu fallback), error, fatal_error, and with a
+  memory ledger (``--par``) admission_wait_s, admitted_at, released_at.
 An OOM or an over-budget config is also marked infeasible with ``trial.set_constraint`` so TPE never ranks it
 as promising, whatever it reported before failing.
 """
@@ -12,7 +13,8 @@ as promising, whatever it reported before failing.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +24,7 @@ import torch
 from hpo.agents.base import Agent
 from hpo.config import StudyConfig, TrialConfig
 from hpo.faults import FaultInjector, FaultPlan, SimulatedGpu
+from hpo.ledger import LedgerTooLarge
 from hpo.memory.catalog import ModelSpec, get_spec
 from hpo.memory.estimate import Budget
 from hpo.oom import (
@@ -196,6 +199,33 @@ class Objective:
         if "high_memory" in measured:
             self.tracker.log_params(run_id, {"high_memory": measured["high_memory"]})
 
+    def _estimate_pruned(
+        self, trial: optuna.Trial, run_id: str | None, reason: str, over_gb: float
+    ) -> optuna.TrialPruned:
+        trial.set_user_attr("pruned_reason", "memory_estimate")
+        trial.set_constraint("memory", over_gb)
+        self.tracker.end_trial(run_id, "KILLED", {"state": "PRUNED", "pruned_reason": "memory_estimate"})
+        return optuna.TrialPruned(f"memory estimate: {reason}")
+
+    @contextlib.contextmanager
+    def _admitted(self, trial: optuna.Trial, nbytes: int) -> Iterator[None]:
+        """Hold the trial's memory admission; records how long it waited and when it held the memory
+        (user attrs ``admission_wait_s``, ``admitted_at``, ``released_at``; epoch seconds)."""
+        if self.admission is _no_admission:
+            yield
+            return
+        asked, admitted = time.time(), False
+        try:
+            with self.admission(nbytes, trial.number):
+                admitted = True
+                now = time.time()
+                trial.set_user_attr("admission_wait_s", round(now - asked, 3))
+                trial.set_user_attr("admitted_at", now)
+                yield
+        finally:
+            if admitted:
+                trial.set_user_attr("released_at", time.time())
+
     def _oom_pruned(
         self, trial: optuna.Trial, run_id: str | None, records: list[OomRecord]
     ) -> optuna.TrialPruned:
@@ -238,11 +268,8 @@ class Objective:
 
         reason = self.sizer.over_budget(spec, tcfg, budget)
         if reason is not None:
-            trial.set_user_attr("pruned_reason", "memory_estimate")
             over = (budget.device_total_bytes - self.sizer.memory.limit_bytes) / GB
-            trial.set_constraint("memory", max(1e-6, over))
-            self.tracker.end_trial(run_id, "KILLED", {"state": "PRUNED", "pruned_reason": "memory_estimate"})
-            raise optuna.TrialPruned(f"memory estimate: {reason}")
+            raise self._estimate_pruned(trial, run_id, reason, max(1e-6, over))
 
         device, records = self.device, list[OomRecord]()
         on_gpu = device.type == "cuda" or self.sizer.memory.simulated  # False after a cpu fallback
@@ -250,7 +277,7 @@ class Objective:
         peak: PeakMemory | None = None
         while True:
             try:
-                with self.admission(budget.device_total_bytes if on_gpu else 0, trial.number):
+                with self._admitted(trial, budget.device_total_bytes if on_gpu else 0):
                     try:
                         result = self._train(trial, tcfg, spec, device, budget, run_id, injector, on_gpu)
                     except BaseException as exc:
@@ -263,6 +290,8 @@ class Objective:
             except KeyboardInterrupt:  # Optuna marks the trial FAIL; leave no MLflow run RUNNING either
                 self.tracker.end_trial(run_id, "KILLED", {"state": "FAIL", "error": "interrupted"})
                 raise
+            except LedgerTooLarge as exc:  # the other workers' own memory leaves it no room, ever
+                raise self._estimate_pruned(trial, run_id, exc.message, 1.0) from None
             except optuna.TrialPruned:
                 trial.set_user_attr("pruned_reason", "early_stop")
                 trial.set_constraint("memory", 0.0)

@@ -40,11 +40,13 @@ class MemoryPolicy:
     headroom_bytes: int
     simulated: bool = False
     high_memory_fraction: float = 0.9
+    resident_bytes: int = 0  # held on the card by the other worker processes (their CUDA contexts)
 
     @property
     def limit_bytes(self) -> int:
-        """What trials may use: the card minus the headroom (0 without a budget)."""
-        return max(0, (self.gpu_bytes or 0) - self.headroom_bytes)
+        """What one trial may use: the card minus the headroom and the other workers' memory (0 without a
+        budget)."""
+        return max(0, (self.gpu_bytes or 0) - self.headroom_bytes - self.resident_bytes)
 
 
 @dataclass
@@ -66,11 +68,13 @@ class Sizer:
         """Why this config cannot run on the GPU budget (None when it fits or there is no budget)."""
         if self.memory.gpu_bytes is None or not self.prune_by_estimate:
             return None
-        ok, _ = fits(budget, self.memory.gpu_bytes, self.memory.headroom_bytes)
+        reserved = self.memory.headroom_bytes + self.memory.resident_bytes
+        ok, _ = fits(budget, self.memory.gpu_bytes, reserved)
         if not ok:
+            beside = f" beside the other workers' {self.memory.resident_bytes / GB:.2f} GB"
             return (
                 f"estimated peak {budget.device_total_bytes / GB:.2f} GB > budget "
-                f"{self.memory.limit_bytes / GB:.2f} GB"
+                f"{self.memory.limit_bytes / GB:.2f} GB{beside if self.memory.resident_bytes else ''}"
             )
         if self.calibration is not None and self.calibration.known_oom(
             spec.name, memory_request(tcfg, self.num_labels)

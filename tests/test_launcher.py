@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -18,14 +19,14 @@ REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "configs" / "studies" / "ci-tiny.yaml"
 
 
-def tune_cmd(out: Path, *extra: str) -> list[str]:
+def tune_cmd(out: Path, *extra: str, config: Path = CONFIG) -> list[str]:
     return [
         sys.executable,
         "-m",
         "hpo",
         "tune",
         "--config",
-        str(CONFIG),
+        str(config),
         "--output-dir",
         str(out),
         "--no-mlflow",
@@ -138,6 +139,49 @@ def test_sigint_leaves_no_running_trial_and_rerun_resumes(tmp_path: Path) -> Non
     assert len([t for t in after.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]) >= 3
 
 
+def test_worker_admission_reserves_the_trial_beside_its_own_context(tmp_path: Path) -> None:
+    from hpo.config import load_config
+    from hpo.launcher import make_admission
+    from hpo.ledger import Ledger
+    from hpo.memory.estimate import CUDA_CONTEXT
+    from hpo.sizing import MemoryPolicy
+
+    cfg = load_config(CONFIG, {"output_dir": tmp_path, "par": 2})
+    assert make_admission(cfg, MemoryPolicy(None, 0), "gpu") is None  # no budget: nothing to admit by
+    admission = make_admission(cfg, MemoryPolicy(4 * 2**30, 2**30, simulated=True), "GPU-x")
+    assert admission is not None
+    ledger = Ledger(admission.ledger.path, "GPU-x", 3 * 2**30)
+    admission.start()  # the worker's CUDA context is on the card from now on, trial or not
+    assert ledger.in_use() == ledger.resident() == CUDA_CONTEXT
+    with admission(CUDA_CONTEXT + 100 * 2**20, 7) as res:  # an estimate's device total includes the context
+        assert (res.bytes, res.trial, res.kind) == (100 * 2**20, 7, "trial")
+        assert ledger.in_use() == CUDA_CONTEXT + 100 * 2**20
+    assert ledger.in_use() == CUDA_CONTEXT
+    admission.close()
+    assert ledger.in_use() == 0
+
+
+def test_sizer_keeps_room_for_the_other_workers_contexts() -> None:
+    from hpo.config import TrialConfig
+    from hpo.memory.catalog import get_spec
+    from hpo.memory.estimate import CUDA_CONTEXT
+    from hpo.sizing import MemoryPolicy, Sizer
+
+    spec, tcfg = (
+        get_spec("hpo-tiny-bert"),
+        TrialConfig(model="hpo-tiny-bert", learning_rate=1e-4, batch_size=16, max_length=48),
+    )
+    alone = Sizer(MemoryPolicy(0, 0), num_labels=2)
+    need = alone.estimate(spec, tcfg).device_total_bytes
+    card = need + CUDA_CONTEXT // 2  # fits alone, not beside one more worker's context
+    sizer = Sizer(MemoryPolicy(card, 0, simulated=True), num_labels=2)
+    assert sizer.over_budget(spec, tcfg, sizer.estimate(spec, tcfg)) is None
+    sizer.memory.resident_bytes = CUDA_CONTEXT  # `--par 2`: the other worker's context
+    reason = sizer.over_budget(spec, tcfg, sizer.estimate(spec, tcfg))
+    assert reason is not None and "beside the other workers' 0.50 GB" in reason
+    assert sizer.memory.limit_bytes == card - CUDA_CONTEXT
+
+
 def test_worker_joins_an_existing_study(tmp_path: Path) -> None:
     out = tmp_path / "runs"
     res = subprocess.run(
@@ -179,3 +223,28 @@ def test_worker_joins_an_existing_study(tmp_path: Path) -> None:
         env=env(),
     )
     assert res.returncode == 2 and "no study named 'ghost'" in res.stderr
+
+
+@pytest.mark.slow
+def test_ledger_admits_one_trial_at_a_time_when_two_do_not_fit(tmp_path: Path) -> None:
+    """A simulated card with room for both workers' CUDA contexts and ONE tiny trial (~0.11 GiB each)."""
+    from hpo.memory.estimate import CUDA_CONTEXT
+
+    out, cfg = tmp_path / "runs", tmp_path / "one-at-a-time.yaml"
+    card_mib = 2 * CUDA_CONTEXT // 2**20 + 150
+    cfg.write_text(CONFIG.read_text() + f"gpu_memory: {card_mib}MiB\nheadroom_gb: 0.0\n")
+    res = subprocess.run(
+        [*tune_cmd(out, "--par", "2", "--n-trials", "4", config=cfg), "--epochs", "2"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env(),
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    trials = [t for t in load(out).trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(trials) >= 4 and not [t for t in load(out).trials if t.state == TrialState.FAIL]
+    held = sorted((t.user_attrs["admitted_at"], t.user_attrs["released_at"]) for t in trials)
+    assert all(end <= nxt for (_, end), (nxt, _) in zip(held, held[1:], strict=False)), held  # never together
+    assert sum(t.user_attrs["admission_wait_s"] for t in trials) > 0.3  # one worker waited for the other
+    ledger = json.loads((out / "hpo.ledger.json").read_text())
+    assert [e["reservations"] + e["waiting"] for e in ledger.values()] == [[]]  # trials and contexts released

@@ -286,3 +286,38 @@ def test_property_matches_model_and_never_overcommits(
                 held += [res] if res is not None else []
             in_use = handles[(who + 1) % 3].in_use()
             assert in_use == sum(r.bytes for r in held) <= capacity
+
+
+def test_process_hold_is_recorded_without_waiting_and_counts_against_trials(tmp_path: Path) -> None:
+    ledger = make(tmp_path)
+    trial = ledger.reserve(70, trial=1)
+    hold = ledger.hold_process(40, label="cuda context")  # already on the card: recorded past capacity
+    assert (hold.kind, hold.trial, hold.pid, trial.kind) == ("process", None, os.getpid(), "trial")
+    assert ledger.in_use() == 110 and ledger.resident() == 40
+    assert ledger.try_reserve(1) is None
+    again = ledger.hold_process(30)  # one hold per process: a second call replaces the first
+    assert again.key == hold.key and ledger.resident() == 30 and ledger.in_use() == 100
+    ledger.release(trial)
+    assert ledger.try_reserve(70) is not None and ledger.try_reserve(1) is None
+    ledger.release(again)
+    assert ledger.in_use() == 70
+
+
+def test_trial_that_never_fits_beside_the_workers_memory_is_too_large(tmp_path: Path) -> None:
+    ledger = make(tmp_path)
+    ledger.hold_process(30)
+    with pytest.raises(LedgerTooLarge, match="30 bytes of it held by the workers' CUDA contexts"):
+        ledger.reserve(71, timeout=5)  # fits the capacity, but never beside the context
+    assert json.loads(ledger.path.read_text())["GPU-test"]["waiting"] == []
+    assert ledger.try_reserve(71) is None
+    assert ledger.reserve(70, timeout=1).bytes == 70
+
+
+def test_dead_workers_process_hold_is_reclaimed(tmp_path: Path) -> None:
+    ledger = make(tmp_path)
+    code = (
+        "from pathlib import Path; from hpo.ledger import Ledger; "
+        f"Ledger(Path({str(ledger.path)!r}), 'GPU-test', 100).hold_process(60)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)  # exits without releasing
+    assert ledger.resident() == 0 and ledger.reserve(100, timeout=1).bytes == 100
