@@ -118,6 +118,18 @@ def tune(
             help="Restart a worker after K trials (returns fragmented memory to the driver).",
         ),
     ] = None,
+    elastic: Annotated[
+        bool | None,
+        typer.Option(
+            "--elastic/--no-elastic",
+            help="With --par: a trial that waited --elastic-after seconds for room runs in a lighter "
+            "equivalent form (gradient checkpointing, smaller micro-batch x more accumulation). Default: on.",
+        ),
+    ] = None,
+    elastic_after: Annotated[
+        float | None,
+        typer.Option("--elastic-after", help="Seconds a trial waits for room as sampled (default 60)."),
+    ] = None,
 ) -> None:
     """Create or resume a study and run trials until it has --n-trials finished trials."""
     from hpo.tune import run_tune
@@ -142,6 +154,8 @@ def tune(
         device=device,
         par=par,
         recycle_after=recycle_after,
+        elastic=elastic,
+        elastic_after_s=elastic_after,
     )
     typer.echo(
         f"study {cfg.study} | agent {cfg.agent} | models {','.join(cfg.models)} | target "

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,13 +49,17 @@ class LedgerAdmission:
     """Ledger-backed admission for one worker process.
 
     ``start()`` records the worker's CUDA context in the ledger (it stays on the card while the worker waits);
-    each trial then reserves its estimated device total less that context, waiting until it fits, caps the
-    CUDA allocator at the reservation plus ``margin`` and releases on any exit path. ``close()`` gives the
+    each trial then reserves its estimated device total less that context, waiting until it fits (or, after
+    ``lighter_after`` seconds, until one of its lighter equivalent forms fits: hpo.elastic), caps the CUDA
+    allocator at the reservation plus ``margin`` and releases on any exit path. ``close()`` gives the
     context back when the worker exits (the ledger reclaims it anyway if the worker dies).
     """
 
-    def __init__(self, ledger: Ledger, context_bytes: int, margin_bytes: int) -> None:
+    def __init__(
+        self, ledger: Ledger, context_bytes: int, margin_bytes: int, lighter_after: float = 60.0
+    ) -> None:
         self.ledger, self.context_bytes, self.margin_bytes = ledger, context_bytes, margin_bytes
+        self.lighter_after = lighter_after
         self._hold: Reservation | None = None
 
     def start(self) -> None:
@@ -67,12 +71,17 @@ class LedgerAdmission:
             self._hold = None
 
     @contextlib.contextmanager
-    def __call__(self, nbytes: int, trial: int) -> Iterator[Reservation]:
-        trial_bytes = max(0, nbytes - self.context_bytes)  # the estimate's device total includes the context
-        with self.ledger.reserved(trial_bytes, trial=trial, label=f"worker pid {os.getpid()}") as res:
+    def __call__(self, sizes: Sequence[int], trial: int) -> Iterator[int]:
+        """Hold room for the first form in ``sizes`` (device totals, sampled form first); yields its index."""
+        # an estimate's device total includes the context, which is already on the card
+        first, *lighter = (max(0, n - self.context_bytes) for n in sizes)
+        label = f"worker pid {os.getpid()}"
+        with self.ledger.reserved(
+            first, trial=trial, label=label, lighter=lighter, lighter_after=self.lighter_after
+        ) as res:
             # the context lives outside the caching allocator, which the cap limits
             apply_memory_cap(res.bytes, self.margin_bytes)
-            yield res
+            yield res.form
 
 
 def make_admission(cfg: StudyConfig, policy: MemoryPolicy, gpu_key: str) -> LedgerAdmission | None:
@@ -87,7 +96,7 @@ def make_admission(cfg: StudyConfig, policy: MemoryPolicy, gpu_key: str) -> Ledg
     )
     # the caps of all workers together may overshoot their reservations by at most the headroom
     margin = min(CAP_MARGIN_BYTES, policy.headroom_bytes // max(1, cfg.par))
-    return LedgerAdmission(ledger, CUDA_CONTEXT, margin)
+    return LedgerAdmission(ledger, CUDA_CONTEXT, margin, cfg.elastic_after_s)
 
 
 def _trial_file(cfg: StudyConfig, pid: int) -> Path:

@@ -25,7 +25,7 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -72,6 +72,7 @@ class Reservation:
     label: str = ""
     host: str = ""
     kind: str = "trial"  # "trial" (waits for room) or "process" (a worker's CUDA context, recorded as a fact)
+    form: int = 0  # which of the trial's forms was reserved (0: as sampled; see Ledger.reserve's ``lighter``)
 
 
 PROCESS, TRIAL = "process", "trial"
@@ -147,7 +148,7 @@ class Ledger:
     def try_reserve(self, nbytes: int, *, trial: int | None = None, label: str = "") -> Reservation | None:
         """Reserve ``nbytes`` now, or return None when that would over-commit the GPU budget."""
         self._check(nbytes)
-        return self._attempt(int(nbytes), trial, label, ticket=None)
+        return self._attempt([int(nbytes)], 1, trial, label, ticket=None)
 
     def reserve(
         self,
@@ -157,24 +158,33 @@ class Ledger:
         label: str = "",
         timeout: float | None = None,
         should_stop: Callable[[], bool] | None = None,
+        lighter: Sequence[int] = (),
+        lighter_after: float = 0.0,
     ) -> Reservation:
         """Block until ``nbytes`` fits; LedgerTimeout on timeout.
 
-        LedgerTooLarge at once when it never can: past the capacity, or past what the live workers' own
+        ``lighter``: sizes of lighter forms of the same trial (hpo.elastic), in order of preference. Once the
+        caller has waited ``lighter_after`` seconds (at once if ``nbytes`` can never fit), the first form
+        that fits is reserved; ``Reservation.form`` says which (0 = ``nbytes``, k = ``lighter[k - 1]``).
+        LedgerTooLarge at once when no form ever can: past the capacity, or past what the live workers' own
         memory (:meth:`hold_process`) leaves of it.
         """
-        self._check(nbytes)
-        if nbytes > self.capacity_bytes:
+        options = [int(nbytes), *(int(n) for n in lighter)]
+        for n in options:
+            self._check(n)
+        if min(options) > self.capacity_bytes:
             raise LedgerTooLarge(
-                f"trial needs {_size(nbytes)} but the GPU budget of {self.gpu_key} is "
+                f"trial needs {_size(min(options))} but the GPU budget of {self.gpu_key} is "
                 f"{_size(self.capacity_bytes)}",
                 "shrink the trial (batch size, max length, precision, checkpointing) or raise --gpu-memory",
             )
-        deadline = None if timeout is None else time.monotonic() + timeout
+        start = time.monotonic()
+        deadline = None if timeout is None else start + timeout
         ticket, res = _new_key(), None
         try:
             while True:
-                res = self._attempt(int(nbytes), trial, label, ticket=ticket)
+                eligible = len(options) if time.monotonic() - start >= lighter_after else 1
+                res = self._attempt(options, eligible, trial, label, ticket=ticket)
                 if res is not None:
                     return res
                 if should_stop is not None and should_stop():
@@ -255,7 +265,12 @@ class Ledger:
         if nbytes < 0:
             raise ValueError(f"cannot reserve a negative number of bytes ({nbytes})")
 
-    def _attempt(self, nbytes: int, trial: int | None, label: str, ticket: str | None) -> Reservation | None:
+    def _attempt(
+        self, options: list[int], eligible: int, trial: int | None, label: str, ticket: str | None
+    ) -> Reservation | None:
+        """Reserve the first of ``options[:eligible]`` that is admitted now (all of them when the first
+        ``eligible`` can never fit); else register or update the caller's waiter (``ticket``) with the least
+        it can run with, and return None."""
         with self._lock:
             data = self._read()
             changed = self._reclaim(data) > 0
@@ -263,25 +278,42 @@ class Ledger:
             now = time.time()
             in_use = sum(int(r["bytes"]) for r in entry["reservations"])
             resident = sum(int(r["bytes"]) for r in entry["reservations"] if r.get("kind") == PROCESS)
-            if nbytes + resident > self.capacity_bytes and ticket is not None:  # reserve(): never fits
+            possible = [i for i, n in enumerate(options) if n + resident <= self.capacity_bytes]
+            if not possible and ticket is not None:  # reserve(): no form ever fits beside the workers
                 if changed:
                     self._write(data)
                 raise LedgerTooLarge(
-                    f"trial needs {_size(nbytes)} but the GPU budget of {self.gpu_key} is "
+                    f"trial needs {_size(min(options))} but the GPU budget of {self.gpu_key} is "
                     f"{_size(self.capacity_bytes)}, {_size(resident)} of it held by the workers' "
                     "CUDA contexts",
                     "shrink the trial (batch size, max length, precision, checkpointing) or lower PAR",
                 )
-            if not admits(in_use, self.capacity_bytes, nbytes, held_back(entry["waiting"], now, ticket)):
-                if ticket is not None and all(w["key"] != ticket for w in entry["waiting"]):
-                    waiter = {"key": ticket, "pid": os.getpid(), "host": HOST, "bytes": nbytes, "since": now}
-                    entry["waiting"].append(waiter | {"priority_at": now + self.priority_after})
-                    changed = True
+            candidates = [i for i in possible if i < eligible] or possible
+            reserve_back = held_back(entry["waiting"], now, ticket)
+            form = next(
+                (i for i in candidates if admits(in_use, self.capacity_bytes, options[i], reserve_back)), None
+            )
+            if form is None:
+                if ticket is not None and candidates:
+                    need = min(options[i] for i in candidates)
+                    mine = [w for w in entry["waiting"] if w["key"] == ticket]
+                    if not mine:
+                        waiter = {
+                            "key": ticket,
+                            "pid": os.getpid(),
+                            "host": HOST,
+                            "bytes": need,
+                            "since": now,
+                        }
+                        entry["waiting"].append(waiter | {"priority_at": now + self.priority_after})
+                        changed = True
+                    elif int(mine[0]["bytes"]) != need:  # lighter forms became eligible
+                        mine[0]["bytes"], changed = need, True
                 if changed:
                     self._write(data)
                 return None
             key, pid = ticket or _new_key(), os.getpid()
-            res = Reservation(key, pid, nbytes, trial, created=now, label=label, host=HOST)
+            res = Reservation(key, pid, options[form], trial, now, label, HOST, TRIAL, form)
             entry["reservations"].append(asdict(res))
             entry["waiting"] = [w for w in entry["waiting"] if w["key"] != res.key]
             self._write(data)

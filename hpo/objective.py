@@ -5,7 +5,8 @@ Trial user attrs written here (read by `hpo trials`, `hpo best`, `hpo oom`):
   ("memory_estimate" | "early_stop" | "oom"), oom, oom_config, oom_attempts, measured_peak_gb,
   measured_reserved_gb, measured_device_gb, nvml_process_gb, high_memory, best_epoch, epochs_run,
   stopped_early, final_config / final_device (after shrink or cpu fallback), error, fatal_error, and with a
-  memory ledger (``--par``) admission_wait_s, admitted_at, released_at.
+  memory ledger (``--par``) admission_wait_s, admitted_at, released_at, and when a lighter equivalent form
+  ran (hpo.elastic) elastic_form, run_config, run_estimated_peak_gb.
 An OOM or an over-budget config is also marked infeasible with ``trial.set_constraint`` so TPE never ranks it
 as promising, whatever it reported before failing.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,7 @@ import torch
 
 from hpo.agents.base import Agent
 from hpo.config import StudyConfig, TrialConfig
+from hpo.elastic import describe, lighter_forms
 from hpo.faults import FaultInjector, FaultPlan, SimulatedGpu
 from hpo.ledger import LedgerTooLarge
 from hpo.memory.catalog import ModelSpec, get_spec
@@ -46,15 +48,16 @@ from hpo.train.data import Splits, encode_pairs
 from hpo.train.loop import EpochResult, TrainResult, train
 from hpo.train.model import build_model, load_tokenizer
 
-Admission = Callable[[int, int], contextlib.AbstractContextManager[Any]]
+# (device totals of the trial's forms, sampled first; trial number) -> holds room, yields the form's index
+Admission = Callable[[Sequence[int], int], contextlib.AbstractContextManager[int]]
 
 
 class WorkerPoisoned(Exception):
     """A fatal CUDA error (device-side assert, illegal access): this process must not run another trial."""
 
 
-def _no_admission(nbytes: int, trial: int) -> contextlib.AbstractContextManager[Any]:
-    return contextlib.nullcontext()
+def _no_admission(sizes: Sequence[int], trial: int) -> contextlib.AbstractContextManager[int]:
+    return contextlib.nullcontext(0)
 
 
 @dataclass
@@ -208,20 +211,45 @@ class Objective:
         return optuna.TrialPruned(f"memory estimate: {reason}")
 
     @contextlib.contextmanager
-    def _admitted(self, trial: optuna.Trial, nbytes: int) -> Iterator[None]:
-        """Hold the trial's memory admission; records how long it waited and when it held the memory
-        (user attrs ``admission_wait_s``, ``admitted_at``, ``released_at``; epoch seconds)."""
+    def _admitted(
+        self,
+        trial: optuna.Trial,
+        run_id: str | None,
+        spec: ModelSpec,
+        tcfg: TrialConfig,
+        budget: Budget,
+        on_gpu: bool,
+    ) -> Iterator[tuple[TrialConfig, Budget]]:
+        """Hold the trial's memory admission; yields the form that got room (as sampled, or a lighter
+        equivalent one: hpo.elastic) with its estimate. Records how long it waited, when it held the memory
+        (user attrs ``admission_wait_s``, ``admitted_at``, ``released_at``; epoch seconds) and the form."""
         if self.admission is _no_admission:
-            yield
+            yield tcfg, budget
             return
+        forms = [(tcfg, budget)]
+        if self.cfg.elastic and on_gpu:
+            lighter = [(f, self.sizer.estimate(spec, f)) for f in lighter_forms(tcfg)]
+            forms += [(f, b) for f, b in lighter if b.device_total_bytes < budget.device_total_bytes]
+        sizes = [b.device_total_bytes if on_gpu else 0 for _, b in forms]
         asked, admitted = time.time(), False
         try:
-            with self.admission(nbytes, trial.number):
+            with self.admission(sizes, trial.number) as k:
                 admitted = True
                 now = time.time()
                 trial.set_user_attr("admission_wait_s", round(now - asked, 3))
                 trial.set_user_attr("admitted_at", now)
-                yield
+                run_cfg, run_budget = forms[k]
+                if k:
+                    form = describe(tcfg, run_cfg)
+                    trial.set_user_attr("elastic_form", form)
+                    trial.set_user_attr("run_config", run_cfg.model_dump())
+                    trial.set_user_attr("run_estimated_peak_gb", round(run_budget.device_total_bytes / GB, 3))
+                    run = {"batch_size": run_cfg.batch_size, "grad_accum": run_cfg.grad_accum}
+                    run["grad_checkpointing"] = run_cfg.grad_checkpointing
+                    self.tracker.log_params(
+                        run_id, {"elastic_form": form, **{f"run_{name}": v for name, v in run.items()}}
+                    )
+                yield run_cfg, run_budget
         finally:
             if admitted:
                 trial.set_user_attr("released_at", time.time())
@@ -277,7 +305,7 @@ class Objective:
         peak: PeakMemory | None = None
         while True:
             try:
-                with self._admitted(trial, budget.device_total_bytes if on_gpu else 0):
+                with self._admitted(trial, run_id, spec, tcfg, budget, on_gpu) as (tcfg, budget):
                     try:
                         result = self._train(trial, tcfg, spec, device, budget, run_id, injector, on_gpu)
                     except BaseException as exc:
