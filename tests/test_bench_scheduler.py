@@ -24,48 +24,80 @@ def bench() -> ModuleType:
     return module
 
 
-def synthetic(model: str, batch: int, length: int, precision: str, ckpt: bool) -> int:
-    """Footprints between ~2 and ~12 GiB, growing with model size, batch and length (no estimator needed)."""
-    base = 4.0 if "large" in model else 1.5
-    tokens = batch * length / (4096 if ckpt else 2048) * (1.0 if precision == "fp32" else 0.6)
-    return int((base + min(tokens, 8.0)) * GIB)
+def draw_from(seed: int):  # type: ignore[no-untyped-def]
+    """Uniform configs of two base and one large encoder (no search space needed)."""
+    import random
+
+    from hpo.config import TrialConfig
+
+    rng = random.Random(seed)
+
+    def draw() -> TrialConfig:
+        return TrialConfig(
+            model=rng.choice(["bert-base-uncased", "roberta-base", "roberta-large"]),
+            learning_rate=1e-4,
+            batch_size=rng.choice([8, 16, 32]),
+            max_length=rng.choice([128, 256]),
+            precision=rng.choice(["fp32", "bf16"]),
+            grad_checkpointing=rng.random() < 0.5,
+        )
+
+    return draw
+
+
+def synthetic(cfg) -> int:  # type: ignore[no-untyped-def]
+    """Footprints between ~2 and ~14 GiB, growing with model size, batch and length (no estimator needed)."""
+    base = 5.0 if "large" in cfg.model else 1.5
+    tokens = cfg.batch_size * cfg.max_length / (2048 if cfg.grad_checkpointing else 1024)
+    return int((base + min(tokens * (1.0 if cfg.precision == "fp32" else 0.6), 9.0)) * GIB)
+
+
+def mix_of(bench: ModuleType, seed: int, footprint=synthetic, limit: int = 22 * GIB):  # type: ignore[no-untyped-def]
+    return bench.Mix(seed, footprint, limit, draw_from(seed))
 
 
 def test_memory_aware_never_crashes_and_beats_fixed_par2(bench: ModuleType) -> None:
     """On a synthetic 2-12 GiB mix (packing matters, no estimator needed); full-size numbers: the script."""
     card, capacity = 24 * GIB, int(22.5 * GIB)
-    mix = bench.Mix(1, synthetic, capacity)
+    mix = mix_of(bench, 1, limit=capacity - 3 * bench.CUDA_CONTEXT)
     results = {(r.policy, r.par): r for r in bench.run_all(mix, 60, 4, card, capacity)}
     memory, fixed2, fixed4 = results["memory", 4], results["fixed", 2], results["fixed", 4]
-    assert memory.crashes == memory.lost == 0 and memory.completed == 60
-    assert memory.max_in_use_gib <= 22.5
+    elastic = results["memory-elastic", 4]
+    for r in (memory, elastic):
+        assert r.crashes == r.lost == 0 and r.completed == 60
+        assert r.max_in_use_gib <= 22.5
     assert memory.trials_per_hour >= fixed2.trials_per_hour
+    assert elastic.trials_per_hour >= memory.trials_per_hour and elastic.mean_wait_min <= memory.mean_wait_min
+    # no zero-OOM schedule beats its ceiling; lighter forms raise the ceiling
+    assert memory.trials_per_hour <= bench.ceiling(mix, 60, 4, capacity)
+    assert elastic.trials_per_hour <= bench.ceiling(mix, 60, 4, capacity, elastic=True)
     assert fixed4.crashes > 0 and fixed4.wasted_gpu_hours > 0
     assert results["fixed", 1].crashes == 0 and results["fixed", 1].completed == 60
 
 
 def test_simulation_is_seeded(bench: ModuleType) -> None:
     def run(seed: int) -> list[object]:
-        mix = bench.Mix(seed, synthetic, 22 * GIB)
+        mix = mix_of(bench, seed)
         return bench.run_all(mix, 30, 4, 24 * GIB, 22 * GIB, contention=True)
 
     assert run(3) == run(3) != run(4)
 
 
 def test_crash_accounting_on_two_big_trials(bench: ModuleType) -> None:
-    mix = bench.Mix(0, lambda *cfg: 15 * GIB, 22 * GIB)
+    mix = mix_of(bench, 0, footprint=lambda cfg: 15 * GIB)
     fixed = bench.simulate(mix, 2, "fixed", 2, 24 * GIB, 22 * GIB, crash_kills="all", lost="drop")
     assert (fixed.crashes, fixed.lost, fixed.completed) == (1, 2, 0)
     # the newest attempt dies and reruns beside the same neighbour until it runs out of attempts
     retried = bench.simulate(mix, 2, "fixed", 2, 24 * GIB, 22 * GIB, crash_kills="newest", max_attempts=3)
     assert (retried.crashes, retried.lost, retried.completed) == (3, 3, 1)
     memory = bench.simulate(mix, 2, "memory", 2, 24 * GIB, 22 * GIB)
-    assert (memory.crashes, memory.completed, memory.max_in_use_gib) == (0, 2, 15.0)
+    # one trial at a time, beside the other (waiting) worker's CUDA context
+    assert (memory.crashes, memory.completed, memory.max_in_use_gib) == (0, 2, 15.5)
     assert memory.makespan_hours == pytest.approx((mix[0].duration_s + mix[1].duration_s) / 3600, rel=1e-3)
 
 
 def test_contention_slows_concurrent_trials(bench: ModuleType) -> None:
-    mix = bench.Mix(2, synthetic, 22 * GIB)
+    mix = mix_of(bench, 2)
     free = bench.simulate(mix, 20, "memory", 4, 24 * GIB, 22 * GIB)
     shared = bench.simulate(mix, 20, "memory", 4, 24 * GIB, 22 * GIB, contention=True)
     assert shared.makespan_hours > free.makespan_hours
@@ -73,30 +105,57 @@ def test_contention_slows_concurrent_trials(bench: ModuleType) -> None:
 
 def test_simulate_rejects_unknown_policy(bench: ModuleType) -> None:
     with pytest.raises(ValueError):
-        bench.simulate(bench.Mix(0, synthetic, GIB * 22), 1, "greedy", 1, 24 * GIB, 22 * GIB)
+        bench.simulate(mix_of(bench, 0), 1, "greedy", 1, 24 * GIB, 22 * GIB)
+
+
+def test_fixed_par_runs_unfit_configs_and_loses_them(bench: ModuleType) -> None:
+    mix = mix_of(bench, 5, limit=8 * GIB)  # every synthetic config over 8 GiB cannot run
+    mix.trials_upto(20)
+    unfit = sum(mix.unfit_before[:20])
+    assert unfit > 0 and unfit == mix.pruned
+    alone = bench.simulate(mix, 20, "fixed", 1, 24 * GIB, 22 * GIB)
+    assert (alone.crashes, alone.lost, alone.completed) == (unfit, unfit, 20)
+    skipped = bench.simulate(mix, 20, "fixed", 1, 24 * GIB, 22 * GIB, unfit="skip")
+    assert (skipped.crashes, skipped.lost) == (0, 0) and skipped.makespan_hours < alone.makespan_hours
+    hpo = bench.simulate(mix, 20, "memory", 1, 24 * GIB, 22 * GIB)  # pruned by estimate: free
+    assert (hpo.crashes, hpo.lost, hpo.completed) == (0, 0, 20)
 
 
 def test_main_writes_json(bench: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bench.json"
-    assert (
-        bench.main(["--n-trials", "24", "--seed", "5", "--approx", "--extra-par", "6", "--out", str(out)])
-        == 0
-    )
+    argv = ["--n-trials", "24", "--seed", "5", "--repeat", "2", "--extra-par", "6", "--out", str(out)]
+    assert bench.main(argv) == 0
     printed = capsys.readouterr().out
-    assert "memory-aware PAR=4" in printed and "fixed PAR=2" in printed
+    assert "memory-aware+elastic PAR=4" in printed and "fixed PAR=2" in printed and "ceiling PAR=4" in printed
+    assert "over 2 seeds" in printed and "criteria-24gb.yaml" in printed
     payload = json.loads(out.read_text())
-    assert payload["config"]["footprint"] == "approx_footprint"
-    rows = {(r["policy"], r["par"]): r for r in payload["results"]}
-    assert set(rows) == {("fixed", 4), ("fixed", 2), ("fixed", 1), ("memory", 4), ("memory", 6)}
-    assert rows["memory", 4]["crashes"] == 0 and rows["memory", 4]["completed"] == 24
+    assert [run["seed"] for run in payload["runs"]] == [5, 6]
+    rows = {(r["policy"], r["par"]): r for r in payload["runs"][0]["results"]}
+    assert set(rows) == {
+        ("fixed", 4),
+        ("fixed", 2),
+        ("fixed", 1),
+        ("memory", 4),
+        ("memory-elastic", 4),
+        ("memory-elastic", 6),
+    }
+    assert rows["memory-elastic", 4]["crashes"] == 0 and rows["memory-elastic", 4]["completed"] == 24
+    assert rows["fixed", 2]["vs_base"] == 1.0
 
 
-def test_estimator_mix_is_never_overcommitted(bench: ModuleType) -> None:
-    """Shipped estimator and 24 GB profile: no crash, never past the ledger capacity, nothing lost."""
-    bounds, source = bench.default_bounds("24GB")
-    assert source.startswith("profile")
-    mix = bench.Mix(7, bench.estimator_footprint, int(22.5 * GIB), bounds=bounds)
-    memory = bench.simulate(mix, 40, "memory", 4, 24 * GIB, int(22.5 * GIB))
-    assert (memory.crashes, memory.lost, memory.completed) == (0, 0, 40)
-    assert memory.max_in_use_gib <= 22.5
-    assert all(mix[i].footprint <= 22.5 * GIB for i in range(40))
+def test_space_mix_is_the_tools_and_never_overcommitted(bench: ModuleType) -> None:
+    """The shipped 24 GB study, sampled by hpo.space, sized by the estimator: no crash, within capacity."""
+    from hpo.config import load_config
+
+    capacity = int(22.5 * GIB)
+    draw = bench.space_draw(bench.DEFAULT_CONFIG, 7)
+    mix = bench.Mix(7, bench.estimator_footprint, capacity - 3 * bench.CUDA_CONTEXT, draw)
+    trials = mix.trials_upto(40)
+    models = set(load_config(bench.DEFAULT_CONFIG).models)
+    assert {t.config.model for t in trials} <= models and len({t.config.model for t in trials}) > 2
+    assert all(t.footprint <= capacity - 3 * bench.CUDA_CONTEXT for t in trials)
+    assert all(f.footprint < t.footprint for t in trials for f in t.forms[1:])
+    for elastic in (False, True):
+        memory = bench.simulate(mix, 40, "memory", 4, 24 * GIB, capacity, elastic=elastic)
+        assert (memory.crashes, memory.lost, memory.completed) == (0, 0, 40)
+        assert memory.max_in_use_gib <= 22.5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -244,7 +245,7 @@ def test_ledger_admits_one_trial_at_a_time_when_two_do_not_fit(tmp_path: Path) -
     trials = [t for t in load(out).trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(trials) >= 4 and not [t for t in load(out).trials if t.state == TrialState.FAIL]
     held = sorted((t.user_attrs["admitted_at"], t.user_attrs["released_at"]) for t in trials)
-    assert all(end <= nxt for (_, end), (nxt, _) in zip(held, held[1:], strict=False)), held  # never together
+    assert all(end <= nxt for (_, end), (nxt, _) in itertools.pairwise(held)), held  # never together
     assert sum(t.user_attrs["admission_wait_s"] for t in trials) > 0.3  # one worker waited for the other
     ledger = json.loads((out / "hpo.ledger.json").read_text())
     assert [e["reservations"] + e["waiting"] for e in ledger.values()] == [[]]  # trials and contexts released
