@@ -58,7 +58,8 @@ format: install
 
 bench: install
 	$(BIN)/python scripts/bench_estimator.py
-	$(BIN)/python scripts/bench_scheduler.py
+	$(BIN)/python scripts/bench_scheduler.py --repeat 10
+	$(BIN)/python scripts/bench_scheduler.py --repeat 10 --agent-defaults
 
 MODELS_FLAG = $(if $(MODELS),--models $(MODELS),)
 GPU_FLAG = $(if $(GPU_MEMORY),--gpu-memory $(GPU_MEMORY),)

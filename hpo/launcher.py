@@ -28,7 +28,7 @@ from optuna.trial import TrialState
 
 from hpo.config import StudyConfig
 from hpo.isolation import apply_memory_cap, worker_env
-from hpo.ledger import Ledger, Reservation, ledger_path_for
+from hpo.ledger import Ledger, Reservation, ledger_path_for, usage_line
 from hpo.memory.estimate import CUDA_CONTEXT
 from hpo.sizing import MemoryPolicy
 from hpo.study import create_or_load, finished_count
@@ -261,10 +261,12 @@ class Launcher:
             if info.available
             else ""
         )
+        usage = usage_line(ledger_path_for(self.cfg.storage_url, self.cfg.output_dir))
+        ledger = f" | {usage}" if usage else ""
         return (
             f"{done}/{self.cfg.n_trials} finished | complete {c['complete']} | pruned by estimate "
             f"{c['pruned_memory_estimate']} | OOM {c['pruned_oom']} | early stop {c['pruned_early_stop']} | "
-            f"failed {c['fail']} | running {c['running']} | workers {len(self.workers)}{gpu}"
+            f"failed {c['fail']} | running {c['running']} | workers {len(self.workers)}{gpu}{ledger}"
         )
 
     def _shutdown(self, study: optuna.Study, grace: float = 30.0) -> None:

@@ -374,6 +374,25 @@ class Ledger:
         os.replace(tmp, self.path)
 
 
+def usage_line(path: Path) -> str:
+    """One line per GPU key of a ledger file for progress displays: reserved / capacity, trials, waiters
+    ("" when there is no ledger). Reads the atomically replaced file without the lock (a snapshot)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return ""
+    parts = []
+    for entry in data.values() if isinstance(data, dict) else []:
+        reservations = entry.get("reservations", [])
+        used = sum(int(r["bytes"]) for r in reservations)
+        trials = sum(1 for r in reservations if r.get("kind", TRIAL) == TRIAL)
+        parts.append(
+            f"ledger {used / 2**30:.1f}/{int(entry.get('capacity', 0)) / 2**30:.1f} GB, {trials} admitted, "
+            f"{len(entry.get('waiting', []))} waiting"
+        )
+    return "; ".join(parts)
+
+
 def _size(nbytes: int) -> str:
     return f"{nbytes / 2**30:.2f} GiB" if nbytes >= 2**24 else f"{nbytes} bytes"
 

@@ -19,7 +19,8 @@ def _fmt(value: Any) -> str:
 
 
 def trial_row(t: FrozenTrial) -> dict[str, Any]:
-    """One trial as a flat row: number, state, value, reason, duration and the key params."""
+    """One trial as a flat row: number, state, value, reason, duration, memory (estimate, admission wait,
+    lighter form it ran in) and the key params."""
     duration = t.duration.total_seconds() if t.duration is not None else None
     state = t.state.name.lower()
     params = t.user_attrs.get("trial_config") or t.params
@@ -30,6 +31,8 @@ def trial_row(t: FrozenTrial) -> dict[str, Any]:
         "reason": t.user_attrs.get("pruned_reason", "") if t.state == TrialState.PRUNED else "",
         "duration_s": round(duration, 1) if duration is not None else None,
         "est_gb": t.user_attrs.get("estimated_peak_gb"),
+        "wait_s": t.user_attrs.get("admission_wait_s"),  # waited for GPU memory (--par)
+        "ran_as": t.user_attrs.get("elastic_form", ""),  # a lighter equivalent form (hpo.elastic)
     }
     for key in KEY_PARAMS:
         row[key] = params.get(key)

@@ -351,6 +351,7 @@ def run_all(
     return results + [simulate(mix, n_trials, "memory", p, card, capacity, **kw) for p in (par, *extra_par)]
 
 
+NAMES = {"fixed": "fixed", "memory": "memory-aware", "memory-elastic": "memory-aware+elastic"}
 ROW = "{:<28}{:>9}{:>10}{:>9}{:>8}{:>13}{:>6}{:>14}{:>10}{:>9}{:>10}{:>10}"
 HEADER = (
     "schedule|done|trials/h|vs base|work/h|OOM crashes|lost|wasted GPU-h|mean mem|max GiB|wait min|max wait"
@@ -362,8 +363,7 @@ def table(results: Sequence[Result], baseline: Result, ceilings: dict[str, float
     rows = [ROW.format(*HEADER.split("|"))]
     rows.append("-" * len(rows[0]))
     for r in results:
-        kind = {"fixed": "fixed", "memory": "memory-aware", "memory-elastic": "memory-aware+elastic"}
-        name = f"{kind[r.policy]} PAR={r.par}"
+        name = f"{NAMES[r.policy]} PAR={r.par}"
         speed = (f"{r.trials_per_hour:.2f}", f"{r.trials_per_hour / baseline.trials_per_hour:.2f}x")
         loss = (f"{r.work_per_hour:.2f}", r.crashes, r.lost, f"{r.wasted_gpu_hours:.2f}")
         memory = (f"{r.mean_memory_util:.1%}", f"{r.max_in_use_gib:.1f}")
@@ -429,6 +429,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         baseline = next(r for r in results if r.policy == "fixed" and r.par == max(1, args.par // 2))
         footprints = [t.footprint for t in mix.trials_upto(args.n_trials)]
+        runs.append({"seed": seed, "pruned_by_estimate": mix.pruned, "ceilings": ceilings})
+        runs[-1]["results"] = [
+            asdict(r) | {"vs_base": r.trials_per_hour / baseline.trials_per_hour} for r in results
+        ]
+        if seed != args.seed:
+            continue  # with --repeat, the first seed's table and the summary
         print(
             f"\n{args.n_trials} trials (seed {seed}) sampled from {source}, card {card / GIB:g} GiB, ledger "
             f"capacity {capacity / GIB:g} GiB, CUDA context {CUDA_CONTEXT / GIB:g} GiB per worker, "
@@ -437,15 +443,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"OOM kills {args.crash_kills}, lost {args.lost}, contention {'on' if args.contention else 'off'}"
         )
         print(table(results, baseline, ceilings))
-        runs.append({"seed": seed, "pruned_by_estimate": mix.pruned, "ceilings": ceilings})
-        runs[-1]["results"] = [
-            asdict(r) | {"vs_base": r.trials_per_hour / baseline.trials_per_hour} for r in results
-        ]
     if args.repeat > 1:
-        print(f"\nover {args.repeat} seeds, trials/h vs fixed PAR={max(1, args.par // 2)}: mean (min..max)")
+        seeds, base = f"{args.seed}..{args.seed + args.repeat - 1}", max(1, args.par // 2)
+        print(f"\nseeds {seeds}, trials/h vs fixed PAR={base}: mean (min..max)")
         for k, row in enumerate(runs[0]["results"]):
             ratios = [run["results"][k]["vs_base"] for run in runs]
-            name = f"{row['policy']} PAR={row['par']}"
+            name = f"{NAMES[row['policy']]} PAR={row['par']}"
             print(f"  {name:<28}{sum(ratios) / len(ratios):.2f}x ({min(ratios):.2f}..{max(ratios):.2f})")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -127,7 +127,7 @@ def test_main_writes_json(bench: ModuleType, tmp_path: Path, capsys: pytest.Capt
     assert bench.main(argv) == 0
     printed = capsys.readouterr().out
     assert "memory-aware+elastic PAR=4" in printed and "fixed PAR=2" in printed and "ceiling PAR=4" in printed
-    assert "over 2 seeds" in printed and "criteria-24gb.yaml" in printed
+    assert "seeds 5..6, trials/h vs fixed PAR=2" in printed and "criteria-24gb.yaml" in printed
     payload = json.loads(out.read_text())
     assert [run["seed"] for run in payload["runs"]] == [5, 6]
     rows = {(r["policy"], r["par"]): r for r in payload["runs"][0]["results"]}

@@ -21,6 +21,7 @@ from hpo.ledger import Ledger, LedgerTimeout
 from hpo.memory.catalog import get_spec
 from hpo.memory.estimate import CUDA_CONTEXT, estimate
 from hpo.progress import Progress
+from hpo.results import trial_row
 from hpo.sizing import memory_request
 from hpo.study import create_or_load
 from hpo.tune import build_objective
@@ -168,5 +169,7 @@ def test_objective_runs_a_waiting_trial_in_its_lighter_form(tmp_path: Path) -> N
     assert trial.params["grad_checkpointing"] is False  # the sampled value stays the trial's param
     assert trial.user_attrs["trial_config"]["grad_checkpointing"] is False
     assert trial.user_attrs["run_estimated_peak_gb"] < trial.user_attrs["estimated_peak_gb"]
+    row = trial_row(optuna.load_study(study_name=cfg.study, storage=cfg.storage_url).trials[0])
+    assert row["ran_as"] == "gradient checkpointing" and row["wait_s"] >= 0  # `hpo trials` shows it
     admission.close()
-    assert isinstance(optuna.load_study(study_name=cfg.study, storage=cfg.storage_url), optuna.Study)
+    assert ledger.in_use() == 2 * 1024 * MIB - CUDA_CONTEXT - free  # only the neighbour is left

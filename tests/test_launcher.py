@@ -154,8 +154,9 @@ def test_worker_admission_reserves_the_trial_beside_its_own_context(tmp_path: Pa
     ledger = Ledger(admission.ledger.path, "GPU-x", 3 * 2**30)
     admission.start()  # the worker's CUDA context is on the card from now on, trial or not
     assert ledger.in_use() == ledger.resident() == CUDA_CONTEXT
-    with admission(CUDA_CONTEXT + 100 * 2**20, 7) as res:  # an estimate's device total includes the context
-        assert (res.bytes, res.trial, res.kind) == (100 * 2**20, 7, "trial")
+    with admission([CUDA_CONTEXT + 100 * 2**20], 7) as form:  # a device total includes the context
+        (res,) = [r for r in ledger.reservations() if r.kind == "trial"]
+        assert (form, res.bytes, res.trial) == (0, 100 * 2**20, 7)
         assert ledger.in_use() == CUDA_CONTEXT + 100 * 2**20
     assert ledger.in_use() == CUDA_CONTEXT
     admission.close()
@@ -248,4 +249,7 @@ def test_ledger_admits_one_trial_at_a_time_when_two_do_not_fit(tmp_path: Path) -
     assert all(end <= nxt for (_, end), (nxt, _) in itertools.pairwise(held)), held  # never together
     assert sum(t.user_attrs["admission_wait_s"] for t in trials) > 0.3  # one worker waited for the other
     ledger = json.loads((out / "hpo.ledger.json").read_text())
-    assert [e["reservations"] + e["waiting"] for e in ledger.values()] == [[]]  # trials and contexts released
+    assert [e["reservations"] + e["waiting"] for e in ledger.values()] == [[]]
+    assert (
+        "| ledger 0.0/" in res.stdout and "0 admitted, 0 waiting" in res.stdout
+    )  # the launcher's status  # trials and contexts released

@@ -321,3 +321,13 @@ def test_dead_workers_process_hold_is_reclaimed(tmp_path: Path) -> None:
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)  # exits without releasing
     assert ledger.resident() == 0 and ledger.reserve(100, timeout=1).bytes == 100
+
+
+def test_usage_line_summarises_each_gpu(tmp_path: Path) -> None:
+    from hpo.ledger import usage_line
+
+    assert usage_line(tmp_path / "missing.json") == ""
+    ledger = Ledger(tmp_path / "hpo.ledger.json", "GPU-u", 4 * 2**30)
+    ledger.hold_process(2**29)
+    ledger.reserve(2**30, trial=1)
+    assert usage_line(ledger.path) == "ledger 1.5/4.0 GB, 1 admitted, 0 waiting"
