@@ -240,15 +240,19 @@ class Objective:
                 trial.set_user_attr("admitted_at", now)
                 run_cfg, run_budget = forms[k]
                 if k:
+                    first = "elastic_form" not in trial.user_attrs  # MLflow params are write-once
                     form = describe(tcfg, run_cfg)
                     trial.set_user_attr("elastic_form", form)
                     trial.set_user_attr("run_config", run_cfg.model_dump())
                     trial.set_user_attr("run_estimated_peak_gb", round(run_budget.device_total_bytes / GB, 3))
                     run = {"batch_size": run_cfg.batch_size, "grad_accum": run_cfg.grad_accum}
                     run["grad_checkpointing"] = run_cfg.grad_checkpointing
-                    self.tracker.log_params(
-                        run_id, {"elastic_form": form, **{f"run_{name}": v for name, v in run.items()}}
-                    )
+                    if (
+                        first
+                    ):  # an OOM retry (--on-oom shrink) may admit another form: user attrs keep the last
+                        self.tracker.log_params(
+                            run_id, {"elastic_form": form, **{f"run_{name}": v for name, v in run.items()}}
+                        )
                 yield run_cfg, run_budget
         finally:
             if admitted:

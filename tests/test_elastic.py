@@ -11,6 +11,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from test_hyperparams_effect import BASE, run
 
@@ -133,7 +134,6 @@ def test_objective_runs_a_waiting_trial_in_its_lighter_form(tmp_path: Path) -> N
             "n_trials": 1,
             "epochs": 1,
             "max_train_examples": 32,
-            "mlflow": False,
             "gpu_memory": "2GiB",
             "headroom_gb": 0.0,
             "elastic_after_s": 0.0,
@@ -169,6 +169,9 @@ def test_objective_runs_a_waiting_trial_in_its_lighter_form(tmp_path: Path) -> N
     assert trial.params["grad_checkpointing"] is False  # the sampled value stays the trial's param
     assert trial.user_attrs["trial_config"]["grad_checkpointing"] is False
     assert trial.user_attrs["run_estimated_peak_gb"] < trial.user_attrs["estimated_peak_gb"]
+    run = MlflowClient(cfg.mlflow_tracking_uri).get_run(trial.user_attrs["mlflow_run_id"])
+    assert run.data.params["elastic_form"] == "gradient checkpointing"
+    assert run.data.params["run_grad_checkpointing"] == "True" and run.info.status == "FINISHED"
     row = trial_row(optuna.load_study(study_name=cfg.study, storage=cfg.storage_url).trials[0])
     assert row["ran_as"] == "gradient checkpointing" and row["wait_s"] >= 0  # `hpo trials` shows it
     admission.close()
