@@ -172,12 +172,6 @@ class Ledger:
         options = [int(nbytes), *(int(n) for n in lighter)]
         for n in options:
             self._check(n)
-        if min(options) > self.capacity_bytes:
-            raise LedgerTooLarge(
-                f"trial needs {_size(min(options))} but the GPU budget of {self.gpu_key} is "
-                f"{_size(self.capacity_bytes)}",
-                "shrink the trial (batch size, max length, precision, checkpointing) or raise --gpu-memory",
-            )
         start = time.monotonic()
         deadline = None if timeout is None else start + timeout
         ticket, res = _new_key(), None
@@ -282,12 +276,7 @@ class Ledger:
             if not possible and ticket is not None:  # reserve(): no form ever fits beside the workers
                 if changed:
                     self._write(data)
-                raise LedgerTooLarge(
-                    f"trial needs {_size(min(options))} but the GPU budget of {self.gpu_key} is "
-                    f"{_size(self.capacity_bytes)}, {_size(resident)} of it held by the workers' "
-                    "CUDA contexts",
-                    "shrink the trial (batch size, max length, precision, checkpointing) or lower PAR",
-                )
+                raise self._too_large(min(options), resident)
             candidates = [i for i in possible if i < eligible] or possible
             reserve_back = held_back(entry["waiting"], now, ticket)
             form = next(
@@ -318,6 +307,15 @@ class Ledger:
             entry["waiting"] = [w for w in entry["waiting"] if w["key"] != res.key]
             self._write(data)
             return res
+
+    def _too_large(self, nbytes: int, resident: int) -> LedgerTooLarge:
+        held = f", {_size(resident)} of it held by the workers' CUDA contexts" if resident else ""
+        return LedgerTooLarge(
+            f"trial needs {_size(nbytes)} but the GPU budget of {self.gpu_key} is "
+            f"{_size(self.capacity_bytes)}{held}",
+            "shrink the trial (batch size, max length, precision, checkpointing), lower PAR or raise "
+            "--gpu-memory",
+        )
 
     def _forget(self, key: str) -> None:
         with self._lock:

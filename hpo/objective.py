@@ -245,14 +245,13 @@ class Objective:
                     trial.set_user_attr("elastic_form", form)
                     trial.set_user_attr("run_config", run_cfg.model_dump())
                     trial.set_user_attr("run_estimated_peak_gb", round(run_budget.device_total_bytes / GB, 3))
-                    run = {"batch_size": run_cfg.batch_size, "grad_accum": run_cfg.grad_accum}
-                    run["grad_checkpointing"] = run_cfg.grad_checkpointing
-                    if (
-                        first
-                    ):  # an OOM retry (--on-oom shrink) may admit another form: user attrs keep the last
-                        self.tracker.log_params(
-                            run_id, {"elastic_form": form, **{f"run_{name}": v for name, v in run.items()}}
-                        )
+                    # MLflow params are write-once: an OOM retry (--on-oom shrink) may admit another form,
+                    # which only the user attrs follow
+                    if first:
+                        params = {"elastic_form": form, "run_batch_size": run_cfg.batch_size}
+                        params |= {"run_grad_accum": run_cfg.grad_accum}
+                        params |= {"run_grad_checkpointing": run_cfg.grad_checkpointing}
+                        self.tracker.log_params(run_id, params)
                 yield run_cfg, run_budget
         finally:
             if admitted:

@@ -47,6 +47,11 @@ def env() -> dict[str, str]:
     return e
 
 
+def run_cli(cmd: list[str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run an `hpo` command line to its end (output captured, fault injection off)."""
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env())
+
+
 def wait_for(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -59,13 +64,7 @@ def wait_for(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
 @pytest.mark.slow
 def test_three_workers_twenty_trials(tmp_path: Path) -> None:
     out = tmp_path / "runs"
-    res = subprocess.run(
-        tune_cmd(out, "--par", "3", "--n-trials", "20"),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env(),
-    )
+    res = run_cli(tune_cmd(out, "--par", "3", "--n-trials", "20"), timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     study = load(out)
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
@@ -131,9 +130,7 @@ def test_sigint_leaves_no_running_trial_and_rerun_resumes(tmp_path: Path) -> Non
     study = load(out)
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
     kept = {t.number: t.state for t in study.trials if t.state.is_finished()}
-    res = subprocess.run(
-        tune_cmd(out, "--n-trials", "3"), capture_output=True, text=True, timeout=600, env=env()
-    )
+    res = run_cli(tune_cmd(out, "--n-trials", "3"), timeout=600)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     after = load(out)
     assert {t.number: t.state for t in after.trials if t.number in kept} == kept
@@ -186,15 +183,13 @@ def test_sizer_keeps_room_for_the_other_workers_contexts() -> None:
 
 def test_worker_joins_an_existing_study(tmp_path: Path) -> None:
     out = tmp_path / "runs"
-    res = subprocess.run(
-        tune_cmd(out, "--n-trials", "1"), capture_output=True, text=True, timeout=300, env=env()
-    )
+    res = run_cli(tune_cmd(out, "--n-trials", "1"), timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     storage = f"sqlite:///{(out / 'hpo.db').resolve()}"
     # a second shell joins with the study's stored config and a higher target from its own YAML
     cfg = tmp_path / "more.yaml"
     cfg.write_text(CONFIG.read_text().replace("n_trials: 3", "n_trials: 3\nmax_train_examples: 32"))
-    res = subprocess.run(
+    res = run_cli(
         [
             sys.executable,
             "-m",
@@ -209,20 +204,13 @@ def test_worker_joins_an_existing_study(tmp_path: Path) -> None:
             "--output-dir",
             str(out),
         ],
-        capture_output=True,
-        text=True,
         timeout=300,
-        env=env(),
     )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     finished = [t for t in load(out).trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(finished) == 3
-    res = subprocess.run(
-        [sys.executable, "-m", "hpo", "worker", "--study", "ghost", "--storage", storage],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env(),
+    res = run_cli(
+        [sys.executable, "-m", "hpo", "worker", "--study", "ghost", "--storage", storage], timeout=120
     )
     assert res.returncode == 2 and "no study named 'ghost'" in res.stderr
 
@@ -235,13 +223,7 @@ def test_ledger_admits_one_trial_at_a_time_when_two_do_not_fit(tmp_path: Path) -
     out, cfg = tmp_path / "runs", tmp_path / "one-at-a-time.yaml"
     card_mib = 2 * CUDA_CONTEXT // 2**20 + 150
     cfg.write_text(CONFIG.read_text() + f"gpu_memory: {card_mib}MiB\nheadroom_gb: 0.0\n")
-    res = subprocess.run(
-        [*tune_cmd(out, "--par", "2", "--n-trials", "4", config=cfg), "--epochs", "2"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env(),
-    )
+    res = run_cli([*tune_cmd(out, "--par", "2", "--n-trials", "4", config=cfg), "--epochs", "2"], timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     trials = [t for t in load(out).trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(trials) >= 4 and not [t for t in load(out).trials if t.state == TrialState.FAIL]
