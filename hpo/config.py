@@ -16,6 +16,7 @@ Precision = Literal["fp32", "fp16", "bf16", "bf16_pure"]
 Scheduler = Literal["linear", "cosine", "constant"]
 Loss = Literal["ce", "label_smoothing", "focal"]
 OnOom = Literal["prune", "shrink", "cpu"]
+DEFAULT_OUTPUT_DIR = Path("runs")
 
 
 class _Strict(BaseModel):
@@ -100,13 +101,13 @@ class StudyConfig(_Strict):
     patience: int = Field(2, ge=1)
     seed: int = 42
     models: list[str] = ["all-MiniLM-L6-v2"]
-    output_dir: Path = Path("runs")
+    output_dir: Path = DEFAULT_OUTPUT_DIR
     data_dir: Path = SAMPLE_DATA_DIR
     storage: str | None = None
     mlflow_uri: str | None = None
     mlflow: bool = True
     gpu_memory: str | None = None
-    headroom_gb: float = Field(1.5, ge=0.0)
+    headroom_gb: float | None = Field(None, ge=0.0)  # None: the GPU profile's (hpo.gpu.headroom_bytes)
     high_memory_fraction: float = Field(0.9, gt=0.0, le=1.0)  # trials above it are tagged high_memory
     on_oom: OnOom = "prune"
     prune_by_estimate: bool = True  # False: let over-budget configs run (they OOM; for tests of the OOM path)
@@ -140,11 +141,25 @@ class StudyConfig(_Strict):
     @property
     def storage_url(self) -> str:
         """Storage URL: --storage > YAML > OPTUNA_STORAGE > a SQLite file under the output dir."""
-        return self.storage or f"sqlite:///{(self.output_dir / 'hpo.db').resolve()}"
+        return storage_url(self.storage, self.output_dir)
 
     @property
     def mlflow_tracking_uri(self) -> str:
-        return self.mlflow_uri or f"sqlite:///{(self.output_dir / 'mlflow.db').resolve()}"
+        return mlflow_uri(self.mlflow_uri, self.output_dir)
+
+
+def storage_url(storage: str | None, output_dir: Path | None) -> str:
+    """The Optuna storage: ``storage``, else OPTUNA_STORAGE, else ``<output_dir>/hpo.db`` (default runs/)."""
+    if storage:
+        return storage
+    if os.environ.get("OPTUNA_STORAGE"):
+        return os.environ["OPTUNA_STORAGE"]
+    return f"sqlite:///{((output_dir or DEFAULT_OUTPUT_DIR) / 'hpo.db').resolve()}"
+
+
+def mlflow_uri(uri: str | None, output_dir: Path | None) -> str:
+    """The MLflow tracking URI: ``uri``, else ``<output_dir>/mlflow.db`` (default runs/)."""
+    return uri or f"sqlite:///{((output_dir or DEFAULT_OUTPUT_DIR) / 'mlflow.db').resolve()}"
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -186,10 +201,10 @@ def load_config(config_file: Path | None = None, overrides: dict[str, Any] | Non
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     study_yaml = read_yaml(config_file) if config_file is not None else {}
     agent = str(overrides.get("agent") or study_yaml.get("agent") or "criteria")
-    from hpo.agents import get_agent  # local import: agents import config types
-
-    get_agent(agent)  # raises ConfigError for an unknown agent
-    merged = _merge(read_yaml(agent_yaml(agent)) if agent_yaml(agent).is_file() else {}, study_yaml)
+    if not agent_yaml(agent).is_file():  # every agent ships its YAML (hpo/agents/__init__.py)
+        known = ", ".join(sorted(p.stem for p in (CONFIG_DIR / "agents").glob("*.yaml")))
+        raise ConfigError(f"unknown agent '{agent}'", f"use one of: {known}")
+    merged = _merge(read_yaml(agent_yaml(agent)), study_yaml)
     merged = _merge(merged, overrides)
     merged.setdefault("study", agent)
     try:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hpo.errors import ConfigError
+from hpo.units import GIB
 
 OOM_ENV = "HPO_INJECT_OOM"
 FATAL_ENV = "HPO_INJECT_FATAL"
@@ -184,10 +185,9 @@ class SimulatedGpu:
 
         if self.fits:
             return
-        gib = 1024**3
         raise torch.cuda.OutOfMemoryError(
             f"CUDA out of memory. Tried to allocate "
-            f"{(self.estimated_peak_bytes - self.capacity_bytes) / gib:.2f} GiB. Simulated GPU has a total "
-            f"capacity of {self.capacity_bytes / gib:.2f} GiB; estimated peak "
-            f"{self.estimated_peak_bytes / gib:.2f} GiB (simulated, epoch {epoch}, step {step})"
+            f"{(self.estimated_peak_bytes - self.capacity_bytes) / GIB:.2f} GiB. Simulated GPU has a total "
+            f"capacity of {self.capacity_bytes / GIB:.2f} GiB; estimated peak "
+            f"{self.estimated_peak_bytes / GIB:.2f} GiB (simulated, epoch {epoch}, step {step})"
         )

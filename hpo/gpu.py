@@ -1,48 +1,26 @@
 """GPU readings (NVML via nvidia-ml-py, else torch.cuda; "no GPU" on CPU) and GPU profiles.
 
-Memory sizes: "GB" means GiB (2**30 bytes) everywhere in hpo, as nvidia-smi and torch report them; a bare
-number is GiB too. Profiles (configs/gpus/*.yaml) bound the search space by model size (parameter count from
-the catalog); a card between two profiles uses the one whose memory is nearest below, with batch bounds
-scaled up by the memory ratio; a card smaller than every profile uses the smallest unchanged (the estimator
-still prunes what does not fit).
+Memory sizes: "GB" means GiB (hpo.units). Profiles (configs/gpus/*.yaml) bound the search space by model
+size (parameter count from the catalog); a card between two profiles uses the one whose memory is nearest
+below, with batch bounds scaled up by the memory ratio; a card smaller than every profile uses the smallest
+unchanged (the estimator still prunes what does not fit).
 """
 
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from hpo.errors import ConfigError
 from hpo.paths import CONFIG_DIR
+from hpo.units import GIB, parse_memory
 
-GIB = 1024**3
-_UNITS = {
-    "": GIB,
-    "g": GIB,
-    "gb": GIB,
-    "gib": GIB,
-    "m": 1024**2,
-    "mb": 1024**2,
-    "mib": 1024**2,
-    "t": 1024**4,
-    "tb": 1024**4,
-    "tib": 1024**4,
-}
-_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
-
-
-def parse_memory(text: str) -> int:
-    """ "24GB", "24GiB", "24", "80 GB", "512MiB" -> bytes. GB means GiB (see the module docstring)."""
-    match = _MEMORY.match(str(text))
-    unit = match.group(2).lower() if match else ""
-    if match is None or unit not in _UNITS or float(match.group(1)) <= 0:
-        raise ConfigError(f"cannot read GPU memory '{text}'", "write it like 24GB, 40GiB or 80")
-    return int(float(match.group(1)) * _UNITS[unit])
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -97,21 +75,33 @@ def _text(value: Any) -> str:
 
 
 def process_memory_bytes(pid: int | None = None) -> int | None:
-    """GPU memory NVML attributes to process ``pid`` (default: this one) on all GPUs; None without NVML."""
+    """GPU memory NVML attributes to process ``pid`` (default: this one) on all GPUs; None without NVML or
+    when the process holds none. The one NVML per-process reader in hpo."""
     nvml = _nvml()
     if nvml is None:
         return None
     pid = os.getpid() if pid is None else pid
     try:
-        used = 0
+        used, found = 0, False
         for i in range(nvml.nvmlDeviceGetCount()):
             handle = nvml.nvmlDeviceGetHandleByIndex(i)
             for proc in nvml.nvmlDeviceGetComputeRunningProcesses(handle):
                 if proc.pid == pid and proc.usedGpuMemory is not None:
-                    used += int(proc.usedGpuMemory)
-        return used
+                    used, found = used + int(proc.usedGpuMemory), True
+        return used if found else None
     except Exception:
         return None
+
+
+def resolve_device(choice: str) -> torch.device:
+    """auto -> cuda when available, else cpu; asking for cuda without one is a ConfigError."""
+    import torch
+
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda but no CUDA device is available", "use --device auto or cpu")
+    if choice == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda")
 
 
 @dataclass
@@ -208,3 +198,9 @@ def load_profile(gpu_memory: str | None, directory: Path | None = None) -> GpuPr
     return GpuProfile(
         f"{base.name} for a {memory / GIB:g}GB card", memory, base.headroom_gb, base.tiers, scale
     )
+
+
+def headroom_bytes(profile: GpuProfile, headroom_gb: float | None = None) -> int:
+    """Memory kept free on the card: ``headroom_gb`` when given, else the GPU profile's (the one rule that
+    ``hpo tune`` and ``hpo estimate`` share)."""
+    return int((profile.headroom_gb if headroom_gb is None else headroom_gb) * GIB)

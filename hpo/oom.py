@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import os
 import traceback
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from hpo.config import TrialConfig
+from hpo.gpu import process_memory_bytes
+from hpo.units import GIB
 
 # Messages torch raises as a plain RuntimeError when an allocation fails (case-sensitive substrings).
 _OOM_MARKERS = (
@@ -223,31 +224,7 @@ class PeakMemory:
 
     @property
     def reserved_gb(self) -> float:
-        return self.reserved_bytes / 1024**3
-
-
-def _nvml_process_bytes() -> int | None:
-    try:
-        import pynvml  # nvidia-ml-py
-    except Exception:
-        return None
-    try:
-        pynvml.nvmlInit()
-    except Exception:
-        return None
-    try:
-        pid, total, found = os.getpid(), 0, False
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
-            for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
-                if proc.pid == pid and proc.usedGpuMemory is not None:
-                    total, found = total + int(proc.usedGpuMemory), True
-        return total if found else None
-    except Exception:
-        return None
-    finally:
-        with contextlib.suppress(Exception):
-            pynvml.nvmlShutdown()
+        return self.reserved_bytes / GIB
 
 
 def measure_peak() -> PeakMemory:
@@ -261,4 +238,4 @@ def measure_peak() -> PeakMemory:
             reserved = int(torch.cuda.max_memory_reserved())
     except Exception:
         pass
-    return PeakMemory(allocated, reserved, _nvml_process_bytes())
+    return PeakMemory(allocated, reserved, process_memory_bytes())

@@ -14,6 +14,8 @@ from hpo.config import StudyConfig
 from hpo.errors import StorageError
 
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+AGENT_ATTR = "agent"  # study user attrs written when the study is created
+CONFIG_ATTR = "config"  # the StudyConfig (JSON) that `hpo worker` and `hpo best --evaluate` read back
 HEARTBEAT_INTERVAL_S = 20
 HEARTBEAT_GRACE_S = 60
 
@@ -104,15 +106,15 @@ def create_or_load(cfg: StudyConfig) -> optuna.Study:
             f"{str(exc).splitlines()[0][:200]}",
             "check --storage and --study",
         ) from exc
-    agent = study.user_attrs.get("agent")
+    agent = study.user_attrs.get(AGENT_ATTR)
     if agent is not None and agent != cfg.agent:
         raise StorageError(
             f"study '{cfg.study}' belongs to agent '{agent}', not '{cfg.agent}'",
             "pass another --study name or the matching --agent",
         )
     if agent is None:
-        study.set_user_attr("agent", cfg.agent)
-        study.set_user_attr("config", cfg.model_dump(mode="json"))
+        study.set_user_attr(AGENT_ATTR, cfg.agent)
+        study.set_user_attr(CONFIG_ATTR, cfg.model_dump(mode="json"))
     optuna.storages.fail_stale_trials(study)
     return study
 
@@ -139,3 +141,40 @@ def load_existing(name: str, storage_url: str) -> optuna.Study:
 def finished_count(study: optuna.Study) -> int:
     """Trials that count towards --n-trials: complete + pruned."""
     return len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
+
+
+# ---- trials by number -------------------------------------------------------------------------------------
+# Optuna's public API has no accessor for a study's storage and addresses trials in storage by an internal id.
+# hpo's processes name trials by number (unique per study) and go through these helpers, the one place that
+# reads ``Study._storage``; the storage methods themselves are public (BaseStorage).
+
+
+def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
+    """The storage ``study`` reads and writes (``Study._storage``: no public accessor exists)."""
+    return study._storage
+
+
+def _trial_id(study: optuna.Study, number: int) -> int:
+    storage = storage_of(study)
+    return storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name(study.study_name), number
+    )
+
+
+def trial_by_number(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
+    """The current state of trial ``number``, read from storage (other processes may have changed it)."""
+    return storage_of(study).get_trial(_trial_id(study, number))
+
+
+def fail_trial(study: optuna.Study, number: int, error: str) -> optuna.trial.FrozenTrial | None:
+    """Mark trial ``number`` FAIL with user attr ``error`` if it is still RUNNING; returns it, or None when it
+    had already finished."""
+    storage, trial_id = storage_of(study), _trial_id(study, number)
+    if storage.get_trial(trial_id).state != TrialState.RUNNING:
+        return None
+    try:
+        storage.set_trial_user_attr(trial_id, "error", error)
+        storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:  # it finished in between
+        return None
+    return storage.get_trial(trial_id)

@@ -28,9 +28,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hpo.gpu import process_memory_bytes
+from hpo.memory.budget import CUDA_CONTEXT, MemoryRequest
 from hpo.memory.catalog import ModelSpec, get_spec
-from hpo.memory.estimate import CUDA_CONTEXT, GIB, MemoryRequest, estimate
-from hpo.memory.trace import build_model, make_optimizer, trace_estimate
+from hpo.memory.estimate import estimate
+from hpo.memory.trace import make_optimizer, model_from_config, trace_estimate
+from hpo.units import GIB
 
 MODELS = ("hpo-tiny-bert", "bert-base-uncased", "bert-large-uncased")
 BATCHES, LENGTHS = (8, 32), (128, 512)
@@ -43,7 +45,7 @@ def measure_cuda(spec: ModelSpec, req: MemoryRequest) -> dict[str, float]:
     import torch.nn.functional as F
 
     torch.cuda.empty_cache()
-    model = build_model(spec, req, device="cuda")
+    model = model_from_config(spec, req, device="cuda")
     model.train(req.mode == "train")
     if req.grad_checkpointing:
         model.gradient_checkpointing_enable({"use_reentrant": False})

@@ -43,8 +43,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hpo.config import TrialConfig
-from hpo.ledger import admits, held_back
-from hpo.memory.estimate import CUDA_CONTEXT
+from hpo.memory.budget import CUDA_CONTEXT
+from hpo.run.reservations import admits, held_back
 
 GIB = 2**30
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "studies" / "criteria-24gb.yaml"
@@ -111,7 +111,7 @@ def estimator_footprint(cfg: TrialConfig) -> int:
     """Device-level peak from hpo.memory.estimate (what a worker's trial needs, its CUDA context included)."""
     from hpo.memory.catalog import get_spec
     from hpo.memory.estimate import estimate
-    from hpo.sizing import memory_request
+    from hpo.trial.sizing import memory_request
 
     return int(estimate(get_spec(cfg.model), memory_request(cfg, 2)).device_total_bytes)
 
@@ -129,7 +129,7 @@ def space_draw(
 
     from hpo.config import load_config
     from hpo.gpu import load_profile
-    from hpo.space import SpaceContext, sample
+    from hpo.trial.space import SpaceContext, sample
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     overrides: dict[str, Any] = {} if config else {"agent": "criteria"}
@@ -181,7 +181,7 @@ class Mix:
         self.pruned = 0
 
     def __getitem__(self, k: int) -> TrialSpec:
-        from hpo.elastic import lighter_forms
+        from hpo.trial.elastic import lighter_forms
 
         unfit = 0
         while len(self.trials) <= k:
@@ -404,7 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add("--elastic-after", type=float, default=60.0, help="wait before lighter forms are taken (s)")
     add("--out", type=Path, help="write config and results as JSON")
     args = parser.parse_args(argv)
-    from hpo.gpu import parse_memory
+    from hpo.units import parse_memory
 
     card = parse_memory(args.gpu_memory)
     capacity = card - int(args.headroom_gib * GIB)

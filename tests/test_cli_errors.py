@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from hpo.cli import app
+from hpo.commands import app
 
 runner = CliRunner()
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from hpo.cli import app
+from hpo.commands import app
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parent.parent

@@ -16,16 +16,17 @@ from optuna.trial import TrialState
 from test_hyperparams_effect import BASE, run
 
 from hpo.config import load_config
-from hpo.elastic import describe, lighter_forms
-from hpo.launcher import LedgerAdmission
-from hpo.ledger import Ledger, LedgerTimeout
+from hpo.memory.budget import CUDA_CONTEXT
 from hpo.memory.catalog import get_spec
-from hpo.memory.estimate import CUDA_CONTEXT, estimate
+from hpo.memory.estimate import estimate
 from hpo.progress import Progress
-from hpo.results import trial_row
-from hpo.sizing import memory_request
+from hpo.results.trials import trial_row
+from hpo.run.ledger import Ledger, LedgerTimeout
+from hpo.run.setup import build_objective
+from hpo.run.worker import LedgerAdmission
 from hpo.study import create_or_load
-from hpo.tune import build_objective
+from hpo.trial.elastic import describe, lighter_forms
+from hpo.trial.sizing import memory_request
 
 REPO = Path(__file__).resolve().parent.parent
 MIB = 2**20

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from hpo.errors import ConfigError, HpoError
-from hpo.gpu import GIB, detect, load_profile, parse_memory, process_memory_bytes, profiles, read_profile
+from hpo.gpu import detect, load_profile, process_memory_bytes, profiles, read_profile
 from hpo.memory.catalog import get_spec
 from hpo.paths import CONFIG_DIR
+from hpo.units import GIB, parse_memory
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from hpo.isolation import ALLOC_CONF_DEFAULT, apply_memory_cap, memory_fraction, worker_env
+from hpo.run.isolation import ALLOC_CONF_DEFAULT, apply_memory_cap, memory_fraction, worker_env
 
 GiB = 2**30
 

@@ -139,10 +139,10 @@ def test_sigint_leaves_no_running_trial_and_rerun_resumes(tmp_path: Path) -> Non
 
 def test_worker_admission_reserves_the_trial_beside_its_own_context(tmp_path: Path) -> None:
     from hpo.config import load_config
-    from hpo.launcher import make_admission
-    from hpo.ledger import Ledger
-    from hpo.memory.estimate import CUDA_CONTEXT
-    from hpo.sizing import MemoryPolicy
+    from hpo.memory.budget import CUDA_CONTEXT
+    from hpo.run.ledger import Ledger
+    from hpo.run.worker import make_admission
+    from hpo.trial.sizing import MemoryPolicy
 
     cfg = load_config(CONFIG, {"output_dir": tmp_path, "par": 2})
     assert make_admission(cfg, MemoryPolicy(None, 0), "gpu") is None  # no budget: nothing to admit by
@@ -162,9 +162,9 @@ def test_worker_admission_reserves_the_trial_beside_its_own_context(tmp_path: Pa
 
 def test_sizer_keeps_room_for_the_other_workers_contexts() -> None:
     from hpo.config import TrialConfig
+    from hpo.memory.budget import CUDA_CONTEXT
     from hpo.memory.catalog import get_spec
-    from hpo.memory.estimate import CUDA_CONTEXT
-    from hpo.sizing import MemoryPolicy, Sizer
+    from hpo.trial.sizing import MemoryPolicy, Sizer
 
     spec, tcfg = (
         get_spec("hpo-tiny-bert"),
@@ -218,7 +218,7 @@ def test_worker_joins_an_existing_study(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_ledger_admits_one_trial_at_a_time_when_two_do_not_fit(tmp_path: Path) -> None:
     """A simulated card with room for both workers' CUDA contexts and ONE tiny trial (~0.11 GiB each)."""
-    from hpo.memory.estimate import CUDA_CONTEXT
+    from hpo.memory.budget import CUDA_CONTEXT
 
     out, cfg = tmp_path / "runs", tmp_path / "one-at-a-time.yaml"
     card_mib = 2 * CUDA_CONTEXT // 2**20 + 150

@@ -17,16 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hpo.ledger import (
-    Ledger,
-    LedgerCancelled,
-    LedgerTimeout,
-    LedgerTooLarge,
-    Reservation,
-    admits,
-    held_back,
-    ledger_path_for,
-)
+from hpo.run.ledger import Ledger, LedgerCancelled, LedgerTimeout, LedgerTooLarge
+from hpo.run.reservations import Reservation, admits, held_back, ledger_path_for
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -159,7 +151,7 @@ def test_young_waiter_does_not_block_backfill(tmp_path: Path) -> None:
 
 def _holder(path: Path, nbytes: int) -> subprocess.Popen[str]:
     code = (
-        "import sys, time; from pathlib import Path; from hpo.ledger import Ledger; "
+        "import sys, time; from pathlib import Path; from hpo.run.ledger import Ledger; "
         f"Ledger(Path({str(path)!r}), 'GPU-test', 100).reserve({nbytes}, trial=3); "
         "print('reserved', flush=True); time.sleep(60)"
     )
@@ -316,7 +308,7 @@ def test_trial_that_never_fits_beside_the_workers_memory_is_too_large(tmp_path: 
 def test_dead_workers_process_hold_is_reclaimed(tmp_path: Path) -> None:
     ledger = make(tmp_path)
     code = (
-        "from pathlib import Path; from hpo.ledger import Ledger; "
+        "from pathlib import Path; from hpo.run.ledger import Ledger; "
         f"Ledger(Path({str(ledger.path)!r}), 'GPU-test', 100).hold_process(60)"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)  # exits without releasing
@@ -324,7 +316,7 @@ def test_dead_workers_process_hold_is_reclaimed(tmp_path: Path) -> None:
 
 
 def test_usage_line_summarises_each_gpu(tmp_path: Path) -> None:
-    from hpo.ledger import usage_line
+    from hpo.run.reservations import usage_line
 
     assert usage_line(tmp_path / "missing.json") == ""
     ledger = Ledger(tmp_path / "hpo.ledger.json", "GPU-u", 4 * 2**30)

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from hpo.memory.budget import MemoryRequest
 from hpo.memory.calibrate import Calibration
 from hpo.memory.catalog import get_spec
-from hpo.memory.estimate import GIB, MemoryRequest, estimate
+from hpo.memory.estimate import estimate
+from hpo.units import GIB
 
 REQ = MemoryRequest(batch_size=16, max_length=256, precision="fp16")
 

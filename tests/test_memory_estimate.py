@@ -8,16 +8,10 @@ from dataclasses import replace
 import pytest
 
 from hpo.errors import ConfigError, ModelError
+from hpo.memory.budget import CUBLAS_WORKSPACE, MemoryRequest, fits
 from hpo.memory.catalog import get_spec
-from hpo.memory.estimate import (
-    CUBLAS_WORKSPACE,
-    GIB,
-    MemoryRequest,
-    estimate,
-    fits,
-    max_batch_size,
-    param_counts,
-)
+from hpo.memory.estimate import estimate, max_batch_size, param_counts
+from hpo.units import GIB
 
 BASE = get_spec("bert-base-uncased")
 REQ = MemoryRequest(batch_size=16, max_length=256)

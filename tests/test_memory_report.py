@@ -7,7 +7,7 @@ import json
 import pytest
 
 from hpo.errors import ModelError
-from hpo.memory.estimate import MemoryRequest
+from hpo.memory.budget import MemoryRequest
 from hpo.memory.report import run_estimate
 
 REQ = MemoryRequest(batch_size=16, max_length=384, precision="fp16")

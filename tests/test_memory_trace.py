@@ -7,8 +7,9 @@ from dataclasses import replace
 import pytest
 
 from hpo.errors import ConfigError
+from hpo.memory.budget import MemoryRequest
 from hpo.memory.catalog import ModelSpec, get_spec
-from hpo.memory.estimate import MemoryRequest, estimate
+from hpo.memory.estimate import estimate
 from hpo.memory.trace import trace_estimate
 
 # A small BERT built from dimensions only (no config.json, no weights).

@@ -14,7 +14,7 @@ from optuna.trial import TrialState, create_trial
 from hpo.config import TrialConfig
 from hpo.errors import ConfigError, StorageError
 from hpo.oom import OomRecord
-from hpo.oom_report import (
+from hpo.results.oom_report import (
     ROW_KEYS,
     filter_trials,
     oom_rows_from_mlflow,

@@ -17,8 +17,8 @@ from optuna.trial import TrialState
 from hpo.config import StudyConfig, load_config
 from hpo.oom import OOM_FIELDS
 from hpo.progress import Progress
+from hpo.run.setup import build_objective
 from hpo.study import create_or_load
-from hpo.tune import build_objective
 
 REPO = Path(__file__).resolve().parent.parent
 MB = 1024**2
@@ -141,8 +141,14 @@ def test_fatal_cuda_error_fails_trial_and_poisons_worker(
 
 def test_measured_peaks_are_recorded_and_high_memory_tagged(tmp_path: Path) -> None:
     from hpo.memory.catalog import get_spec
+    import torch
+
+    from hpo.faults import FaultInjector
     from hpo.oom import PeakMemory
-    from hpo.space import sample
+    from hpo.train.loop import TrainResult
+    from hpo.trial import outcomes
+    from hpo.trial.context import TrialContext
+    from hpo.trial.space import sample
 
     cfg = make_cfg(tmp_path, n_trials=1, gpu_memory="24GB", high_memory_fraction=0.5)
     objective = build_objective(cfg, Progress(stream=io.StringIO(), live=False))
@@ -155,7 +161,9 @@ def test_measured_peaks_are_recorded_and_high_memory_tagged(tmp_path: Path) -> N
     peak = PeakMemory(
         allocated_bytes=14 * 1024**3, reserved_bytes=15 * 1024**3, nvml_process_bytes=16 * 1024**3
     )
-    objective._record_peak(trial, None, spec, tcfg, budget, peak)
+    measured = objective.sizer.measured(spec, tcfg, budget, peak)
+    ctx = TrialContext(trial, tcfg, spec, tcfg, budget, torch.device("cpu"), True, FaultInjector(None, 0))
+    outcomes.completed(ctx, objective.tracker, TrainResult(0.5, 0), "macro_f1", measured)
     attrs = study.trials[0].user_attrs
     assert attrs["measured_peak_gb"] == 14.0 and attrs["measured_reserved_gb"] == 15.0
     assert attrs["measured_device_gb"] == 16.0 and attrs["high_memory"] is True

@@ -9,7 +9,7 @@ from hpo.config import SpaceConfig
 from hpo.errors import ConfigError, ModelError
 from hpo.gpu import load_profile
 from hpo.memory.catalog import get_spec
-from hpo.space import SpaceContext, frozen_layers_cap, model_bounds, sample, validate
+from hpo.trial.space import SpaceContext, frozen_layers_cap, model_bounds, sample, validate
 
 
 def sample_many(ctx: SpaceContext, n: int = 60) -> list[dict[str, object]]:

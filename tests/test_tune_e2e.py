@@ -10,7 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from hpo.cli import app
+from hpo.commands import app
 
 runner = CliRunner()
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from hpo.memory.estimate import Budget, MemoryRequest
+from hpo.memory.budget import Budget, MemoryRequest
 
 MAX_FACTOR = 4.0
 OOM_MARGIN = 1.02

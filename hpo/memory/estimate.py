@@ -8,94 +8,18 @@ grad_accum = 1 it is conservative by at most the smaller of gradients and activa
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from hpo.errors import ConfigError
+from hpo.memory.budget import (
+    CUBLAS_WORKSPACE,
+    LORA_TARGET_ALIASES,
+    Budget,
+    MemoryRequest,
+    device_budget,
+    fits,
+)
 from hpo.memory.catalog import ModelSpec
-
-GIB = 1024**3
-MIB = 1024**2
-CUBLAS_WORKSPACE = 32 * MIB  # cuBLAS/cuBLASLt workspaces, allocated through the caching allocator
-CUDA_CONTEXT = 512 * MIB  # CUDA context + kernels (lazy loading), outside the caching allocator
-ALLOC_FRACTION = 0.05  # caching-allocator rounding/fragmentation: reserved - allocated at the peak
-ALLOC_FLOOR = 64 * MIB
-TENSOR_COMPONENTS = ("weights", "adapters", "gradients", "optimizer", "activations", "temporaries")
-COMPONENTS = (*TENSOR_COMPONENTS, "cuda_context", "allocator_overhead")
-PRECISIONS = ("fp32", "fp16", "bf16", "bf16_pure")
-OPTIMIZERS = ("adamw", "adafactor", "sgd", "adamw_8bit")
-ATTN_IMPLS = ("sdpa", "eager", "flash")
-_TARGET_ALIASES = {  # module names a LoRA target goes by in each architecture
-    "query": ("query", "query_proj", "q_proj", "q_lin"),
-    "key": ("key", "key_proj", "k_proj", "k_lin"),
-    "value": ("value", "value_proj", "v_proj", "v_lin"),
-}
-
-
-@dataclass(frozen=True)
-class MemoryRequest:
-    """One training (or inference) configuration, as far as memory is concerned."""
-
-    batch_size: int
-    max_length: int
-    precision: str = "fp32"  # fp32 | fp16 | bf16 (autocast, fp32 master weights) | bf16_pure
-    optimizer: str = "adamw"  # adamw | adafactor | sgd | adamw_8bit
-    grad_checkpointing: bool = False
-    lora_r: int = 0
-    lora_targets: tuple[str, ...] = ("query", "value")
-    quant: str | None = None  # None | "4bit" | "8bit" (base weights)
-    mode: str = "train"  # train | inference
-    attn_impl: str = "sdpa"  # sdpa | eager | flash
-    num_labels: int = 2
-    frozen_layers: int = 0  # encoder layers (and embeddings) frozen: no grads/optimizer state for them
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.batch_size >= 1 and self.max_length >= 1, "batch size and max length must be >= 1"),
-            (self.precision in PRECISIONS, f"precision '{self.precision}' is not one of {PRECISIONS}"),
-            (self.optimizer in OPTIMIZERS, f"optimizer '{self.optimizer}' is not one of {OPTIMIZERS}"),
-            (self.attn_impl in ATTN_IMPLS, f"attention '{self.attn_impl}' is not one of {ATTN_IMPLS}"),
-            (self.quant in (None, "4bit", "8bit"), f"quant '{self.quant}' is not 4bit or 8bit"),
-            (self.mode in ("train", "inference"), f"mode '{self.mode}' is not train or inference"),
-            (self.lora_r >= 0 and self.frozen_layers >= 0 and self.num_labels >= 1, "negative sizes"),
-            (self.quant is None or self.lora_r > 0 or self.mode == "inference", "4/8-bit weights need LoRA"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(f"invalid memory request: {message}", "fix the option")
-
-
-@dataclass(frozen=True)
-class Budget:
-    """Peak memory of one step: components in bytes, the logical peak and the device-level total."""
-
-    components: dict[str, int] = field(hash=False)
-    total_bytes: int  # logical tensor peak: torch.cuda.max_memory_allocated
-    device_total_bytes: int  # what nvidia-smi shows: + CUDA context + allocator overhead
-    method: str  # analytic | trace | ...+calibrated
-
-    def gb(self, name: str) -> float:  # one component in GiB
-        return self.components.get(name, 0) / GIB
-
-    @property
-    def total_gb(self) -> float:
-        return self.total_bytes / GIB
-
-    @property
-    def device_total_gb(self) -> float:
-        return self.device_total_bytes / GIB
-
-
-def device_budget(tensors: dict[str, int], method: str) -> Budget:
-    """Add the CUDA context and allocator overhead to logical tensor components."""
-    comp = {k: int(tensors.get(k, 0)) for k in TENSOR_COMPONENTS}
-    total = sum(comp.values())
-    comp.update(cuda_context=CUDA_CONTEXT, allocator_overhead=max(ALLOC_FLOOR, int(ALLOC_FRACTION * total)))
-    return Budget(comp, total, total + comp["cuda_context"] + comp["allocator_overhead"], method)
-
-
-def lora_target_names(spec: ModelSpec, targets: tuple[str, ...]) -> tuple[str, ...]:
-    """Module attribute names that ``targets`` select in this architecture."""
-    return tuple(name for t in targets for name in _TARGET_ALIASES.get(t, (t,)))
 
 
 @dataclass(frozen=True)
@@ -153,7 +77,7 @@ def _target_dims(spec: ModelSpec, targets: tuple[str, ...]) -> list[tuple[int, i
     h, i = spec.hidden_size, spec.intermediate_size
     kvd = spec.kv_heads * (h // spec.num_heads)
     known = {"key": (h, kvd), "value": (h, kvd), "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
-    canonical = {alias: name for name, aliases in _TARGET_ALIASES.items() for alias in aliases}
+    canonical = {alias: name for name, aliases in LORA_TARGET_ALIASES.items() for alias in aliases}
     return [known.get(canonical.get(t, t), (h, h)) for t in targets]
 
 
@@ -280,28 +204,36 @@ def budget(spec: ModelSpec, req: MemoryRequest, method: str = "analytic") -> Bud
     if method == "analytic":
         return estimate(spec, req)
     if method == "trace":
-        from hpo.memory.trace import trace_estimate  # local import: trace imports this module
+        from hpo.memory.trace import trace_estimate  # lazy: the trace imports torch
 
         return trace_estimate(spec, req)
     raise ConfigError(f"unknown estimate method '{method}'", "use analytic or trace")
 
 
-def fits(budget: Budget, gpu_bytes: int, headroom_bytes: int) -> tuple[bool, int]:
-    """Whether the device-level total fits ``gpu_bytes`` minus headroom, and the margin in bytes."""
-    margin = gpu_bytes - headroom_bytes - budget.device_total_bytes
-    return margin >= 0, margin
-
-
 def max_batch_size(
     spec: ModelSpec, req: MemoryRequest, gpu_bytes: int, headroom_bytes: int, method: str = "analytic"
 ) -> int:
-    """Largest batch size whose estimate fits (binary search; memory is monotone in batch size); 0 if none."""
+    """Largest batch size whose estimate fits (memory is monotone in batch size); 0 if none.
 
-    def ok(batch: int) -> bool:
-        return fits(budget(spec, replace(req, batch_size=batch), method), gpu_bytes, headroom_bytes)[0]
+    A binary search over the analytic estimate; for another method (a trace costs seconds) the analytic
+    answer brackets a short search.
+    """
 
-    lo, hi = 0, 1 << 16  # ok(lo) (or lo == 0) and not ok(hi)
+    def ok(batch: int, how: str) -> bool:
+        return (
+            batch == 0
+            or fits(budget(spec, replace(req, batch_size=batch), how), gpu_bytes, headroom_bytes)[0]
+        )
+
+    lo, hi = 0, 1 << 16  # ok(lo) and not ok(hi)
+    if method != "analytic":
+        guess = max_batch_size(spec, req, gpu_bytes, headroom_bytes)
+        lo, hi = max(0, guess // 2), max(2, guess * 2)
+        while lo > 0 and not ok(lo, method):
+            lo, hi = lo // 2, lo
+        while ok(hi, method) and hi < 1 << 14:
+            lo, hi = hi, hi * 2
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
+        lo, hi = (mid, hi) if ok(mid, method) else (lo, mid)
     return lo

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from typing import Any
 
-from hpo.gpu import GIB, load_profile
+from hpo.gpu import headroom_bytes, load_profile
+from hpo.memory.budget import COMPONENTS, Budget, MemoryRequest, fits
 from hpo.memory.catalog import ModelSpec, get_spec
-from hpo.memory.estimate import COMPONENTS, Budget, MemoryRequest, budget, fits, max_batch_size
+from hpo.memory.estimate import budget, max_batch_size
+from hpo.units import GIB
 
 _LABELS = {
     "weights": "weights",
@@ -20,31 +22,6 @@ _LABELS = {
     "cuda_context": "CUDA context",
     "allocator_overhead": "allocator overhead",
 }
-
-
-def search_max_batch(
-    spec: ModelSpec, req: MemoryRequest, gpu_bytes: int, headroom_bytes: int, method: str = "analytic"
-) -> int:
-    """Largest fitting batch size; with the trace method the analytic answer brackets a short search."""
-    guess = max_batch_size(spec, req, gpu_bytes, headroom_bytes, "analytic")
-    if method == "analytic":
-        return guess
-
-    def ok(batch: int) -> bool:
-        return (
-            batch == 0
-            or fits(budget(spec, replace(req, batch_size=batch), method), gpu_bytes, headroom_bytes)[0]
-        )
-
-    lo, hi = max(0, guess // 2), max(2, guess * 2)
-    while lo > 0 and not ok(lo):
-        lo, hi = lo // 2, lo
-    while ok(hi) and hi < 1 << 14:
-        lo, hi = hi, hi * 2
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
-    return lo
 
 
 def budget_json(b: Budget) -> dict[str, Any]:
@@ -113,10 +90,10 @@ def run_estimate(
     """Text for `hpo estimate`: a budget table (or one JSON object), fit verdict, optionally max batch."""
     spec = get_spec(model)
     profile = load_profile(gpu_memory)
-    headroom = int((profile.headroom_gb if headroom_gb is None else headroom_gb) * GIB)
+    headroom = headroom_bytes(profile, headroom_gb)
     b = budget(spec, req, method)
     ok, margin = fits(b, profile.memory_bytes, headroom)
-    best = search_max_batch(spec, req, profile.memory_bytes, headroom, method) if max_batch else None
+    best = max_batch_size(spec, req, profile.memory_bytes, headroom, method) if max_batch else None
     if as_json:
         req_json = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(req).items()}
         out = {

@@ -30,8 +30,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from hpo.errors import ConfigError
+from hpo.memory.budget import CUBLAS_WORKSPACE, Budget, MemoryRequest, device_budget, lora_target_names
 from hpo.memory.catalog import ModelSpec
-from hpo.memory.estimate import CUBLAS_WORKSPACE, Budget, MemoryRequest, device_budget, lora_target_names
+from hpo.train.model import freeze_layers
+from hpo.train.optim import build_optimizer
 
 _META = torch.device("meta")
 # CUDA autocast lists (the ops HF encoders/decoders use): run in the low dtype / in fp32.
@@ -175,13 +177,8 @@ class _Adam8bit(torch.optim.Optimizer):
 
 
 def make_optimizer(name: str, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-    """The optimizer as training builds it (foreach: the CUDA default)."""
-    optim = torch.optim
-    if name == "sgd":
-        return optim.SGD(params, lr=1e-3, momentum=0.9, foreach=True)
-    if name in ("adamw", "adafactor"):
-        return (optim.AdamW if name == "adamw" else optim.Adafactor)(params, lr=1e-5, foreach=True)
-    return _Adam8bit(params)
+    """The optimizer as training builds it (foreach: the CUDA default); 8-bit Adam as a memory model."""
+    return _Adam8bit(params) if name == "adamw_8bit" else build_optimizer(name, params, 1e-5, foreach=True)
 
 
 def hf_config(spec: ModelSpec, req: MemoryRequest, layers: int | None = None) -> Any:
@@ -207,8 +204,11 @@ def hf_config(spec: ModelSpec, req: MemoryRequest, layers: int | None = None) ->
     return cfg
 
 
-def build_model(spec: ModelSpec, req: MemoryRequest, layers: int | None = None, device: Any = _META) -> Any:
-    """The classifier of ``spec`` built from its config (no weights are read), frozen/LoRA as requested."""
+def model_from_config(
+    spec: ModelSpec, req: MemoryRequest, layers: int | None = None, device: Any = _META
+) -> Any:
+    """The classifier of ``spec`` built from its config (no weights are read: the trace's twin of
+    hpo.train.model.build_model, which loads them), frozen/LoRA as requested."""
     from transformers import AutoModelForSequenceClassification as Auto
 
     cfg = hf_config(spec, req, layers)
@@ -219,13 +219,12 @@ def build_model(spec: ModelSpec, req: MemoryRequest, layers: int | None = None, 
             model = Auto.from_config(cfg, attn_implementation="eager")
     if req.precision == "bf16_pure":
         model.to(torch.bfloat16)
-    prepare_model(model, spec, req, cfg.num_hidden_layers)
+    prepare_model(model, spec, req)
     return model
 
 
-def prepare_model(model: nn.Module, spec: ModelSpec, req: MemoryRequest, n_layers: int) -> None:
+def prepare_model(model: nn.Module, spec: ModelSpec, req: MemoryRequest) -> None:
     """Freeze layers (and embeddings) and attach LoRA adapters, the way hpo trains."""
-    base = getattr(model, "base_model", model)
     if req.lora_r > 0:
         targets = set(lora_target_names(spec, req.lora_targets))
         for name, module in list(model.named_modules()):
@@ -235,19 +234,12 @@ def prepare_model(model: nn.Module, spec: ModelSpec, req: MemoryRequest, n_layer
                     setattr(module, child, _LoraLinear(sub, req.lora_r))
         for name, p in model.named_parameters():
             p.requires_grad_("lora_" in name or name.startswith(("classifier", "score")))
-    if req.frozen_layers > 0:
-        stacks = [m for m in base.modules() if isinstance(m, nn.ModuleList) and len(m) == n_layers][:1]
-        frozen = {
-            id(p) for st in stacks for block in list(st)[: req.frozen_layers] for p in block.parameters()
-        }
-        for name, p in base.named_parameters():  # embeddings, DeBERTa's relative-embedding LayerNorm too
-            if id(p) in frozen or "embed" in name or name.startswith("encoder.LayerNorm"):
-                p.requires_grad_(False)
+    freeze_layers(model, req.frozen_layers)  # as training freezes: embeddings and the first layers
 
 
 def _run(spec: ModelSpec, req: MemoryRequest, layers: int | None) -> dict[str, dict[str, int]]:
     """Trace two optimizer steps (two micro-steps each); the breakdown at each phase's peak."""
-    model = build_model(spec, req, layers)
+    model = model_from_config(spec, req, layers)
     model.train(req.mode == "train")
     low = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(req.precision)
     live, flash, kinds, loss = _LiveBytes(), req.attn_impl == "flash", dict[int, str](), None

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from hpo.config import TrialConfig
 from hpo.train.losses import class_weights, make_loss
+from hpo.train.optim import build_optimizer, optimizer_groups
 
 AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -49,27 +50,6 @@ class TrainResult:
 
 StepHook = Callable[[int, int], None]
 EpochHook = Callable[[EpochResult], None]
-
-
-def optimizer_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: no weight decay on biases and normalisation weights (frozen parameters excluded)."""
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def make_optimizer(model: nn.Module, cfg: TrialConfig) -> torch.optim.Optimizer:
-    """The optimizer named by the trial (adamw by default)."""
-    groups = optimizer_groups(model, cfg.weight_decay)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.learning_rate)
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.learning_rate, momentum=0.9)
-    raise ValueError(f"optimizer {cfg.optimizer!r} is not supported by the training loop yet")
 
 
 def scheduler_name(kind: str) -> str:
@@ -150,7 +130,7 @@ def train(
     loss_fn = make_loss(
         cfg.loss, label_smoothing=cfg.label_smoothing, focal_gamma=cfg.focal_gamma, weight=weight
     )
-    optimizer = make_optimizer(model, cfg)
+    optimizer = build_optimizer(cfg.optimizer, optimizer_groups(model, cfg.weight_decay), cfg.learning_rate)
     steps_per_epoch = math.ceil(len(train_loader) / cfg.grad_accum)
     total_steps = steps_per_epoch * epochs
     scheduler = get_scheduler(

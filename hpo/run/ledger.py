@@ -12,43 +12,48 @@ free.
 
 Anti-starvation: a waiter that has waited ``priority_after`` seconds gets priority; while it waits,
 others are admitted only if they leave room for it, so a stream of small trials cannot starve a large one.
-The same pure rule, :func:`admits`, drives the scheduler benchmark.
+The pure rules and the records live in ``hpo.run.reservations``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
-import re
-import socket
 import time
-import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import psutil
 from filelock import FileLock
 
 from hpo.errors import HpoError
+from hpo.run.reservations import (
+    HOST,
+    PROCESS,
+    TRIAL,
+    Reservation,
+    admits,
+    held_back,
+    new_key,
+    process_alive,
+    read_ledger,
+    reservation_from,
+    write_ledger,
+)
+from hpo.trial.admission import NoRoom
+from hpo.units import human
 
 log = logging.getLogger(__name__)
-
-HOST = socket.gethostname()
-LEDGER_NAME = "hpo.ledger.json"
-# A live process whose start time is later than this after a reservation was made cannot own it (PID reuse).
-PID_START_TOLERANCE_S = 2.0
 
 
 class LedgerError(HpoError):
     """The admission ledger cannot serve a request."""
 
 
-class LedgerTooLarge(LedgerError):
+class LedgerTooLarge(LedgerError, NoRoom):
     """The request exceeds the GPU budget: it could never be admitted."""
 
 
@@ -58,69 +63,6 @@ class LedgerTimeout(LedgerError):
 
 class LedgerCancelled(LedgerTimeout):
     """The caller's ``should_stop`` asked to stop waiting."""
-
-
-@dataclass(frozen=True)
-class Reservation:
-    """Bytes of one GPU held by one process; ``key`` is the reservation's unique id."""
-
-    key: str
-    pid: int
-    bytes: int
-    trial: int | None
-    created: float
-    label: str = ""
-    host: str = ""
-    kind: str = "trial"  # "trial" (waits for room) or "process" (a worker's CUDA context, recorded as a fact)
-    form: int = 0  # which of the trial's forms was reserved (0: as sampled; see Ledger.reserve's ``lighter``)
-
-
-PROCESS, TRIAL = "process", "trial"
-
-
-def admits(in_use: int, capacity: int, nbytes: int, held_back: int = 0) -> bool:
-    """The admission rule: admit ``nbytes`` only if it fits beside what is in use and what is held back."""
-    return nbytes >= 0 and in_use + held_back + nbytes <= capacity
-
-
-def held_back(waiting: Iterable[Mapping[str, Any]], now: float, ticket: str | None = None) -> int:
-    """Bytes kept free for the oldest waiter whose priority time has come (0 when that waiter is ``ticket``).
-
-    A waiter is a mapping with ``key``, ``bytes``, ``since`` and ``priority_at`` (epoch seconds).
-    """
-    due = [w for w in waiting if now >= float(w.get("priority_at", w["since"]))]
-    if not due:
-        return 0
-    oldest = min(due, key=lambda w: float(w["since"]))
-    return 0 if oldest["key"] == ticket else int(oldest["bytes"])
-
-
-def process_alive(pid: int, created: float, host: str = "") -> bool:
-    """Whether the process that reserved at ``created`` still runs (zombies and reused PIDs do not)."""
-    if host and host != HOST:
-        return True  # another machine's process: we cannot tell, never reclaim it
-    if pid == os.getpid():
-        return True
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return proc.create_time() <= created + PID_START_TOLERANCE_S
-    except psutil.NoSuchProcess:
-        return False
-    except psutil.AccessDenied:
-        return True
-
-
-def ledger_path_for(storage_url: str, output_dir: Path) -> Path:
-    """The ledger beside a file storage (``sqlite:///x/hpo.db`` -> ``x/hpo.ledger.json``), else output_dir."""
-    url = storage_url.strip()
-    match = re.match(r"^sqlite(?:\+\w+)?:///([^?]*)", url)
-    db = match.group(1) if match else url.removeprefix("journal:") if url.startswith("journal:") else ""
-    if db and db != ":memory:":
-        path = Path(db)
-        return path.with_name(f"{path.stem}.ledger.json")
-    return Path(output_dir) / LEDGER_NAME
 
 
 class Ledger:
@@ -174,7 +116,7 @@ class Ledger:
             self._check(n)
         start = time.monotonic()
         deadline = None if timeout is None else start + timeout
-        ticket, res = _new_key(), None
+        ticket, res = new_key(), None
         try:
             while True:
                 eligible = len(options) if time.monotonic() - start >= lighter_after else 1
@@ -182,13 +124,13 @@ class Ledger:
                 if res is not None:
                     return res
                 if should_stop is not None and should_stop():
-                    raise LedgerCancelled(f"stopped waiting for {_size(nbytes)} on {self.gpu_key}")
+                    raise LedgerCancelled(f"stopped waiting for {human(nbytes)} on {self.gpu_key}")
                 pause = self.poll_interval * random.uniform(0.5, 1.0)  # jitter: no lock-step polling
                 if deadline is not None:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         raise LedgerTimeout(
-                            f"no room for {_size(nbytes)} on {self.gpu_key} after {timeout:.1f} s",
+                            f"no room for {human(nbytes)} on {self.gpu_key} after {timeout:.1f} s",
                             "raise the timeout or lower PAR",
                         )
                     pause = min(pause, left)
@@ -244,7 +186,7 @@ class Ledger:
             entry = self._entry(data)
             if self._reclaim(data):
                 self._write(data)
-            return [_reservation(r) for r in entry["reservations"]]
+            return [reservation_from(r) for r in entry["reservations"]]
 
     def reclaim_dead(self) -> int:
         """Drop reservations and waiters of dead processes (all GPU keys); returns reservations dropped."""
@@ -301,7 +243,7 @@ class Ledger:
                 if changed:
                     self._write(data)
                 return None
-            key, pid = ticket or _new_key(), os.getpid()
+            key, pid = ticket or new_key(), os.getpid()
             res = Reservation(key, pid, options[form], trial, now, label, HOST, TRIAL, form)
             entry["reservations"].append(asdict(res))
             entry["waiting"] = [w for w in entry["waiting"] if w["key"] != res.key]
@@ -309,10 +251,10 @@ class Ledger:
             return res
 
     def _too_large(self, nbytes: int, resident: int) -> LedgerTooLarge:
-        held = f", {_size(resident)} of it held by the workers' CUDA contexts" if resident else ""
+        held = f", {human(resident)} of it held by the workers' CUDA contexts" if resident else ""
         return LedgerTooLarge(
-            f"trial needs {_size(nbytes)} but the GPU budget of {self.gpu_key} is "
-            f"{_size(self.capacity_bytes)}{held}",
+            f"trial needs {human(nbytes)} but the GPU budget of {self.gpu_key} is "
+            f"{human(self.capacity_bytes)}{held}",
             "shrink the trial (batch size, max length, precision, checkpointing), lower PAR or raise "
             "--gpu-memory",
         )
@@ -336,7 +278,7 @@ class Ledger:
                 if process_alive(int(r["pid"]), float(r["created"]), str(r.get("host", ""))):
                     alive.append(r)
                 else:
-                    what = f"{_size(int(r['bytes']))} on {gpu} from dead process {r['pid']}"
+                    what = f"{human(int(r['bytes']))} on {gpu} from dead process {r['pid']}"
                     log.warning("reclaimed %s (trial %s)", what, r.get("trial"))
             waiting = entry.get("waiting", [])
             live_waiting = [w for w in waiting if process_alive(int(w["pid"]), float(w["since"]), w["host"])]
@@ -352,53 +294,7 @@ class Ledger:
         return entry
 
     def _read(self) -> dict[str, Any]:
-        try:
-            text = self.path.read_text()
-        except FileNotFoundError:
-            return {}
-        try:
-            data = json.loads(text) if text.strip() else {}
-        except json.JSONDecodeError:
-            data = None
-        if not isinstance(data, dict):
-            # Writes are atomic: only a machine crash (no worker survives it) or a foreign edit gets here.
-            log.warning("ledger %s is unreadable; starting it afresh", self.path)
-            return {}
-        return data
+        return read_ledger(self.path)
 
     def _write(self, data: dict[str, Any]) -> None:
-        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, self.path)
-
-
-def usage_line(path: Path) -> str:
-    """One line per GPU key of a ledger file for progress displays: reserved / capacity, trials, waiters
-    ("" when there is no ledger). Reads the atomically replaced file without the lock (a snapshot)."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
-        return ""
-    parts = []
-    for entry in data.values() if isinstance(data, dict) else []:
-        reservations = entry.get("reservations", [])
-        used = sum(int(r["bytes"]) for r in reservations)
-        trials = sum(1 for r in reservations if r.get("kind", TRIAL) == TRIAL)
-        parts.append(
-            f"ledger {used / 2**30:.1f}/{int(entry.get('capacity', 0)) / 2**30:.1f} GB, {trials} admitted, "
-            f"{len(entry.get('waiting', []))} waiting"
-        )
-    return "; ".join(parts)
-
-
-def _size(nbytes: int) -> str:
-    return f"{nbytes / 2**30:.2f} GiB" if nbytes >= 2**24 else f"{nbytes} bytes"
-
-
-def _new_key() -> str:
-    return f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
-
-
-def _reservation(raw: dict[str, Any]) -> Reservation:
-    names = {f.name for f in fields(Reservation)}
-    return Reservation(**{k: v for k, v in raw.items() if k in names})
+        write_ledger(self.path, data)

@@ -10,13 +10,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from hpo.config import TrialConfig
+from hpo.memory.budget import Budget, MemoryRequest, fits
 from hpo.memory.calibrate import Calibration
 from hpo.memory.catalog import ModelSpec
-from hpo.memory.estimate import Budget, MemoryRequest, estimate, fits
+from hpo.memory.estimate import estimate
 from hpo.memory.trace import trace_estimate
 from hpo.oom import PeakMemory
-
-GB = 1024**3
+from hpo.trial import keys as K
+from hpo.units import GIB, gb
 
 
 def memory_request(cfg: TrialConfig, num_labels: int) -> MemoryRequest:
@@ -71,10 +72,10 @@ class Sizer:
         reserved = self.memory.headroom_bytes + self.memory.resident_bytes
         ok, _ = fits(budget, self.memory.gpu_bytes, reserved)
         if not ok:
-            beside = f" beside the other workers' {self.memory.resident_bytes / GB:.2f} GB"
+            beside = f" beside the other workers' {self.memory.resident_bytes / GIB:.2f} GB"
             return (
-                f"estimated peak {budget.device_total_bytes / GB:.2f} GB > budget "
-                f"{self.memory.limit_bytes / GB:.2f} GB{beside if self.memory.resident_bytes else ''}"
+                f"estimated peak {budget.device_total_bytes / GIB:.2f} GB > budget "
+                f"{self.memory.limit_bytes / GIB:.2f} GB{beside if self.memory.resident_bytes else ''}"
             )
         if self.calibration is not None and self.calibration.known_oom(
             spec.name, memory_request(tcfg, self.num_labels)
@@ -112,14 +113,14 @@ class Sizer:
             peak.reserved_bytes + budget.components.get("cuda_context", 0), peak.nvml_process_bytes or 0
         )
         out: dict[str, Any] = {
-            "measured_peak_gb": round(peak.allocated_bytes / GB, 3),
-            "measured_reserved_gb": round(peak.reserved_bytes / GB, 3),
-            "measured_device_gb": round(device_peak / GB, 3),
+            K.MEASURED_PEAK_GB: gb(peak.allocated_bytes),
+            K.MEASURED_RESERVED_GB: gb(peak.reserved_bytes),
+            K.MEASURED_DEVICE_GB: gb(device_peak),
         }
         if peak.nvml_process_bytes is not None:
-            out["nvml_process_gb"] = round(peak.nvml_process_bytes / GB, 3)
+            out[K.NVML_PROCESS_GB] = gb(peak.nvml_process_bytes)
         if self.memory.gpu_bytes:
-            out["high_memory"] = device_peak > self.memory.high_memory_fraction * self.memory.gpu_bytes
+            out[K.HIGH_MEMORY] = device_peak > self.memory.high_memory_fraction * self.memory.gpu_bytes
         if self.calibration is not None:
             self.calibration.record_peak(
                 spec.name, memory_request(tcfg, self.num_labels), budget.device_total_bytes, device_peak

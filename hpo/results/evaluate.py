@@ -6,28 +6,32 @@ from typing import Any
 
 import optuna
 import torch
+from optuna.trial import FrozenTrial
 
 from hpo.agents import get_agent
 from hpo.config import StudyConfig, TrialConfig
+from hpo.errors import StorageError
+from hpo.gpu import resolve_device
 from hpo.memory.catalog import get_spec
-from hpo.results import best_trial
 from hpo.train.data import encode_pairs
 from hpo.train.loop import evaluate, make_loader, train
 from hpo.train.losses import make_loss
 from hpo.train.model import build_model, load_tokenizer
-from hpo.tune import resolve_device
+from hpo.trial import keys as K
 
 
-def evaluate_best(cfg: StudyConfig, study: optuna.Study) -> dict[str, Any]:
-    """Retrain the best trial's config (same seed, best epoch count) and score it on the test split."""
-    trial = best_trial(study)
-    raw = trial.user_attrs.get("final_config") or trial.user_attrs.get("trial_config")
+def evaluate_best(cfg: StudyConfig, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
+    """Retrain ``trial``'s config (same seed, best epoch count) and score it on the test split."""
+    raw = trial.user_attrs.get(K.FINAL_CONFIG) or trial.user_attrs.get(K.TRIAL_CONFIG)
     if not raw:
-        raise optuna.exceptions.OptunaError(f"trial {trial.number} has no stored trial_config")
+        raise StorageError(
+            f"trial {trial.number} of study '{study.study_name}' has no stored {K.TRIAL_CONFIG}",
+            "it was not run by hpo tune; evaluate a study that hpo tune ran",
+        )
     tcfg = TrialConfig.model_validate(raw)
     agent = get_agent(cfg.agent)
     splits = agent.load_splits(cfg.data_dir, cfg.seed)
-    device = resolve_device(cfg)
+    device = resolve_device(cfg.device)
     if device.type != "cuda":
         tcfg = tcfg.model_copy(update={"precision": "fp32"})
     spec = get_spec(tcfg.model)
@@ -44,7 +48,7 @@ def evaluate_best(cfg: StudyConfig, study: optuna.Study) -> dict[str, Any]:
         frozen_layers=tcfg.frozen_layers,
         seed=cfg.seed,
     )
-    epochs = int(trial.user_attrs.get("best_epoch", cfg.epochs - 1)) + 1
+    epochs = int(trial.user_attrs.get(K.BEST_EPOCH, cfg.epochs - 1)) + 1
     result = train(
         model,
         tcfg,
@@ -71,5 +75,4 @@ def evaluate_best(cfg: StudyConfig, study: optuna.Study) -> dict[str, Any]:
         f"test_majority_baseline_{agent.metric_name}": agent.majority_baseline(splits, "test"),
         "test_examples": len(gold),
     }
-    study.set_user_attr("test_evaluation", out)  # finished trials are immutable: keep it on the study
     return out

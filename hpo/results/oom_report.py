@@ -13,11 +13,15 @@ Conventions the objective and tracker follow:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from hpo.errors import ConfigError, StorageError
 from hpo.oom import OOM_FIELDS
+from hpo.study import load_existing
+from hpo.trial import keys as K
+from hpo.trial.keys import PRUNED_REASONS, TRIAL_NUMBER_TAG
 
 if TYPE_CHECKING:
     import optuna
@@ -37,9 +41,7 @@ ROW_KEYS: tuple[str, ...] = (
     "measured_peak_gb",
     "error_head",
 )
-PRUNED_REASONS: tuple[str, ...] = ("oom", "memory_estimate", "early_stop")
 STATES: tuple[str, ...] = ("complete", "pruned", "fail", "running", "waiting", "all")
-TRIAL_NUMBER_TAG = "trial_number"
 _INTS = {"number", "batch_size", "grad_accum", "max_length", "epoch", "step"}
 _FLOATS = {"estimated_peak_gb", "measured_peak_gb"}
 _COLUMNS = (
@@ -88,9 +90,9 @@ def oom_rows_from_optuna(study: optuna.Study) -> list[dict[str, Any]]:
     """One row per trial with user attr ``oom=True``, from its ``oom_config`` (params fill gaps)."""
     rows = []
     for t in study.get_trials(deepcopy=False):
-        if t.user_attrs.get("oom") is not True:
+        if t.user_attrs.get(K.OOM) is not True:
             continue
-        record = t.user_attrs.get("oom_config") or {}
+        record = t.user_attrs.get(K.OOM_CONFIG) or {}
         rows.append(_row(t.number, record, t.params))
     return sorted(rows, key=lambda r: r["number"])
 
@@ -109,11 +111,15 @@ def oom_rows_from_mlflow(tracking_uri: str, experiment_name: str) -> list[dict[s
     rows, token = [], None
     while True:
         page = client.search_runs(
-            [exp.experiment_id], filter_string="params.oom_error = 'True'", max_results=1000, page_token=token
+            [exp.experiment_id],
+            filter_string=f"params.{K.OOM_ERROR_PARAM} = 'True'",
+            max_results=1000,
+            page_token=token,
         )
         for run in page:
             params, tags = run.data.params, run.data.tags
-            oom = {f: params[f"oom_{f}"] for f in OOM_FIELDS if f"oom_{f}" in params}
+            pre = K.OOM_PARAM_PREFIX
+            oom = {f: params[f"{pre}{f}"] for f in OOM_FIELDS if f"{pre}{f}" in params}
             rows.append(_row(tags.get(TRIAL_NUMBER_TAG), oom, params, tags))
         token = page.token
         if not token:
@@ -182,8 +188,22 @@ def filter_trials(trials: Iterable[FrozenTrial], state: str | None, reason: str 
     for t in trials:
         if state_l != "all" and t.state != TrialState[state_l.upper()]:
             continue
-        pruned_for = t.user_attrs.get("pruned_reason") if t.state == TrialState.PRUNED else None
+        pruned_for = t.user_attrs.get(K.PRUNED_REASON) if t.state == TrialState.PRUNED else None
         if reason is not None and pruned_for != reason:
             continue
         out.append(t)
     return out
+
+
+def show_oom(study: str, storage_url: str, source: str, mlflow_uri: str, as_json: bool) -> str:
+    """`hpo oom`: the study's OOM trials from Optuna user attrs or MLflow runs, with a summary line."""
+    if source == "optuna":
+        rows = oom_rows_from_optuna(load_existing(study, storage_url))
+    elif source == "mlflow":
+        rows = oom_rows_from_mlflow(mlflow_uri, study)
+    else:
+        raise ConfigError(f"unknown --source '{source}'", "use optuna or mlflow")
+    summary = summarize(rows)
+    if as_json:
+        return json.dumps({"rows": rows, "summary": summary}, indent=2, default=str)
+    return render_oom_table(rows, summary)

@@ -1,0 +1,67 @@
+"""`hpo estimate`: the peak GPU memory of one configuration, before anything is loaded."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from hpo.commands.common import GpuMemoryOpt, JsonOpt, handles_errors, split_list
+
+
+@handles_errors
+def estimate(
+    model: Annotated[str, typer.Option(help="Catalog name, local path or cached hub id.")],
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Micro-batch size.")] = 16,
+    max_length: Annotated[int, typer.Option("--max-length", min=1, help="Sequence length (padded).")] = 512,
+    precision: Annotated[str, typer.Option(help="fp32 | fp16 | bf16 | bf16_pure")] = "fp32",
+    optimizer: Annotated[str, typer.Option(help="adamw | adafactor | sgd | adamw_8bit")] = "adamw",
+    grad_checkpointing: Annotated[
+        bool, typer.Option("--grad-checkpointing", help="Activation checkpointing.")
+    ] = False,
+    lora_r: Annotated[int, typer.Option("--lora-r", min=0, help="LoRA rank (0 = full fine-tune).")] = 0,
+    quant: Annotated[str | None, typer.Option(help="4bit | 8bit base weights")] = None,
+    mode: Annotated[str, typer.Option(help="train | inference")] = "train",
+    frozen_layers: Annotated[int, typer.Option("--frozen-layers", min=0, help="Frozen encoder layers.")] = 0,
+    attn_impl: Annotated[str, typer.Option("--attn-impl", help="sdpa | eager | flash")] = "sdpa",
+    lora_targets: Annotated[
+        str, typer.Option("--lora-targets", help="Comma-separated module names LoRA adapts.")
+    ] = "query,value",
+    gpu_memory: GpuMemoryOpt = None,
+    headroom_gb: Annotated[
+        float | None, typer.Option("--headroom-gb", help="Memory kept free (default: the GPU profile's).")
+    ] = None,
+    method: Annotated[str, typer.Option(help="analytic | trace (meta-device run of 2 steps)")] = "analytic",
+    max_batch: Annotated[
+        bool, typer.Option("--max-batch", help="Print the largest batch size that fits.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Predict the peak GPU memory of one training step before loading anything."""
+    from hpo.memory.budget import MemoryRequest
+    from hpo.memory.report import run_estimate
+
+    req = MemoryRequest(
+        batch_size=batch_size,
+        max_length=max_length,
+        precision=precision,
+        optimizer=optimizer,
+        grad_checkpointing=grad_checkpointing,
+        lora_r=lora_r,
+        quant=quant,
+        mode=mode,
+        frozen_layers=frozen_layers,
+        attn_impl=attn_impl,
+        lora_targets=tuple(split_list(lora_targets) or ()),
+    )  # validates itself (ConfigError)
+    typer.echo(
+        run_estimate(
+            model,
+            req,
+            gpu_memory=gpu_memory,
+            method=method,
+            as_json=as_json,
+            max_batch=max_batch,
+            headroom_gb=headroom_gb,
+        )
+    )

@@ -1,0 +1,72 @@
+"""`hpo trials`, `hpo best`, `hpo oom`: read a study back (from any shell or host reaching its storage)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from hpo.commands.common import (
+    DataDirOpt,
+    JsonOpt,
+    MlflowUriOpt,
+    OutputOpt,
+    StorageOpt,
+    StudyNameOpt,
+    handles_errors,
+)
+from hpo.config import mlflow_uri as resolve_mlflow_uri
+from hpo.config import storage_url
+
+
+@handles_errors
+def trials(
+    study: StudyNameOpt,
+    storage: StorageOpt = None,
+    output_dir: OutputOpt = None,
+    state: Annotated[str | None, typer.Option(help="complete | pruned | fail | running | all")] = None,
+    reason: Annotated[
+        str | None, typer.Option(help="For pruned trials: oom | memory_estimate | early_stop")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON rows.")] = False,
+) -> None:
+    """List a study's trials: number, state, value, pruning reason, duration, key params."""
+    from hpo.results.trials import show_trials
+
+    typer.echo(show_trials(study, storage_url(storage, output_dir), state, reason, as_json))
+
+
+@handles_errors
+def best(
+    study: StudyNameOpt,
+    storage: StorageOpt = None,
+    output_dir: OutputOpt = None,
+    evaluate: Annotated[
+        bool,
+        typer.Option("--evaluate", help="Retrain the best config and score it on the held-out test split."),
+    ] = False,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the best trial (and optionally its test-split evaluation)."""
+    from hpo.results.best import show_best
+
+    typer.echo(show_best(study, storage_url(storage, output_dir), evaluate, data_dir, as_json))
+
+
+@handles_errors
+def oom(
+    study: StudyNameOpt,
+    storage: StorageOpt = None,
+    output_dir: OutputOpt = None,
+    source: Annotated[
+        str, typer.Option(help="optuna (trial user attrs) | mlflow (runs with oom_error=True)")
+    ] = "optuna",
+    mlflow_uri: MlflowUriOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """OOM trials: config, where it failed, estimated vs measured peak, and a summary line."""
+    from hpo.results.oom_report import show_oom
+
+    url, uri = storage_url(storage, output_dir), resolve_mlflow_uri(mlflow_uri, output_dir)
+    typer.echo(show_oom(study, url, source, uri, as_json))

@@ -1,0 +1,158 @@
+"""`hpo tune` and `hpo worker`: run a study here, or join one from another shell or host."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from hpo.commands.common import (
+    ConfigOpt,
+    DataDirOpt,
+    GpuMemoryOpt,
+    MlflowUriOpt,
+    OutputOpt,
+    StorageOpt,
+    StudyOpt,
+    handles_errors,
+    split_list,
+)
+from hpo.commands.exit_codes import INTERRUPTED, POISONED
+from hpo.config import storage_url
+
+
+@dataclass
+class TuneOptions:
+    """What `hpo tune` was given on the command line (None = not given: the YAML or default applies)."""
+
+    agent: str | None = None
+    study: str | None = None
+    n_trials: int | None = None
+    storage: str | None = None
+    data_dir: Path | None = None
+    models: list[str] | None = None
+    epochs: int | None = None
+    patience: int | None = None
+    seed: int | None = None
+    timeout: float | None = None
+    output_dir: Path | None = None
+    mlflow_uri: str | None = None
+    mlflow: bool | None = None
+    gpu_memory: str | None = None
+    on_oom: str | None = None
+    device: str | None = None
+    par: int | None = None
+    recycle_after: int | None = None
+    elastic: bool | None = None
+    elastic_after_s: float | None = None
+
+    def overrides(self) -> dict[str, Any]:
+        """The StudyConfig fields set on the command line."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@handles_errors
+def tune(
+    agent: Annotated[str | None, typer.Option(help="Task to tune (criteria).")] = None,
+    study: StudyOpt = None,
+    n_trials: Annotated[
+        int | None,
+        typer.Option("--n-trials", help="Target number of finished (complete + pruned) trials in the study."),
+    ] = None,
+    storage: StorageOpt = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    models: Annotated[
+        str | None, typer.Option(help="Comma-separated model names/paths to search over.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs per trial.")] = None,
+    patience: Annotated[int | None, typer.Option(help="Early-stopping patience (epochs).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for splits, sampler and training.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Stop starting trials after SEC seconds.")] = None,
+    output_dir: OutputOpt = None,
+    mlflow_uri: MlflowUriOpt = None,
+    no_mlflow: Annotated[bool, typer.Option("--no-mlflow", help="Do not log to MLflow.")] = False,
+    gpu_memory: GpuMemoryOpt = None,
+    on_oom: Annotated[str | None, typer.Option("--on-oom", help="prune | shrink | cpu")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
+    par: Annotated[
+        int | None,
+        typer.Option(
+            help="Worker processes sharing the GPU: an upper bound, trials are admitted by estimated memory."
+        ),
+    ] = None,
+    recycle_after: Annotated[
+        int | None,
+        typer.Option(
+            "--recycle-after",
+            help="Restart a worker after K trials (returns fragmented memory to the driver).",
+        ),
+    ] = None,
+    elastic: Annotated[
+        bool | None,
+        typer.Option(
+            "--elastic/--no-elastic",
+            help="With --par: a trial that waited --elastic-after seconds for room runs in a lighter "
+            "equivalent form (gradient checkpointing, smaller micro-batch x more accumulation). Default: on.",
+        ),
+    ] = None,
+    elastic_after: Annotated[
+        float | None,
+        typer.Option("--elastic-after", help="Seconds a trial waits for room as sampled (default 60)."),
+    ] = None,
+) -> None:
+    """Create or resume a study and run trials until it has --n-trials finished trials."""
+    from hpo.config import load_config
+    from hpo.run.tune import run_tune  # lazy: imports torch
+
+    opts = TuneOptions(
+        agent=agent,
+        study=study,
+        n_trials=n_trials,
+        storage=storage,
+        data_dir=data_dir,
+        models=split_list(models),
+        epochs=epochs,
+        patience=patience,
+        seed=seed,
+        timeout=timeout,
+        output_dir=output_dir,
+        mlflow_uri=mlflow_uri,
+        mlflow=False if no_mlflow else None,
+        gpu_memory=gpu_memory,
+        on_oom=on_oom,
+        device=device,
+        par=par,
+        recycle_after=recycle_after,
+        elastic=elastic,
+        elastic_after_s=elastic_after,
+    )
+    cfg = load_config(config, opts.overrides())
+    typer.echo(
+        f"study {cfg.study} | agent {cfg.agent} | models {','.join(cfg.models)} | target "
+        f"{cfg.n_trials} trials x <= {cfg.epochs} epochs | par {cfg.par} | storage {cfg.storage_url}"
+    )
+    report = run_tune(cfg)
+    typer.echo("\n".join(report.lines()))
+    if report.poisoned:
+        raise typer.Exit(code=POISONED)
+    if report.interrupted:
+        raise typer.Exit(code=INTERRUPTED)
+
+
+@handles_errors
+def worker(
+    study: Annotated[str, typer.Option("--study", help="Study to join (created by `hpo tune`).")],
+    storage: StorageOpt = None,
+    output_dir: OutputOpt = None,
+    config: ConfigOpt = None,
+    config_json: Annotated[Path | None, typer.Option("--config-json", hidden=True)] = None,
+    recycle_after: Annotated[int, typer.Option("--recycle-after", help="Exit after K trials.")] = 1_000_000,
+) -> None:
+    """Join an existing study from another shell or machine and run its trials."""
+    from hpo.run.worker import run_worker, worker_config  # lazy: imports torch
+
+    cfg = worker_config(study, storage_url(storage, output_dir), output_dir, config, config_json)
+    raise typer.Exit(code=int(run_worker(cfg, recycle_after=recycle_after)))

@@ -1,0 +1,101 @@
+"""What the estimator is asked (MemoryRequest) and what it answers (Budget), with the device-level constants.
+
+Kept apart from the estimators themselves (``estimate``: arithmetic, ``trace``: meta-device run) so that both
+build on it without importing each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hpo.errors import ConfigError
+from hpo.memory.catalog import ModelSpec
+from hpo.units import GIB, MIB
+
+CUBLAS_WORKSPACE = 32 * MIB  # cuBLAS/cuBLASLt workspaces, allocated through the caching allocator
+CUDA_CONTEXT = 512 * MIB  # CUDA context + kernels (lazy loading), outside the caching allocator
+ALLOC_FRACTION = 0.05  # caching-allocator rounding/fragmentation: reserved - allocated at the peak
+ALLOC_FLOOR = 64 * MIB
+TENSOR_COMPONENTS = ("weights", "adapters", "gradients", "optimizer", "activations", "temporaries")
+COMPONENTS = (*TENSOR_COMPONENTS, "cuda_context", "allocator_overhead")
+PRECISIONS = ("fp32", "fp16", "bf16", "bf16_pure")
+OPTIMIZERS = ("adamw", "adafactor", "sgd", "adamw_8bit")
+ATTN_IMPLS = ("sdpa", "eager", "flash")
+LORA_TARGET_ALIASES = {  # module names a LoRA target goes by in each architecture
+    "query": ("query", "query_proj", "q_proj", "q_lin"),
+    "key": ("key", "key_proj", "k_proj", "k_lin"),
+    "value": ("value", "value_proj", "v_proj", "v_lin"),
+}
+
+
+@dataclass(frozen=True)
+class MemoryRequest:
+    """One training (or inference) configuration, as far as memory is concerned."""
+
+    batch_size: int
+    max_length: int
+    precision: str = "fp32"  # fp32 | fp16 | bf16 (autocast, fp32 master weights) | bf16_pure
+    optimizer: str = "adamw"  # adamw | adafactor | sgd | adamw_8bit
+    grad_checkpointing: bool = False
+    lora_r: int = 0
+    lora_targets: tuple[str, ...] = ("query", "value")
+    quant: str | None = None  # None | "4bit" | "8bit" (base weights)
+    mode: str = "train"  # train | inference
+    attn_impl: str = "sdpa"  # sdpa | eager | flash
+    num_labels: int = 2
+    frozen_layers: int = 0  # encoder layers (and embeddings) frozen: no grads/optimizer state for them
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.batch_size >= 1 and self.max_length >= 1, "batch size and max length must be >= 1"),
+            (self.precision in PRECISIONS, f"precision '{self.precision}' is not one of {PRECISIONS}"),
+            (self.optimizer in OPTIMIZERS, f"optimizer '{self.optimizer}' is not one of {OPTIMIZERS}"),
+            (self.attn_impl in ATTN_IMPLS, f"attention '{self.attn_impl}' is not one of {ATTN_IMPLS}"),
+            (self.quant in (None, "4bit", "8bit"), f"quant '{self.quant}' is not 4bit or 8bit"),
+            (self.mode in ("train", "inference"), f"mode '{self.mode}' is not train or inference"),
+            (self.lora_r >= 0 and self.frozen_layers >= 0 and self.num_labels >= 1, "negative sizes"),
+            (self.quant is None or self.lora_r > 0 or self.mode == "inference", "4/8-bit weights need LoRA"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"invalid memory request: {message}", "fix the option")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Peak memory of one step: components in bytes, the logical peak and the device-level total."""
+
+    components: dict[str, int] = field(hash=False)
+    total_bytes: int  # logical tensor peak: torch.cuda.max_memory_allocated
+    device_total_bytes: int  # what nvidia-smi shows: + CUDA context + allocator overhead
+    method: str  # analytic | trace | ...+calibrated
+
+    def gb(self, name: str) -> float:  # one component in GiB
+        return self.components.get(name, 0) / GIB
+
+    @property
+    def total_gb(self) -> float:
+        return self.total_bytes / GIB
+
+    @property
+    def device_total_gb(self) -> float:
+        return self.device_total_bytes / GIB
+
+
+def device_budget(tensors: dict[str, int], method: str) -> Budget:
+    """Add the CUDA context and allocator overhead to logical tensor components."""
+    comp = {k: int(tensors.get(k, 0)) for k in TENSOR_COMPONENTS}
+    total = sum(comp.values())
+    comp.update(cuda_context=CUDA_CONTEXT, allocator_overhead=max(ALLOC_FLOOR, int(ALLOC_FRACTION * total)))
+    return Budget(comp, total, total + comp["cuda_context"] + comp["allocator_overhead"], method)
+
+
+def lora_target_names(spec: ModelSpec, targets: tuple[str, ...]) -> tuple[str, ...]:
+    """Module attribute names that ``targets`` select in this architecture."""
+    return tuple(name for t in targets for name in LORA_TARGET_ALIASES.get(t, (t,)))
+
+
+def fits(budget: Budget, gpu_bytes: int, headroom_bytes: int) -> tuple[bool, int]:
+    """Whether the device-level total fits ``gpu_bytes`` minus headroom, and the margin in bytes."""
+    margin = gpu_bytes - headroom_bytes - budget.device_total_bytes
+    return margin >= 0, margin

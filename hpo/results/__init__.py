@@ -1,0 +1,1 @@
+"""Reading a study back for `hpo trials`, `hpo best` and `hpo oom` (and the counts `hpo tune` prints)."""

@@ -1,0 +1,66 @@
+"""The best trial for `hpo best`, with its test-split evaluation when asked for."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from hpo.config import StudyConfig
+from hpo.errors import StorageError
+from hpo.study import CONFIG_ATTR, load_existing
+from hpo.trial import keys as K
+
+TEST_EVALUATION = "test_evaluation"  # study user attr: the last `hpo best --evaluate` result
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial:
+    """The best complete trial, or a StorageError saying there is none yet."""
+    try:
+        return study.best_trial
+    except ValueError as exc:
+        raise StorageError(
+            f"study '{study.study_name}' has no complete trial yet",
+            "run `hpo tune` until at least one trial completes",
+        ) from exc
+
+
+def describe_best(study: optuna.Study) -> dict[str, Any]:
+    """The best trial as a JSON-able mapping (with its last test-split evaluation, if any)."""
+    t = best_trial(study)
+    test = study.user_attrs.get(TEST_EVALUATION)
+    return {
+        "number": t.number,
+        "value": t.value,
+        "params": dict(t.params),
+        "config": t.user_attrs.get(K.FINAL_CONFIG) or t.user_attrs.get(K.TRIAL_CONFIG),
+        "best_epoch": t.user_attrs.get(K.BEST_EPOCH),
+        "estimated_peak_gb": t.user_attrs.get(K.ESTIMATED_PEAK_GB),
+        "mlflow_run_id": t.user_attrs.get(K.MLFLOW_RUN_ID),
+        "test": test if test and test.get("trial") == t.number else None,
+    }
+
+
+def show_best(study: str, storage_url: str, evaluate: bool, data_dir: Path | None, as_json: bool) -> str:
+    """`hpo best`: the best trial's value and config, optionally retrained and scored on the test split."""
+    s = load_existing(study, storage_url)
+    out = describe_best(s)
+    if evaluate:
+        from hpo.results.evaluate import evaluate_best  # lazy: training imports torch
+
+        stored = dict(s.user_attrs.get(CONFIG_ATTR) or {})
+        if data_dir is not None:
+            stored["data_dir"] = str(data_dir)
+        out["test"] = evaluate_best(StudyConfig.model_validate(stored), s, best_trial(s))
+        s.set_user_attr(TEST_EVALUATION, out["test"])  # finished trials are immutable: keep it on the study
+    if as_json:
+        return json.dumps(out, indent=2, default=str)
+    lines = [f"best trial {out['number']}: value {out['value']:.4f} (best epoch {out['best_epoch']})"]
+    lines += [f"  {key:20s} {value}" for key, value in (out["config"] or out["params"]).items()]
+    if out["test"]:
+        shown = (f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in out["test"].items())
+        lines.append("test split: " + ", ".join(shown))
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Running a study: setup, the serial run, the parallel launcher (parent), the worker (child), the ledger."""

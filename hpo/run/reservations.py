@@ -1,0 +1,147 @@
+"""What the memory ledger holds and the pure rules it applies: reservations, the admission rule, owner
+liveness (dead and foreign processes), where the ledger file lives and a one-line usage summary.
+
+The admission rule (:func:`admits` and :func:`held_back`) is shared with the scheduler simulation
+(``hpo.bench``), so the benchmark schedules exactly as workers do.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import socket
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from hpo.units import GIB
+
+log = logging.getLogger(__name__)
+
+HOST = socket.gethostname()
+LEDGER_NAME = "hpo.ledger.json"
+# A live process whose start time is later than this after a reservation was made cannot own it (PID reuse).
+PID_START_TOLERANCE_S = 2.0
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """Bytes of one GPU held by one process; ``key`` is the reservation's unique id."""
+
+    key: str
+    pid: int
+    bytes: int
+    trial: int | None
+    created: float
+    label: str = ""
+    host: str = ""
+    kind: str = "trial"  # "trial" (waits for room) or "process" (a worker's CUDA context, recorded as a fact)
+    form: int = 0  # which of the trial's forms was reserved (0: as sampled; see Ledger.reserve's ``lighter``)
+
+
+PROCESS, TRIAL = "process", "trial"
+
+
+def admits(in_use: int, capacity: int, nbytes: int, held_back: int = 0) -> bool:
+    """The admission rule: admit ``nbytes`` only if it fits beside what is in use and what is held back."""
+    return nbytes >= 0 and in_use + held_back + nbytes <= capacity
+
+
+def held_back(waiting: Iterable[Mapping[str, Any]], now: float, ticket: str | None = None) -> int:
+    """Bytes kept free for the oldest waiter whose priority time has come (0 when that waiter is ``ticket``).
+
+    A waiter is a mapping with ``key``, ``bytes``, ``since`` and ``priority_at`` (epoch seconds).
+    """
+    due = [w for w in waiting if now >= float(w.get("priority_at", w["since"]))]
+    if not due:
+        return 0
+    oldest = min(due, key=lambda w: float(w["since"]))
+    return 0 if oldest["key"] == ticket else int(oldest["bytes"])
+
+
+def process_alive(pid: int, created: float, host: str = "") -> bool:
+    """Whether the process that reserved at ``created`` still runs (zombies and reused PIDs do not)."""
+    if host and host != HOST:
+        return True  # another machine's process: we cannot tell, never reclaim it
+    if pid == os.getpid():
+        return True
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return proc.create_time() <= created + PID_START_TOLERANCE_S
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return True
+
+
+def ledger_path_for(storage_url: str, output_dir: Path) -> Path:
+    """The ledger beside a file storage (``sqlite:///x/hpo.db`` -> ``x/hpo.ledger.json``), else output_dir."""
+    url = storage_url.strip()
+    match = re.match(r"^sqlite(?:\+\w+)?:///([^?]*)", url)
+    db = match.group(1) if match else url.removeprefix("journal:") if url.startswith("journal:") else ""
+    if db and db != ":memory:":
+        path = Path(db)
+        return path.with_name(f"{path.stem}.ledger.json")
+    return Path(output_dir) / LEDGER_NAME
+
+
+def read_ledger(path: Path) -> dict[str, Any]:
+    """The ledger file's content ({} when absent)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}
+    try:
+        data = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict):
+        # Writes are atomic: only a machine crash (no worker survives it) or a foreign edit gets here.
+        log.warning("ledger %s is unreadable; starting it afresh", path)
+        return {}
+    return data
+
+
+def write_ledger(path: Path, data: dict[str, Any]) -> None:
+    """Replace the ledger file atomically (readers never see a partial write)."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def usage_line(path: Path) -> str:
+    """One line per GPU key of a ledger file for progress displays: reserved / capacity, trials, waiters
+    ("" when there is no ledger). Reads the atomically replaced file without the lock (a snapshot)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return ""
+    parts = []
+    for entry in data.values() if isinstance(data, dict) else []:
+        reservations = entry.get("reservations", [])
+        used = sum(int(r["bytes"]) for r in reservations)
+        trials = sum(1 for r in reservations if r.get("kind", TRIAL) == TRIAL)
+        parts.append(
+            f"ledger {used / GIB:.1f}/{int(entry.get('capacity', 0)) / GIB:.1f} GB, {trials} admitted, "
+            f"{len(entry.get('waiting', []))} waiting"
+        )
+    return "; ".join(parts)
+
+
+def new_key() -> str:
+    """A reservation or waiter key unique across processes."""
+    return f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+def reservation_from(raw: dict[str, Any]) -> Reservation:
+    """A Reservation from its JSON form (unknown keys ignored)."""
+    names = {f.name for f in fields(Reservation)}
+    return Reservation(**{k: v for k, v in raw.items() if k in names})

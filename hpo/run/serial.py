@@ -1,0 +1,74 @@
+"""Running a study's trials in this process, one at a time, until it has its target of finished trials."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import optuna
+from optuna.trial import TrialState
+
+from hpo.config import StudyConfig
+from hpo.progress import Progress
+from hpo.run.report import TuneReport, finish
+from hpo.run.setup import build_objective
+from hpo.study import create_or_load, finished_count, trial_by_number
+from hpo.trial import keys as K
+from hpo.trial.objective import Objective
+
+MAX_CONSECUTIVE_FAILURES = 5
+
+
+def run_one(study: optuna.Study, objective: Objective) -> optuna.trial.FrozenTrial:
+    """Run one trial (errors become FAIL trials) and report how it ended."""
+    study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+    last = trial_by_number(study, objective.last_number)  # this process's trial (others may run too)
+    note = last.user_attrs.get(K.PRUNED_REASON) or last.user_attrs.get(K.ERROR) or ""
+    objective.progress.trial_finished(last.number, last.state.name.lower(), last.value, str(note))
+    return last
+
+
+def run_trials(study: optuna.Study, objective: Objective, target: int, timeout: float | None) -> str:
+    """Run trials one at a time until ``target`` finished trials; returns why it stopped."""
+    start, failures = time.monotonic(), 0
+    while finished_count(study) < target:
+        if timeout is not None and time.monotonic() - start >= timeout:
+            return "timeout"
+        last = run_one(study, objective)
+        if objective.poisoned:
+            return "fatal CUDA error: this process stopped (a launcher replaces it)"
+        failures = failures + 1 if last.state == TrialState.FAIL else 0
+        if failures >= MAX_CONSECUTIVE_FAILURES:
+            err = last.user_attrs.get(K.ERROR, "see the log")
+            return f"stopped after {failures} consecutive failed trials (last: {err})"
+    return "target reached"
+
+
+def run_serial(cfg: StudyConfig, started: float, progress: Progress | None = None) -> TuneReport:
+    """Create or resume the study and run its trials in this process."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C even when started in the background
+    progress = progress or Progress(total=cfg.n_trials)
+    objective = build_objective(cfg, progress)
+    study = create_or_load(cfg)
+    report = TuneReport(
+        study=cfg.study,
+        storage=cfg.storage_url,
+        target=cfg.n_trials,
+        finished_before=finished_count(study),
+        mlflow_uri=cfg.mlflow_tracking_uri if cfg.mlflow else None,
+    )
+    try:
+        report.stopped_reason = run_trials(study, objective, cfg.n_trials, cfg.timeout)
+    except KeyboardInterrupt:
+        report.interrupted = True
+        report.stopped_reason = "interrupted: finished trials are kept; rerun the same command to resume"
+    finally:
+        progress.close()
+    report.poisoned = objective.poisoned
+    report.baseline = objective.agent.majority_baseline(objective.data.splits, "val")
+    report.metric = objective.agent.metric_name
+    finish(report, study, objective.tracker)
+    report.seconds = time.monotonic() - started
+    return report

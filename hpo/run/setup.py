@@ -1,0 +1,130 @@
+"""What a study needs before its first trial: validated inputs, device, memory budget, tracker, objective.
+
+Both the serial run and each parallel worker build their objective here, so bad input fails the same way
+(an HpoError naming the problem) before any trial starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+
+from hpo.agents import get_agent
+from hpo.agents.base import Agent
+from hpo.config import StudyConfig
+from hpo.faults import FaultPlan
+from hpo.gpu import GpuProfile, detect, headroom_bytes, load_profile, resolve_device
+from hpo.memory.calibrate import Calibration
+from hpo.memory.catalog import get_spec
+from hpo.progress import Progress
+from hpo.tracking import Tracker, make_tracker
+from hpo.train.data import Splits
+from hpo.train.model import load_tokenizer
+from hpo.trial.admission import Admission, no_admission
+from hpo.trial.objective import Objective
+from hpo.trial.sizing import MemoryPolicy, Sizer
+from hpo.trial.space import SpaceContext, validate
+from hpo.trial.training import EncodedData
+from hpo.units import parse_memory
+
+
+def memory_policy(cfg: StudyConfig, device: torch.device, profile: GpuProfile | None = None) -> MemoryPolicy:
+    """The GPU budget: --gpu-memory (simulated on CPU), else the detected card, else none (plain CPU run).
+
+    Headroom: the study's ``headroom_gb`` when set, else the GPU profile's (``hpo.gpu.headroom_bytes``, the
+    rule ``hpo estimate`` uses too).
+    """
+    headroom = headroom_bytes(profile or load_profile(cfg.gpu_memory), cfg.headroom_gb)
+    if cfg.gpu_memory is not None:
+        return MemoryPolicy(
+            parse_memory(cfg.gpu_memory), headroom, device.type != "cuda", cfg.high_memory_fraction
+        )
+    if device.type == "cuda":
+        info = detect(torch.cuda.current_device())
+        return MemoryPolicy(info.total_bytes, headroom, False, cfg.high_memory_fraction)
+    return MemoryPolicy(None, headroom)
+
+
+@dataclass
+class Setup:
+    """A study's validated inputs: agent, data splits, device, search space, loaded tokenizers."""
+
+    agent: Agent
+    splits: Splits
+    device: torch.device
+    space: SpaceContext
+    tokenizers: dict[str, Any]
+
+
+def prepare(cfg: StudyConfig) -> Setup:
+    """Validate everything a study needs before any trial (or worker) starts; HpoError on bad input."""
+    agent = get_agent(cfg.agent)
+    splits = agent.load_splits(cfg.data_dir, cfg.seed)
+    device = resolve_device(cfg.device)
+    profile = load_profile(cfg.gpu_memory) if (cfg.gpu_memory or device.type == "cuda") else None
+    space = SpaceContext(
+        models=tuple(cfg.models),
+        space=cfg.space,
+        on_cuda=device.type == "cuda",
+        profile=profile,
+        bf16_supported=device.type == "cuda" and torch.cuda.is_bf16_supported(),
+    )
+    validate(space)
+    tokenizers = {m: load_tokenizer(get_spec(m)) for m in cfg.models}  # fail fast on unloadable models
+    return Setup(agent, splits, device, space, tokenizers)
+
+
+def tracker_for(cfg: StudyConfig) -> Tracker:
+    """The study's MLflow tracker (its parent run carries the study settings)."""
+    settings = {
+        "agent": cfg.agent,
+        "models": ",".join(cfg.models),
+        "epochs": cfg.epochs,
+        "patience": cfg.patience,
+        "seed": cfg.seed,
+        "storage": cfg.storage_url,
+    }
+    return make_tracker(
+        cfg.mlflow, cfg.mlflow_tracking_uri, cfg.study, cfg.output_dir / "mlartifacts", settings
+    )
+
+
+def build_objective(
+    cfg: StudyConfig,
+    progress: Progress,
+    *,
+    setup: Setup | None = None,
+    policy: MemoryPolicy | None = None,
+    admission: Admission = no_admission,
+    on_start: Callable[[optuna.Trial], None] | None = None,
+    calibration_path: Path | None = None,
+) -> Objective:
+    """Everything the objective needs, validated before the first trial starts.
+
+    A worker passes its ``setup`` and ``policy`` (the other workers' contexts counted) and its ledger
+    ``admission``; a serial run leaves them to their defaults.
+    """
+    setup = setup or prepare(cfg)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    faults = FaultPlan.from_env() or (FaultPlan.from_dict(cfg.faults) if cfg.faults else None)
+    calibration = Calibration(calibration_path or cfg.output_dir / "calibration.json")
+    policy = policy or memory_policy(cfg, setup.device, setup.space.profile)
+    return Objective(
+        cfg=cfg,
+        agent=setup.agent,
+        data=EncodedData(setup.splits, cfg.max_train_examples, dict(setup.tokenizers)),
+        tracker=tracker_for(cfg),
+        progress=progress,
+        device=setup.device,
+        space=setup.space,
+        sizer=Sizer(replace(policy), setup.agent.num_labels, calibration, cfg.prune_by_estimate),
+        faults=faults,
+        admission=admission,
+        on_start=on_start,
+    )

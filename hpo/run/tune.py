@@ -1,0 +1,21 @@
+"""`hpo tune`: run a study in this process, or with ``--par N`` in N supervised worker processes."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from hpo.config import StudyConfig
+from hpo.progress import Progress
+from hpo.run.launcher import run_parallel
+from hpo.run.report import TuneReport
+from hpo.run.serial import run_serial
+
+
+def run_tune(cfg: StudyConfig, progress: Progress | None = None) -> TuneReport:
+    """Create or resume the study and run trials until it has ``cfg.n_trials`` finished ones."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    started = time.monotonic()
+    if cfg.par > 1:
+        return run_parallel(cfg, started)
+    return run_serial(cfg, started, progress)

@@ -1,0 +1,156 @@
+"""One PAR worker process (the child side of ``hpo.run.launcher``): memory-aware admission and the trial loop.
+
+A worker records its CUDA context in the per-GPU ledger for its whole life, then for each trial reserves the
+trial's estimated peak before it loads a model (waiting while it would not fit beside the running trials),
+caps its CUDA allocator at the reservation plus a margin, and releases on any exit path. It tells the
+launcher which trial it runs through a marker file and how it ended through its exit code (``WorkerExit``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from hpo.config import StudyConfig, load_config
+from hpo.gpu import detect
+from hpo.memory.budget import CUDA_CONTEXT
+from hpo.progress import Progress
+from hpo.run.isolation import apply_memory_cap
+from hpo.run.ledger import Ledger
+from hpo.run.protocol import WorkerExit, trial_file
+from hpo.run.reservations import Reservation, ledger_path_for
+from hpo.run.serial import run_one
+from hpo.run.setup import build_objective, memory_policy, prepare
+from hpo.study import CONFIG_ATTR, create_or_load, finished_count, load_existing
+from hpo.trial.admission import no_admission
+from hpo.trial.sizing import MemoryPolicy
+
+CAP_MARGIN_BYTES = 512 * 1024**2
+
+
+def worker_config(
+    study: str, storage_url: str, output_dir: Path | None, config: Path | None, config_json: Path | None
+) -> StudyConfig:
+    """A worker's study config: the launcher's resolved file, else a study YAML, else the one stored with the
+    study by `hpo tune` (a worker started by hand in another shell or on another host)."""
+    if config_json is not None:
+        return StudyConfig.model_validate_json(config_json.read_text())
+    if config is not None:
+        return load_config(config, {"study": study, "storage": storage_url, "output_dir": output_dir})
+    stored = dict(load_existing(study, storage_url).user_attrs.get(CONFIG_ATTR) or {})
+    stored.update({"study": study, "storage": storage_url})
+    if output_dir is not None:
+        stored["output_dir"] = str(output_dir)
+    return StudyConfig.model_validate(stored)
+
+
+class LedgerAdmission:
+    """Ledger-backed admission for one worker process (an ``hpo.trial.admission.Admission``).
+
+    ``start()`` records the worker's CUDA context in the ledger (it stays on the card while the worker waits);
+    each trial then reserves its estimated device total less that context, waiting until it fits (or, after
+    ``lighter_after`` seconds, until one of its lighter equivalent forms fits: hpo.trial.elastic), caps the
+    CUDA allocator at the reservation plus ``margin`` and releases on any exit path. ``close()`` gives the
+    context back when the worker exits (the ledger reclaims it anyway if the worker dies).
+    """
+
+    def __init__(
+        self, ledger: Ledger, context_bytes: int, margin_bytes: int, lighter_after: float = 60.0
+    ) -> None:
+        self.ledger, self.context_bytes, self.margin_bytes = ledger, context_bytes, margin_bytes
+        self.lighter_after = lighter_after
+        self._hold: Reservation | None = None
+
+    def start(self) -> None:
+        self._hold = self.ledger.hold_process(self.context_bytes, label=f"worker pid {os.getpid()} context")
+
+    def close(self) -> None:
+        if self._hold is not None:
+            self.ledger.release(self._hold)
+            self._hold = None
+
+    @contextlib.contextmanager
+    def __call__(self, sizes: Sequence[int], trial: int) -> Iterator[int]:
+        """Hold room for the first form in ``sizes`` (device totals, sampled form first); yields its index."""
+        # an estimate's device total includes the context, which is already on the card
+        first, *lighter = (max(0, n - self.context_bytes) for n in sizes)
+        label = f"worker pid {os.getpid()}"
+        with self.ledger.reserved(
+            first, trial=trial, label=label, lighter=lighter, lighter_after=self.lighter_after
+        ) as res:
+            # the context lives outside the caching allocator, which the cap limits
+            apply_memory_cap(res.bytes, self.margin_bytes)
+            yield res.form
+
+
+def make_admission(cfg: StudyConfig, policy: MemoryPolicy, gpu_key: str) -> LedgerAdmission | None:
+    """The worker's ledger admission, or None without a GPU budget (a plain CPU run admits everything)."""
+    if policy.gpu_bytes is None:
+        return None
+    ledger = Ledger(
+        ledger_path_for(cfg.storage_url, cfg.output_dir),
+        gpu_key,
+        max(0, policy.gpu_bytes - policy.headroom_bytes),
+        poll_interval=0.5,
+    )
+    # the caps of all workers together may overshoot their reservations by at most the headroom
+    margin = min(CAP_MARGIN_BYTES, policy.headroom_bytes // max(1, cfg.par))
+    return LedgerAdmission(ledger, CUDA_CONTEXT, margin, cfg.elastic_after_s)
+
+
+def run_worker(cfg: StudyConfig, *, recycle_after: int) -> WorkerExit:
+    """Run trials until the study target is reached, K trials were run or CUDA is poisoned."""
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
+    setup = prepare(cfg)
+    policy = memory_policy(cfg, setup.device, setup.space.profile)
+    info = detect(0)
+    admission = make_admission(cfg, policy, info.uuid if info.available else f"simulated-{policy.gpu_bytes}")
+    if admission is not None:
+        # every other worker's CUDA context stays on the card: a trial must fit beside them
+        policy.resident_bytes = (cfg.par - 1) * CUDA_CONTEXT
+        admission.start()
+    marker = trial_file(cfg, os.getpid())
+    marker.parent.mkdir(parents=True, exist_ok=True)
+
+    def on_start(trial: optuna.Trial) -> None:
+        marker.write_text(str(trial.number))
+
+    objective = build_objective(
+        cfg,
+        Progress(live=False),
+        setup=setup,
+        policy=policy,
+        admission=admission or no_admission,
+        on_start=on_start,
+    )
+    study = create_or_load(cfg)
+    done = 0
+    try:
+        while done < recycle_after:
+            running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+            if finished_count(study) + running >= cfg.n_trials:
+                return WorkerExit.DONE
+            run_one(study, objective)
+            marker.unlink(missing_ok=True)
+            done += 1
+            if objective.poisoned:
+                return WorkerExit.POISONED
+        return WorkerExit.RECYCLE
+    except KeyboardInterrupt:
+        return WorkerExit.INTERRUPTED
+    finally:
+        marker.unlink(missing_ok=True)
+        if admission is not None:
+            admission.close()

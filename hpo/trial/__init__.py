@@ -1,0 +1,1 @@
+"""One trial: sample -> size -> attempts (OOM policy) -> outcomes, over a TrialContext."""

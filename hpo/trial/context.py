@@ -1,0 +1,50 @@
+"""What one trial carries from step to step: the sampled config, the form it runs in now, its estimate,
+device, MLflow run and what happened so far (OOM records, peaks, position in training)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import optuna
+import torch
+
+from hpo.config import TrialConfig
+from hpo.faults import FaultInjector
+from hpo.memory.budget import Budget
+from hpo.memory.catalog import ModelSpec
+from hpo.oom import OomRecord, PeakMemory
+
+
+class WorkerPoisoned(Exception):
+    """A fatal CUDA error (device-side assert, illegal access): this process must not run another trial."""
+
+
+@dataclass
+class Position:
+    """Where training is (the last step hook seen): OOM records name it."""
+
+    epoch: int | None = None
+    step: int | None = None
+
+
+@dataclass
+class TrialContext:
+    """One trial in flight. ``tcfg``/``budget`` follow the form that runs now: as sampled, a lighter form that
+    got admission, a shrunk one after an OOM, or the CPU fallback (``on_gpu`` False)."""
+
+    trial: optuna.Trial
+    sampled: TrialConfig
+    spec: ModelSpec
+    tcfg: TrialConfig
+    budget: Budget
+    device: torch.device
+    on_gpu: bool  # the GPU budget applies (a real card or a simulated one)
+    injector: FaultInjector
+    run_id: str | None = None
+    records: list[OomRecord] = field(default_factory=list)
+    peak: PeakMemory | None = None
+    position: Position = field(default_factory=Position)
+
+    @property
+    def number(self) -> int:
+        return self.trial.number

@@ -1,0 +1,49 @@
+"""Names of what a trial records: Optuna user attrs, pruned reasons and MLflow fields.
+
+``hpo.trial.outcomes`` is the only writer; readers (``hpo.results``, the launcher) import these names instead
+of spelling the strings again.
+"""
+
+from __future__ import annotations
+
+# ---- Optuna user attrs ------------------------------------------------------------------------------------
+TRIAL_CONFIG = "trial_config"  # the sampled TrialConfig (model_dump)
+ESTIMATED_PEAK_GB = "estimated_peak_gb"
+ESTIMATE_METHOD = "estimate_method"
+MLFLOW_RUN_ID = "mlflow_run_id"
+DEVICE = "device"
+PRUNED_REASON = "pruned_reason"
+OOM = "oom"  # True when the trial ran out of memory
+OOM_CONFIG = "oom_config"  # OomRecord.to_dict() of the last attempt
+OOM_ATTEMPTS = "oom_attempts"
+MEASURED_PEAK_GB = "measured_peak_gb"  # torch.cuda.max_memory_allocated
+MEASURED_RESERVED_GB = "measured_reserved_gb"
+MEASURED_DEVICE_GB = "measured_device_gb"  # reserved + context, or NVML when larger
+NVML_PROCESS_GB = "nvml_process_gb"
+HIGH_MEMORY = "high_memory"
+BEST_EPOCH = "best_epoch"
+EPOCHS_RUN = "epochs_run"
+STOPPED_EARLY = "stopped_early"
+FINAL_CONFIG = "final_config"  # after shrink or a cpu fallback
+FINAL_DEVICE = "final_device"
+ERROR = "error"
+FATAL_ERROR = "fatal_error"
+ADMISSION_WAIT_S = "admission_wait_s"  # with a memory ledger (--par)
+ADMITTED_AT = "admitted_at"
+RELEASED_AT = "released_at"
+ELASTIC_FORM = "elastic_form"  # a lighter equivalent form ran (hpo.trial.elastic)
+RUN_CONFIG = "run_config"
+RUN_ESTIMATED_PEAK_GB = "run_estimated_peak_gb"
+
+# ---- values of PRUNED_REASON ------------------------------------------------------------------------------
+REASON_MEMORY_ESTIMATE = "memory_estimate"
+REASON_EARLY_STOP = "early_stop"
+REASON_OOM = "oom"
+PRUNED_REASONS: tuple[str, ...] = (REASON_OOM, REASON_MEMORY_ESTIMATE, REASON_EARLY_STOP)
+
+# ---- MLflow -----------------------------------------------------------------------------------------------
+TRIAL_NUMBER_TAG = "trial_number"
+STATE_TAG = "state"
+OOM_ERROR_PARAM = "oom_error"  # "True" on the run of an OOM trial; params oom_<OomRecord field> beside it
+OOM_PARAM_PREFIX = "oom_"
+OOM_ARTIFACT = "oom_config.json"

@@ -1,0 +1,97 @@
+"""The Optuna objective, one trial as a short story: sample -> size -> attempts -> outcome.
+
+1. sample a config from the search space (``hpo.trial.space``) and estimate its peak memory;
+2. record it (``hpo.trial.outcomes.started``) and prune it by estimate if it cannot fit the GPU budget;
+3. run training attempts under the memory admission with the ``--on-oom`` policy (``hpo.trial.attempts``);
+4. record the outcome: complete, pruned (memory estimate, OOM, early stop) or failed.
+What each step records is listed in ``hpo.trial.keys``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import optuna
+import torch
+
+from hpo.agents.base import Agent
+from hpo.config import StudyConfig, TrialConfig
+from hpo.faults import FaultInjector, FaultPlan
+from hpo.memory.catalog import get_spec
+from hpo.progress import Progress
+from hpo.tracking import Tracker
+from hpo.trial import outcomes
+from hpo.trial.admission import Admission, no_admission
+from hpo.trial.attempts import Attempts
+from hpo.trial.context import TrialContext, WorkerPoisoned
+from hpo.trial.sizing import Sizer
+from hpo.trial.space import SpaceContext, sample
+from hpo.trial.training import EncodedData, Trainer
+from hpo.units import GIB
+
+
+@dataclass
+class Objective:
+    """Callable objective for ``study.optimize``; one instance per process."""
+
+    cfg: StudyConfig
+    agent: Agent
+    data: EncodedData
+    tracker: Tracker
+    progress: Progress
+    device: torch.device
+    space: SpaceContext
+    sizer: Sizer
+    faults: FaultPlan | None = None
+    admission: Admission = no_admission
+    on_start: Callable[[optuna.Trial], None] | None = None
+    poisoned: bool = False  # a fatal CUDA error happened: this process must stop
+    last_number: int = -1  # the number of this process's latest trial
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        self.last_number = trial.number
+        if self.on_start is not None:
+            self.on_start(trial)
+        ctx = self._begin(trial)
+        reason = self.sizer.over_budget(ctx.spec, ctx.tcfg, ctx.budget)
+        if reason is not None:
+            over = (ctx.budget.device_total_bytes - self.sizer.memory.limit_bytes) / GIB
+            raise outcomes.pruned_by_estimate(ctx, self.tracker, reason, max(1e-6, over))
+        try:
+            result = self._attempts().run(ctx)
+        except WorkerPoisoned:
+            self.poisoned = True
+            raise
+        measured = self.sizer.measured(ctx.spec, ctx.tcfg, ctx.budget, ctx.peak) if ctx.peak else {}
+        return outcomes.completed(ctx, self.tracker, result, self.agent.metric_name, measured)
+
+    def _begin(self, trial: optuna.Trial) -> TrialContext:
+        """Sample, estimate and record the trial: first as sampled, on this process's device."""
+        tcfg = sample(trial, self.space)
+        spec = get_spec(tcfg.model)
+        ctx = TrialContext(
+            trial=trial,
+            sampled=tcfg,
+            spec=spec,
+            tcfg=tcfg,
+            budget=self.sizer.estimate(spec, tcfg),
+            device=self.device,
+            on_gpu=self.device.type == "cuda" or self.sizer.memory.simulated,
+            injector=FaultInjector(self.faults, trial.number),  # once per trial: a retry must not re-fire it
+        )
+        outcomes.started(ctx, self.tracker)
+        self.progress.trial_started(trial.number, summary(tcfg))
+        return ctx
+
+    def _attempts(self) -> Attempts:
+        trainer = Trainer(self.cfg, self.agent, self.data, self.tracker, self.progress, self.sizer)
+        return Attempts(trainer, self.admission, self.sizer, self.tracker, self.cfg.on_oom, self.cfg.elastic)
+
+
+def summary(cfg: TrialConfig) -> str:
+    """One line for the progress display."""
+    return (
+        f"{cfg.model} bs={cfg.batch_size}x{cfg.grad_accum} len={cfg.max_length} lr={cfg.learning_rate:.2e} "
+        f"{cfg.precision}{' ckpt' if cfg.grad_checkpointing else ''}"
+    )

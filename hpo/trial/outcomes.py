@@ -1,0 +1,185 @@
+"""The only writer of a trial's Optuna user attrs and MLflow fields (names in ``hpo.trial.keys``).
+
+Each function records one event of the story in ``hpo.trial.objective``. Pruned and failed outcomes also close
+the MLflow run with the matching status (OOM -> FAILED, pruned by estimate or early stop -> KILLED) and mark
+the trial infeasible with ``trial.set_constraint`` where memory was the cause, so TPE never ranks such a
+config as promising, whatever it reported before failing.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import optuna
+
+from hpo.config import TrialConfig
+from hpo.tracking import Tracker
+from hpo.train.loop import EpochResult, TrainResult
+from hpo.trial import keys as K
+from hpo.trial.context import TrialContext, WorkerPoisoned
+from hpo.trial.elastic import describe
+from hpo.units import gb
+
+MEMORY_CONSTRAINT = "memory"
+
+
+def _attrs(ctx: TrialContext, values: dict[str, Any]) -> None:
+    for key, value in values.items():
+        ctx.trial.set_user_attr(key, value)
+
+
+def started(ctx: TrialContext, tracker: Tracker) -> None:
+    """The sampled config and its estimate, on the trial and a new MLflow child run."""
+    estimated = gb(ctx.budget.device_total_bytes)
+    _attrs(
+        ctx,
+        {
+            K.TRIAL_CONFIG: ctx.sampled.model_dump(),
+            K.ESTIMATED_PEAK_GB: estimated,
+            K.ESTIMATE_METHOD: ctx.budget.method,
+            K.DEVICE: ctx.device.type,
+        },
+    )
+    params = {**ctx.sampled.model_dump(), "effective_batch": ctx.sampled.effective_batch}
+    ctx.run_id = tracker.start_trial(ctx.number, {**params, K.ESTIMATED_PEAK_GB: estimated})
+    if ctx.run_id is not None:
+        ctx.trial.set_user_attr(K.MLFLOW_RUN_ID, ctx.run_id)
+
+
+def pruned_by_estimate(
+    ctx: TrialContext, tracker: Tracker, reason: str, over_gb: float
+) -> optuna.TrialPruned:
+    """The config cannot fit: pruned before any model is loaded."""
+    ctx.trial.set_user_attr(K.PRUNED_REASON, K.REASON_MEMORY_ESTIMATE)
+    ctx.trial.set_constraint(MEMORY_CONSTRAINT, over_gb)
+    tags = {K.STATE_TAG: "PRUNED", K.PRUNED_REASON: K.REASON_MEMORY_ESTIMATE}
+    tracker.end_trial(ctx.run_id, "KILLED", tags)
+    return optuna.TrialPruned(f"memory estimate: {reason}")
+
+
+def admitted(ctx: TrialContext, tracker: Tracker, asked_at: float, before: TrialConfig, form: int) -> None:
+    """The ledger admitted the trial in ``ctx.tcfg`` (``form`` 0: as ``before``, else a lighter form)."""
+    now = time.time()
+    _attrs(ctx, {K.ADMISSION_WAIT_S: round(now - asked_at, 3), K.ADMITTED_AT: now})
+    if not form:
+        return
+    first = K.ELASTIC_FORM not in ctx.trial.user_attrs
+    how = describe(before, ctx.tcfg)
+    _attrs(
+        ctx,
+        {
+            K.ELASTIC_FORM: how,
+            K.RUN_CONFIG: ctx.tcfg.model_dump(),
+            K.RUN_ESTIMATED_PEAK_GB: gb(ctx.budget.device_total_bytes),
+        },
+    )
+    # MLflow params are write-once: an OOM retry (--on-oom shrink) may admit another form, which only the
+    # user attrs follow
+    if first:
+        run = ctx.tcfg
+        params = {K.ELASTIC_FORM: how, "run_batch_size": run.batch_size, "run_grad_accum": run.grad_accum}
+        tracker.log_params(ctx.run_id, params | {"run_grad_checkpointing": run.grad_checkpointing})
+
+
+def released(ctx: TrialContext) -> None:
+    """The trial gave its memory reservation back."""
+    ctx.trial.set_user_attr(K.RELEASED_AT, time.time())
+
+
+def epoch_done(ctx: TrialContext, tracker: Tracker, r: EpochResult, metric: str) -> None:
+    """Per-epoch metrics on the MLflow run (Optuna gets the value through ``trial.report``)."""
+    metrics = {
+        f"val_{metric}": r.val_metric,
+        "val_loss": r.val_loss,
+        "train_loss": r.train_loss,
+        "learning_rate": r.learning_rate,
+        "epoch_seconds": r.seconds,
+    }
+    tracker.log_metrics(ctx.run_id, metrics, step=r.epoch)
+
+
+def early_stopped(ctx: TrialContext, tracker: Tracker) -> None:
+    """Pruned by the pruner (Hyperband + patience); the caller re-raises the TrialPruned."""
+    ctx.trial.set_user_attr(K.PRUNED_REASON, K.REASON_EARLY_STOP)
+    ctx.trial.set_constraint(MEMORY_CONSTRAINT, 0.0)
+    tracker.end_trial(ctx.run_id, "KILLED", {K.STATE_TAG: "PRUNED", K.PRUNED_REASON: K.REASON_EARLY_STOP})
+
+
+def interrupted(ctx: TrialContext, tracker: Tracker) -> None:
+    """Ctrl-C / SIGTERM: Optuna marks the trial FAIL; leave no MLflow run RUNNING either."""
+    tracker.end_trial(ctx.run_id, "KILLED", {K.STATE_TAG: "FAIL", K.ERROR: "interrupted"})
+
+
+def oom_retry(ctx: TrialContext, tracker: Tracker) -> None:
+    """An OOM that the --on-oom policy retries (shrink or cpu)."""
+    tracker.log_metrics(ctx.run_id, {"oom_retries": float(len(ctx.records))})
+
+
+def oom_pruned(ctx: TrialContext, tracker: Tracker) -> optuna.TrialPruned:
+    """Out of memory and no retry left: pruned with every attempt's record."""
+    last = ctx.records[-1].to_dict()
+    attempts = [r.to_dict() for r in ctx.records]
+    _attrs(
+        ctx,
+        {K.OOM: True, K.OOM_CONFIG: last, K.OOM_ATTEMPTS: attempts, K.PRUNED_REASON: K.REASON_OOM},
+    )
+    ctx.trial.set_constraint(MEMORY_CONSTRAINT, 1.0)
+    tracker.log_params(
+        ctx.run_id, {K.OOM_ERROR_PARAM: True, **{f"{K.OOM_PARAM_PREFIX}{k}": v for k, v in last.items()}}
+    )
+    tracker.log_json(ctx.run_id, {"final": last, "attempts": attempts}, K.OOM_ARTIFACT)
+    tags = {K.OOM: "true", K.STATE_TAG: "PRUNED", K.PRUNED_REASON: K.REASON_OOM}
+    tracker.end_trial(ctx.run_id, "FAILED", tags)
+    return optuna.TrialPruned(f"OOM at epoch {last['epoch']} step {last['step']}: {last['error_head']}")
+
+
+def _head(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:300] if str(exc) else ""
+
+
+def fatal(ctx: TrialContext, tracker: Tracker, exc: BaseException) -> WorkerPoisoned:
+    """A sticky CUDA error: the trial fails and its worker must stop."""
+    ctx.trial.set_user_attr(K.FATAL_ERROR, _head(exc))
+    tracker.end_trial(ctx.run_id, "FAILED", {K.STATE_TAG: "FAIL", "fatal_cuda_error": "true"})
+    return WorkerPoisoned(_head(exc))
+
+
+def failed(ctx: TrialContext, tracker: Tracker, exc: BaseException) -> None:
+    """Any other error: the trial fails (the caller re-raises; Optuna records FAIL)."""
+    name = type(exc).__name__
+    ctx.trial.set_user_attr(K.ERROR, f"{name}: {_head(exc)}" if str(exc) else name)
+    tracker.end_trial(ctx.run_id, "FAILED", {K.STATE_TAG: "FAIL", K.ERROR: name})
+
+
+def completed(
+    ctx: TrialContext, tracker: Tracker, result: TrainResult, metric: str, measured: dict[str, Any]
+) -> float:
+    """Training finished: the form it ended in (after OOM retries), measured peaks, best epoch."""
+    if ctx.records:
+        _attrs(
+            ctx,
+            {
+                K.OOM_ATTEMPTS: [r.to_dict() for r in ctx.records],
+                K.FINAL_CONFIG: ctx.tcfg.model_dump(),
+                K.FINAL_DEVICE: ctx.device.type if ctx.on_gpu else "cpu (fallback after OOM)",
+            },
+        )
+    if measured:
+        _attrs(ctx, measured)
+        tracker.log_metrics(ctx.run_id, {k: v for k, v in measured.items() if k != K.HIGH_MEMORY})
+        if K.HIGH_MEMORY in measured:
+            tracker.log_params(ctx.run_id, {K.HIGH_MEMORY: measured[K.HIGH_MEMORY]})
+    _attrs(
+        ctx,
+        {
+            K.BEST_EPOCH: result.best_epoch,
+            K.EPOCHS_RUN: len(result.history),
+            K.STOPPED_EARLY: result.stopped_early,
+        },
+    )
+    ctx.trial.set_constraint(MEMORY_CONSTRAINT, 0.0)
+    best = {f"best_val_{metric}": result.best_metric, K.BEST_EPOCH: float(result.best_epoch)}
+    tracker.log_metrics(ctx.run_id, best)
+    tracker.end_trial(ctx.run_id, "FINISHED", {K.STATE_TAG: "COMPLETE"})
+    return result.best_metric

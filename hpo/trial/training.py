@@ -1,0 +1,114 @@
+"""One training attempt of a trial: its encoded data (cached per process), a fresh model, the loop with the
+step hook (fault injection, simulated card, progress) and the epoch hook (metrics, Optuna pruning)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+import torch
+
+from hpo.agents.base import Agent
+from hpo.config import StudyConfig
+from hpo.faults import SimulatedGpu
+from hpo.memory.catalog import ModelSpec
+from hpo.progress import Progress
+from hpo.tracking import Tracker
+from hpo.train.data import Splits, encode_pairs
+from hpo.train.loop import EpochResult, TrainResult, train
+from hpo.train.model import build_model, load_tokenizer
+from hpo.trial import outcomes
+from hpo.trial.context import TrialContext
+from hpo.trial.sizing import Sizer
+
+Tensors = dict[str, torch.Tensor]
+
+
+@dataclass
+class EncodedData:
+    """The study's splits tokenized per (model, max_length), kept for the life of the process."""
+
+    splits: Splits
+    max_train_examples: int | None = None
+    tokenizers: dict[str, Any] = field(default_factory=dict)
+    _encoded: dict[tuple[str, int, str], Tensors] = field(default_factory=dict)
+
+    def get(self, spec: ModelSpec, max_length: int) -> tuple[Tensors, Tensors]:
+        """(train, validation) tensors for ``spec``'s tokenizer at ``max_length``."""
+        if spec.name not in self.tokenizers:
+            self.tokenizers[spec.name] = load_tokenizer(spec)
+        tok = self.tokenizers[spec.name]
+        limit = self.max_train_examples
+        train_ex = self.splits.train[:limit] if limit else self.splits.train
+        out = []
+        for split, examples in (("train", train_ex), ("val", self.splits.val)):
+            key = (spec.name, max_length, split)
+            if key not in self._encoded:
+                self._encoded[key] = encode_pairs(tok, examples, max_length)
+            out.append(self._encoded[key])
+        return out[0], out[1]
+
+
+@dataclass
+class Trainer:
+    """Trains ``ctx.tcfg`` on ``ctx.device``; raises what training raises (OOM, TrialPruned, ...)."""
+
+    cfg: StudyConfig
+    agent: Agent
+    data: EncodedData
+    tracker: Tracker
+    progress: Progress
+    sizer: Sizer
+
+    def __call__(self, ctx: TrialContext) -> TrainResult:
+        train_data, val_data = self.data.get(ctx.spec, ctx.tcfg.max_length)
+        model = build_model(
+            ctx.spec,
+            num_labels=self.agent.num_labels,
+            dropout=ctx.tcfg.dropout,
+            grad_checkpointing=ctx.tcfg.grad_checkpointing,
+            frozen_layers=ctx.tcfg.frozen_layers,
+            seed=self.cfg.seed,
+        )
+        memory = self.sizer.memory
+        simulated = (
+            SimulatedGpu(memory.gpu_bytes, self.sizer.simulated_peak(ctx.spec, ctx.tcfg, ctx.budget))
+            if ctx.on_gpu and memory.simulated and memory.gpu_bytes is not None
+            else None
+        )
+        n_steps = -(-len(train_data["labels"]) // ctx.tcfg.batch_size)
+        metric, epochs = self.agent.metric_name, self.cfg.epochs
+
+        def on_step(epoch: int, step: int) -> None:
+            ctx.position.epoch, ctx.position.step = epoch, step
+            ctx.injector.check(epoch, step)
+            if simulated is not None:
+                simulated.check(epoch, step)
+            self.progress.step(ctx.number, epoch, epochs, step, n_steps)
+
+        def on_epoch(r: EpochResult) -> None:
+            outcomes.epoch_done(ctx, self.tracker, r, metric)
+            self.progress.epoch(ctx.number, r.epoch, epochs, {metric: r.val_metric, "loss": r.train_loss})
+            ctx.trial.report(r.val_metric, r.epoch)
+            if ctx.trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {r.epoch} ({metric}={r.val_metric:.4f})")
+
+        try:
+            return train(
+                model,
+                ctx.tcfg,
+                train_data,
+                val_data,
+                score=self.agent.score,
+                num_labels=self.agent.num_labels,
+                epochs=epochs,
+                patience=self.cfg.patience,
+                device=ctx.device,
+                seed=self.cfg.seed,
+                eval_batch_size=self.cfg.eval_batch_size,
+                on_step=on_step,
+                on_epoch=on_epoch,
+            )
+        finally:
+            del model

@@ -1,0 +1,42 @@
+"""Memory units. "GB" means GiB (2**30 bytes) everywhere in hpo, as nvidia-smi and torch report them."""
+
+from __future__ import annotations
+
+import re
+
+from hpo.errors import ConfigError
+
+GIB = 1024**3
+MIB = 1024**2
+_UNITS = {
+    "": GIB,
+    "g": GIB,
+    "gb": GIB,
+    "gib": GIB,
+    "m": MIB,
+    "mb": MIB,
+    "mib": MIB,
+    "t": 1024**4,
+    "tb": 1024**4,
+    "tib": 1024**4,
+}
+_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_memory(text: str) -> int:
+    """ "24GB", "24GiB", "24", "80 GB", "512MiB" -> bytes. GB means GiB; a bare number is GiB too."""
+    match = _MEMORY.match(str(text))
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _UNITS or float(match.group(1)) <= 0:
+        raise ConfigError(f"cannot read GPU memory '{text}'", "write it like 24GB, 40GiB or 80")
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+def gb(nbytes: float, digits: int = 3) -> float:
+    """Bytes as GiB, rounded (how trials and MLflow record sizes)."""
+    return round(nbytes / GIB, digits)
+
+
+def human(nbytes: int) -> str:
+    """A size for messages: GiB from 16 MiB up, else bytes."""
+    return f"{nbytes / GIB:.2f} GiB" if nbytes >= 2**24 else f"{nbytes} bytes"
