@@ -21,10 +21,10 @@ N_TRIALS_CRITERIA ?= 5000
 GPU_MEMORY ?=
 CONFIG ?=
 
-.PHONY: install demo test test-slow test-all lint format bench clean help tune-criteria-max tune-criteria-supermax
+.PHONY: install demo test test-integration test-all lint format bench clean help tune-criteria-max tune-criteria-supermax
 
 help:
-	@echo "make demo | test | test-all | lint | format | bench | clean | install [TORCH_SPEC=...]"
+	@echo "make demo | test | test-integration | test-all | lint | format | bench | clean | install [TORCH_SPEC=...]"
 
 install: $(STAMP)
 
@@ -38,14 +38,16 @@ $(STAMP): pyproject.toml
 demo: install
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/hpo tune --config configs/studies/demo.yaml --output-dir runs/demo
 
+# Test tiers (tests/unit: no training, no subprocess, well under a minute; tests/integration: real training,
+# processes, storage, MLflow). CI (.ci/run) runs both.
 test: install
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
-test-slow: install
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -m slow $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
+test-integration: install
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
 test-all: install
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest tests $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check hpo tests scripts

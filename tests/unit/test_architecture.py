@@ -11,7 +11,17 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "hpo"
 # Higher layers may import lower ones (and leaves), never the reverse; modules of one layer may import each
 # other as long as no cycle forms. Leaf utilities (hpo/*.py) import only leaves.
-RANKS = {"__main__": 6, "commands": 5, "run": 4, "bench": 4, "results": 3, "trial": 2, "memory": 1, "train": 1, "agents": 1}
+RANKS = {
+    "__main__": 6,
+    "commands": 5,
+    "run": 4,
+    "bench": 4,
+    "results": 3,
+    "trial": 2,
+    "memory": 1,
+    "train": 1,
+    "agents": 1,
+}
 LEAF = 0
 MAX_LINES = 300
 
@@ -109,4 +119,6 @@ def test_commands_import_no_heavy_library_at_start() -> None:
         names |= {n.module or "" for n in top if isinstance(n, ast.ImportFrom)}
         heavy = {n for n in names if n.split(".")[0] in {"torch", "optuna", "mlflow", "transformers"}}
         assert not heavy, f"{path.name} imports {heavy} at module level"
-        assert not any(n.startswith(("hpo.run.", "hpo.trial", "hpo.train")) for n in names - {"hpo.run.protocol"})
+        assert not any(
+            n.startswith(("hpo.run.", "hpo.trial", "hpo.train")) for n in names - {"hpo.run.protocol"}
+        )

@@ -11,6 +11,7 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from hpo.commands import app
+from tests.support import CI_CONFIG
 
 runner = CliRunner()
 
@@ -18,7 +19,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def study_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     out = tmp_path_factory.mktemp("e2e") / "runs"
-    config = Path(__file__).resolve().parent.parent / "configs" / "studies" / "ci-tiny.yaml"
+    config = CI_CONFIG
     result = runner.invoke(
         app, ["tune", "--config", str(config), "--output-dir", str(out), "--n-trials", "3"]
     )
@@ -99,7 +100,7 @@ def test_resume_keeps_finished_trials_and_adds_new(study_run: dict[str, object])
         [
             "tune",
             "--config",
-            str(Path(__file__).resolve().parent.parent / "configs" / "studies" / "ci-tiny.yaml"),
+            str(CI_CONFIG),
             "--output-dir",
             str(study_run["out"]),
             "--n-trials",

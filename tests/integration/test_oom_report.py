@@ -73,9 +73,10 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> optuna.Study:
 
 @pytest.fixture(scope="module")
 def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
-    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    where = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{where / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
-    exp_id = client.create_experiment(STUDY)
+    exp_id = client.create_experiment(STUDY, artifact_location=(where / "artifacts").as_uri())
     parent = client.create_run(exp_id, run_name=STUDY)
     for number, o in enumerate(OOMS, start=1):
         rec = _record(*o)

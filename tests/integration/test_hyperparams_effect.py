@@ -11,64 +11,13 @@ from typing import Any
 import pytest
 import torch
 
-from hpo.agents.criteria import CriteriaAgent
 from hpo.config import TrialConfig
 from hpo.memory.catalog import get_spec
-from hpo.paths import SAMPLE_DATA_DIR
 from hpo.train.data import encode_pairs
-from hpo.train.loop import _autocast, train
-from hpo.train.model import build_model, load_tokenizer, trainable_parameters
-
-TINY = get_spec("hpo-tiny-bert")
-AGENT = CriteriaAgent()
-SPLITS = AGENT.load_splits(SAMPLE_DATA_DIR, seed=0)
-TOK = load_tokenizer(TINY)
-BASE = TrialConfig(
-    model="hpo-tiny-bert",
-    learning_rate=1e-3,
-    weight_decay=0.0,
-    batch_size=16,
-    grad_accum=1,
-    max_length=64,
-    warmup_ratio=0.0,
-    scheduler="constant",
-    dropout=0.1,
-    max_grad_norm=0.0,
-    loss="ce",
-    class_weighting=False,
-    grad_checkpointing=False,
-    precision="fp32",
-    frozen_layers=0,
-)
-# 1:3 imbalanced, like real criteria data (on a perfectly balanced set class weighting would be a no-op)
-_POS = [e for e in SPLITS.train if e.label == 1][:24]
-_NEG = [e for e in SPLITS.train if e.label == 0][:72]
-TRAIN = [e for pair in zip(_NEG[::3], _NEG[1::3], _NEG[2::3], _POS, strict=True) for e in pair]
-
-
-def run(cfg: TrialConfig, epochs: int = 1) -> tuple[dict[str, torch.Tensor], Any, torch.nn.Module]:
-    data = encode_pairs(TOK, TRAIN, cfg.max_length)
-    model = build_model(
-        TINY,
-        num_labels=2,
-        dropout=cfg.dropout,
-        grad_checkpointing=cfg.grad_checkpointing,
-        frozen_layers=cfg.frozen_layers,
-        seed=0,
-    )
-    result = train(
-        model,
-        cfg,
-        data,
-        data,
-        score=AGENT.score,
-        num_labels=2,
-        epochs=epochs,
-        patience=9,
-        device=torch.device("cpu"),
-        seed=0,
-    )
-    return {k: v.detach().float().clone() for k, v in model.state_dict().items()}, result, model
+from hpo.train.loop import _autocast
+from hpo.train.model import build_model, trainable_parameters
+from tests.integration.tiny_training import TINY, TOK, TRAIN, run
+from tests.support import BASE
 
 
 def differs(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,62 +15,19 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-REPO = Path(__file__).resolve().parent.parent
-CONFIG = REPO / "configs" / "studies" / "ci-tiny.yaml"
+from tests.support import CI_CONFIG, hpo_cmd, quiet_env, run_cli, wait_for
+
+CONFIG = CI_CONFIG
 
 
 def tune_cmd(out: Path, *extra: str, config: Path = CONFIG) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "hpo",
-        "tune",
-        "--config",
-        str(config),
-        "--output-dir",
-        str(out),
-        "--no-mlflow",
-        "--epochs",
-        "1",
-        *extra,
-    ]
+    return hpo_cmd(
+        "tune", "--config", str(config), "--output-dir", str(out), "--no-mlflow", "--epochs", "1", *extra
+    )
 
 
 def load(out: Path) -> optuna.Study:
     return optuna.load_study(study_name="ci-tiny", storage=f"sqlite:///{(out / 'hpo.db').resolve()}")
-
-
-def env() -> dict[str, str]:
-    e = dict(os.environ)
-    e.pop("HPO_INJECT_OOM", None)
-    return e
-
-
-def run_cli(cmd: list[str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """Run an `hpo` command line to its end (output captured, fault injection off)."""
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env())
-
-
-def wait_for(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.3)
-    return False
-
-
-@pytest.mark.slow
-def test_three_workers_twenty_trials(tmp_path: Path) -> None:
-    out = tmp_path / "runs"
-    res = run_cli(tune_cmd(out, "--par", "3", "--n-trials", "20"), timeout=600)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    study = load(out)
-    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    assert 20 <= len(finished) <= 22
-    assert not [t for t in study.trials if t.state in (TrialState.FAIL, TrialState.RUNNING)]
-    assert "database is locked" not in res.stdout + res.stderr
-    assert "3 workers" in res.stdout
 
 
 def _running_trial_file(out: Path) -> list[Path]:
@@ -87,7 +43,7 @@ def run_until_a_trial_runs(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=env(),
+        env=quiet_env(),
     )
     try:
         assert wait_for(lambda: bool(_running_trial_file(out)), 120), "no worker started a trial"
@@ -97,6 +53,19 @@ def run_until_a_trial_runs(
         if proc.poll() is None:
             proc.kill()
     return proc.returncode, stdout
+
+
+@pytest.mark.slow
+def test_three_workers_twenty_trials(tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    res = run_cli(tune_cmd(out, "--par", "3", "--n-trials", "20"), timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    study = load(out)
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert 20 <= len(finished) <= 22
+    assert not [t for t in study.trials if t.state in (TrialState.FAIL, TrialState.RUNNING)]
+    assert "database is locked" not in res.stdout + res.stderr
+    assert "3 workers" in res.stdout
 
 
 @pytest.mark.slow
@@ -135,50 +104,6 @@ def test_sigint_leaves_no_running_trial_and_rerun_resumes(tmp_path: Path) -> Non
     after = load(out)
     assert {t.number: t.state for t in after.trials if t.number in kept} == kept
     assert len([t for t in after.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]) >= 3
-
-
-def test_worker_admission_reserves_the_trial_beside_its_own_context(tmp_path: Path) -> None:
-    from hpo.config import load_config
-    from hpo.memory.budget import CUDA_CONTEXT
-    from hpo.run.ledger import Ledger
-    from hpo.run.worker import make_admission
-    from hpo.trial.sizing import MemoryPolicy
-
-    cfg = load_config(CONFIG, {"output_dir": tmp_path, "par": 2})
-    assert make_admission(cfg, MemoryPolicy(None, 0), "gpu") is None  # no budget: nothing to admit by
-    admission = make_admission(cfg, MemoryPolicy(4 * 2**30, 2**30, simulated=True), "GPU-x")
-    assert admission is not None
-    ledger = Ledger(admission.ledger.path, "GPU-x", 3 * 2**30)
-    admission.start()  # the worker's CUDA context is on the card from now on, trial or not
-    assert ledger.in_use() == ledger.resident() == CUDA_CONTEXT
-    with admission([CUDA_CONTEXT + 100 * 2**20], 7) as form:  # a device total includes the context
-        (res,) = [r for r in ledger.reservations() if r.kind == "trial"]
-        assert (form, res.bytes, res.trial) == (0, 100 * 2**20, 7)
-        assert ledger.in_use() == CUDA_CONTEXT + 100 * 2**20
-    assert ledger.in_use() == CUDA_CONTEXT
-    admission.close()
-    assert ledger.in_use() == 0
-
-
-def test_sizer_keeps_room_for_the_other_workers_contexts() -> None:
-    from hpo.config import TrialConfig
-    from hpo.memory.budget import CUDA_CONTEXT
-    from hpo.memory.catalog import get_spec
-    from hpo.trial.sizing import MemoryPolicy, Sizer
-
-    spec, tcfg = (
-        get_spec("hpo-tiny-bert"),
-        TrialConfig(model="hpo-tiny-bert", learning_rate=1e-4, batch_size=16, max_length=48),
-    )
-    alone = Sizer(MemoryPolicy(0, 0), num_labels=2)
-    need = alone.estimate(spec, tcfg).device_total_bytes
-    card = need + CUDA_CONTEXT // 2  # fits alone, not beside one more worker's context
-    sizer = Sizer(MemoryPolicy(card, 0, simulated=True), num_labels=2)
-    assert sizer.over_budget(spec, tcfg, sizer.estimate(spec, tcfg)) is None
-    sizer.memory.resident_bytes = CUDA_CONTEXT  # `--par 2`: the other worker's context
-    reason = sizer.over_budget(spec, tcfg, sizer.estimate(spec, tcfg))
-    assert reason is not None and "beside the other workers' 0.50 GB" in reason
-    assert sizer.memory.limit_bytes == card - CUDA_CONTEXT
 
 
 def test_worker_joins_an_existing_study(tmp_path: Path) -> None:

@@ -11,8 +11,8 @@ from hpo.config import StudyConfig, load_config
 from hpo.errors import ConfigError
 from hpo.gpu import load_profile
 from hpo.memory.catalog import catalog_names, get_spec
+from tests.support import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 STUDIES = sorted((REPO / "configs" / "studies").glob("*.yaml"))
 AGENTS = sorted((REPO / "configs" / "agents").glob("*.yaml"))
 

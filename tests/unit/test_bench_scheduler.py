@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
+import runpy
+from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from hpo.bench import DEFAULT_CONFIG
+from hpo.bench.mix import Mix, estimator_footprint, space_draw
+from hpo.bench.simulate import Result, ceiling, run_all, simulate
+from hpo.memory.budget import CUDA_CONTEXT
+
 GIB = 2**30
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_scheduler.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_scheduler.py"
 
 
 @pytest.fixture(scope="module")
-def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_scheduler", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_scheduler"] = module
-    spec.loader.exec_module(module)
-    return module
+def main() -> Callable[..., int]:
+    """The script's main (scripts/ is no package): its module namespace, run without ``__main__``."""
+    return runpy.run_path(str(SCRIPT))["main"]  # type: ignore[no-any-return]
 
 
 def draw_from(seed: int):  # type: ignore[no-untyped-def]
@@ -52,15 +52,15 @@ def synthetic(cfg) -> int:  # type: ignore[no-untyped-def]
     return int((base + min(tokens * (1.0 if cfg.precision == "fp32" else 0.6), 9.0)) * GIB)
 
 
-def mix_of(bench: ModuleType, seed: int, footprint=synthetic, limit: int = 22 * GIB):  # type: ignore[no-untyped-def]
-    return bench.Mix(seed, footprint, limit, draw_from(seed))
+def mix_of(seed: int, footprint=synthetic, limit: int = 22 * GIB):  # type: ignore[no-untyped-def]
+    return Mix(seed, footprint, limit, draw_from(seed))
 
 
-def test_memory_aware_never_crashes_and_beats_fixed_par2(bench: ModuleType) -> None:
+def test_memory_aware_never_crashes_and_beats_fixed_par2() -> None:
     """On a synthetic 2-12 GiB mix (packing matters, no estimator needed); full-size numbers: the script."""
     card, capacity = 24 * GIB, int(22.5 * GIB)
-    mix = mix_of(bench, 1, limit=capacity - 3 * bench.CUDA_CONTEXT)
-    results = {(r.policy, r.par): r for r in bench.run_all(mix, 60, 4, card, capacity)}
+    mix = mix_of(1, limit=capacity - 3 * CUDA_CONTEXT)
+    results = {(r.policy, r.par): r for r in run_all(mix, 60, 4, card, capacity)}
     memory, fixed2, fixed4 = results["memory", 4], results["fixed", 2], results["fixed", 4]
     elastic = results["memory-elastic", 4]
     for r in (memory, elastic):
@@ -69,62 +69,64 @@ def test_memory_aware_never_crashes_and_beats_fixed_par2(bench: ModuleType) -> N
     assert memory.trials_per_hour >= fixed2.trials_per_hour
     assert elastic.trials_per_hour >= memory.trials_per_hour and elastic.mean_wait_min <= memory.mean_wait_min
     # no zero-OOM schedule beats its ceiling; lighter forms raise the ceiling
-    assert memory.trials_per_hour <= bench.ceiling(mix, 60, 4, capacity)
-    assert elastic.trials_per_hour <= bench.ceiling(mix, 60, 4, capacity, elastic=True)
+    assert memory.trials_per_hour <= ceiling(mix, 60, 4, capacity)
+    assert elastic.trials_per_hour <= ceiling(mix, 60, 4, capacity, elastic=True)
     assert fixed4.crashes > 0 and fixed4.wasted_gpu_hours > 0
     assert results["fixed", 1].crashes == 0 and results["fixed", 1].completed == 60
 
 
-def test_simulation_is_seeded(bench: ModuleType) -> None:
-    def run(seed: int) -> list[object]:
-        mix = mix_of(bench, seed)
-        return bench.run_all(mix, 30, 4, 24 * GIB, 22 * GIB, contention=True)
+def test_simulation_is_seeded() -> None:
+    def run(seed: int) -> list[Result]:
+        mix = mix_of(seed)
+        return run_all(mix, 30, 4, 24 * GIB, 22 * GIB, contention=True)
 
     assert run(3) == run(3) != run(4)
 
 
-def test_crash_accounting_on_two_big_trials(bench: ModuleType) -> None:
-    mix = mix_of(bench, 0, footprint=lambda cfg: 15 * GIB)
-    fixed = bench.simulate(mix, 2, "fixed", 2, 24 * GIB, 22 * GIB, crash_kills="all", lost="drop")
+def test_crash_accounting_on_two_big_trials() -> None:
+    mix = mix_of(0, footprint=lambda cfg: 15 * GIB)
+    fixed = simulate(mix, 2, "fixed", 2, 24 * GIB, 22 * GIB, crash_kills="all", lost="drop")
     assert (fixed.crashes, fixed.lost, fixed.completed) == (1, 2, 0)
     # the newest attempt dies and reruns beside the same neighbour until it runs out of attempts
-    retried = bench.simulate(mix, 2, "fixed", 2, 24 * GIB, 22 * GIB, crash_kills="newest", max_attempts=3)
+    retried = simulate(mix, 2, "fixed", 2, 24 * GIB, 22 * GIB, crash_kills="newest", max_attempts=3)
     assert (retried.crashes, retried.lost, retried.completed) == (3, 3, 1)
-    memory = bench.simulate(mix, 2, "memory", 2, 24 * GIB, 22 * GIB)
+    memory = simulate(mix, 2, "memory", 2, 24 * GIB, 22 * GIB)
     # one trial at a time, beside the other (waiting) worker's CUDA context
     assert (memory.crashes, memory.completed, memory.max_in_use_gib) == (0, 2, 15.5)
     assert memory.makespan_hours == pytest.approx((mix[0].duration_s + mix[1].duration_s) / 3600, rel=1e-3)
 
 
-def test_contention_slows_concurrent_trials(bench: ModuleType) -> None:
-    mix = mix_of(bench, 2)
-    free = bench.simulate(mix, 20, "memory", 4, 24 * GIB, 22 * GIB)
-    shared = bench.simulate(mix, 20, "memory", 4, 24 * GIB, 22 * GIB, contention=True)
+def test_contention_slows_concurrent_trials() -> None:
+    mix = mix_of(2)
+    free = simulate(mix, 20, "memory", 4, 24 * GIB, 22 * GIB)
+    shared = simulate(mix, 20, "memory", 4, 24 * GIB, 22 * GIB, contention=True)
     assert shared.makespan_hours > free.makespan_hours
 
 
-def test_simulate_rejects_unknown_policy(bench: ModuleType) -> None:
+def test_simulate_rejects_unknown_policy() -> None:
     with pytest.raises(ValueError):
-        bench.simulate(mix_of(bench, 0), 1, "greedy", 1, 24 * GIB, 22 * GIB)
+        simulate(mix_of(0), 1, "greedy", 1, 24 * GIB, 22 * GIB)
 
 
-def test_fixed_par_runs_unfit_configs_and_loses_them(bench: ModuleType) -> None:
-    mix = mix_of(bench, 5, limit=8 * GIB)  # every synthetic config over 8 GiB cannot run
+def test_fixed_par_runs_unfit_configs_and_loses_them() -> None:
+    mix = mix_of(5, limit=8 * GIB)  # every synthetic config over 8 GiB cannot run
     mix.trials_upto(20)
     unfit = sum(mix.unfit_before[:20])
     assert unfit > 0 and unfit == mix.pruned
-    alone = bench.simulate(mix, 20, "fixed", 1, 24 * GIB, 22 * GIB)
+    alone = simulate(mix, 20, "fixed", 1, 24 * GIB, 22 * GIB)
     assert (alone.crashes, alone.lost, alone.completed) == (unfit, unfit, 20)
-    skipped = bench.simulate(mix, 20, "fixed", 1, 24 * GIB, 22 * GIB, unfit="skip")
+    skipped = simulate(mix, 20, "fixed", 1, 24 * GIB, 22 * GIB, unfit="skip")
     assert (skipped.crashes, skipped.lost) == (0, 0) and skipped.makespan_hours < alone.makespan_hours
-    hpo = bench.simulate(mix, 20, "memory", 1, 24 * GIB, 22 * GIB)  # pruned by estimate: free
+    hpo = simulate(mix, 20, "memory", 1, 24 * GIB, 22 * GIB)  # pruned by estimate: free
     assert (hpo.crashes, hpo.lost, hpo.completed) == (0, 0, 20)
 
 
-def test_main_writes_json(bench: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_main_writes_json(
+    main: Callable[..., int], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "bench.json"
     argv = ["--n-trials", "24", "--seed", "5", "--repeat", "2", "--extra-par", "6", "--out", str(out)]
-    assert bench.main(argv) == 0
+    assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "memory-aware+elastic PAR=4" in printed and "fixed PAR=2" in printed and "ceiling PAR=4" in printed
     assert "seeds 5..6, trials/h vs fixed PAR=2" in printed and "criteria-24gb.yaml" in printed
@@ -143,19 +145,19 @@ def test_main_writes_json(bench: ModuleType, tmp_path: Path, capsys: pytest.Capt
     assert rows["fixed", 2]["vs_base"] == 1.0
 
 
-def test_space_mix_is_the_tools_and_never_overcommitted(bench: ModuleType) -> None:
+def test_space_mix_is_the_tools_and_never_overcommitted() -> None:
     """The shipped 24 GB study, sampled by hpo.space, sized by the estimator: no crash, within capacity."""
     from hpo.config import load_config
 
     capacity = int(22.5 * GIB)
-    draw = bench.space_draw(bench.DEFAULT_CONFIG, 7)
-    mix = bench.Mix(7, bench.estimator_footprint, capacity - 3 * bench.CUDA_CONTEXT, draw)
+    draw = space_draw(DEFAULT_CONFIG, 7)
+    mix = Mix(7, estimator_footprint, capacity - 3 * CUDA_CONTEXT, draw)
     trials = mix.trials_upto(40)
-    models = set(load_config(bench.DEFAULT_CONFIG).models)
+    models = set(load_config(DEFAULT_CONFIG).models)
     assert {t.config.model for t in trials} <= models and len({t.config.model for t in trials}) > 2
-    assert all(t.footprint <= capacity - 3 * bench.CUDA_CONTEXT for t in trials)
+    assert all(t.footprint <= capacity - 3 * CUDA_CONTEXT for t in trials)
     assert all(f.footprint < t.footprint for t in trials for f in t.forms[1:])
     for elastic in (False, True):
-        memory = bench.simulate(mix, 40, "memory", 4, 24 * GIB, capacity, elastic=elastic)
+        memory = simulate(mix, 40, "memory", 4, 24 * GIB, capacity, elastic=elastic)
         assert (memory.crashes, memory.lost, memory.completed) == (0, 0, 40)
         assert memory.max_in_use_gib <= 22.5

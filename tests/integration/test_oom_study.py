@@ -19,8 +19,8 @@ from hpo.oom import OOM_FIELDS
 from hpo.progress import Progress
 from hpo.run.setup import build_objective
 from hpo.study import create_or_load
+from tests.support import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 MB = 1024**2
 TINY_CARD = {"gpu_memory": "0.001GB", "headroom_gb": 0.0, "space": {"batch_size": [2, 4]}}  # a 1 MB "GPU"
 
@@ -140,10 +140,10 @@ def test_fatal_cuda_error_fails_trial_and_poisons_worker(
 
 
 def test_measured_peaks_are_recorded_and_high_memory_tagged(tmp_path: Path) -> None:
-    from hpo.memory.catalog import get_spec
     import torch
 
     from hpo.faults import FaultInjector
+    from hpo.memory.catalog import get_spec
     from hpo.oom import PeakMemory
     from hpo.train.loop import TrainResult
     from hpo.trial import outcomes

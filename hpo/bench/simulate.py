@@ -1,0 +1,219 @@
+"""The schedules of the scheduler benchmark: a discrete-event simulation of one trial mix under each.
+
+- fixed PAR (the old tool): a free worker starts the next trial at once. When the running footprints exceed
+  the card, CUDA runs out of memory: the attempts it kills (all running trials, or crash_kills="newest") are
+  lost, their time wasted, and each killed worker restarts (STARTUP_S). By default a killed trial reruns
+  later (lost="retry", at most max_attempts), so every schedule owes the same trials; lost="drop" never
+  reruns it, which makes "trials/h" favour the small trials that survive.
+- memory-aware (hpo): every worker's CUDA context stays on the card for the worker's life, waiting or not;
+  a taken trial waits until the ledger's own rule (hpo.run.reservations.admits + held_back) admits its
+  estimate less the context beside the trials already running, within the ledger capacity (card - headroom).
+- ceiling: the most trials/h ANY schedule with PAR workers can reach without an OOM. Memory-time is
+  conserved: sum over trials of (reservation x duration) <= (capacity - PAR contexts) x makespan, and
+  sum of durations <= PAR x makespan. Memory-aware admission is judged against it.
+
+``contention`` makes concurrent trials share the GPU's compute (processor sharing by standalone
+utilisation); without it a trial runs as fast beside others as alone. "work/h" (standalone trial-hours
+completed per hour) is the size-neutral throughput: "trials/h" rewards a schedule that loses its large trials.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hpo.bench.mix import STARTUP_S, Form, Mix
+from hpo.memory.budget import CUDA_CONTEXT
+from hpo.run.reservations import admits, held_back
+from hpo.units import GIB
+
+UNFIT = -1  # a queue entry for a config that cannot fit the card (see Mix)
+
+
+@dataclass(frozen=True)
+class Result:
+    """Outcome of one schedule over the whole mix."""
+
+    policy: str
+    par: int
+    trials: int
+    completed: int
+    crashes: int
+    lost: int
+    wasted_gpu_hours: float
+    makespan_hours: float
+    trials_per_hour: float
+    work_per_hour: float  # standalone trial-hours completed per wall hour (size-neutral throughput)
+    mean_memory_util: float
+    max_in_use_gib: float
+    mean_wait_min: float
+    max_wait_min: float
+
+
+def simulate(
+    mix: Mix,
+    n_trials: int,
+    policy: str,
+    par: int,
+    card_bytes: int,
+    capacity_bytes: int,
+    *,
+    context_bytes: int = CUDA_CONTEXT,
+    elastic: bool = True,
+    elastic_after: float = 60.0,
+    crash_kills: str = "all",
+    lost: str = "retry",
+    max_attempts: int = 5,
+    contention: bool = False,
+    priority_after: float = 60.0,
+    unfit: str = "run",
+) -> Result:
+    """Run trials 0..n_trials-1 of ``mix`` with ``par`` workers under a "fixed" or "memory" policy.
+
+    memory: the ledger rule of hpo (contexts held for the workers' lives, trials reserve the rest); with
+    ``elastic`` a trial that waited ``elastic_after`` seconds takes the first of its forms that fits.
+    Configs that cannot fit (``mix.unfit_before``) cost hpo nothing (pruned by estimate); under "fixed" with
+    ``unfit="run"`` each one starts, runs out of memory at once (its start-up wasted, its neighbours killed
+    as ``crash_kills`` says) and is lost; ``unfit="skip"`` leaves them out of every schedule.
+    """
+    valid = policy in ("fixed", "memory") and crash_kills in ("all", "newest") and lost in ("retry", "drop")
+    if not valid or unfit not in ("run", "skip"):
+        raise ValueError(f"unknown policy {policy!r}, crash_kills {crash_kills!r}, lost {lost!r} or unfit")
+    mix.trials_upto(n_trials)
+    queue: deque[int] = deque()
+    for k in range(n_trials):
+        queue.extend([UNFIT] * (mix.unfit_before[k] if policy == "fixed" and unfit == "run" else 0) + [k])
+    attempts = [0] * n_trials
+    # trial -> [remaining standalone seconds, start time, reserved bytes, utilisation, standalone seconds]
+    running: dict[int, list[float]] = {}
+    restarting: list[float] = []  # when each crashed worker is back (process restart, CUDA init)
+    waiting: list[dict[str, Any]] = []  # ledger waiter records
+    now = wasted = mem_integral = wait_total = max_wait = max_in_use = done_work = 0.0
+    completed = crashes = killed = 0
+    # memory-aware: each worker's context is on the card for its whole life; a trial reserves the rest
+    ctx = context_bytes if policy == "memory" else 0
+
+    def in_use() -> int:
+        return par * ctx + sum(int(state[2]) for state in running.values())
+
+    def start(i: int, form: Form) -> None:
+        running[i] = [form.duration_s, now, form.footprint - ctx, form.util, form.duration_s]
+        attempts[i] += 1
+
+    def eligible(w: dict[str, Any]) -> tuple[Form, ...]:
+        forms = mix[int(w["key"])].forms
+        return forms if elastic and now - w["since"] >= elastic_after - 1e-9 else forms[:1]
+
+    def fill() -> None:
+        nonlocal crashes, killed, wasted, wait_total, max_wait
+        restarting[:] = [t for t in restarting if t > now]
+        while queue and len(running) + len(waiting) + len(restarting) < par:
+            i = queue.popleft()
+            if policy == "memory":
+                record = {"key": str(i), "bytes": mix[i].footprint - ctx, "since": now}
+                waiting.append(record | {"priority_at": now + priority_after})
+                continue
+            if i == UNFIT:  # out of memory on its first step, alone or not: lost for good
+                crashes, killed, wasted = crashes + 1, killed + 1, wasted + STARTUP_S
+                restarting.append(now + STARTUP_S)
+                victims = list(running) if crash_kills == "all" else []
+            else:
+                start(i, mix[i].forms[0])
+                victims = [] if in_use() <= card_bytes else list(running) if crash_kills == "all" else [i]
+                crashes += 1 if victims else 0
+            for j in victims:  # CUDA OOM: the old tool loses the attempt(s) it kills
+                wasted, killed = wasted + now - running.pop(j)[1] + STARTUP_S, killed + 1
+                restarting.append(now + STARTUP_S)
+                if lost == "retry" and attempts[j] < max_attempts:
+                    queue.append(j)
+        for w in sorted(waiting, key=lambda w: float(w["since"])):
+            forms = eligible(w)
+            w["bytes"] = min(f.footprint for f in forms) - ctx  # the least it can run with (hpo.run.ledger)
+            back = held_back(waiting, now, str(w["key"]))
+            form = next((f for f in forms if admits(in_use(), capacity_bytes, f.footprint - ctx, back)), None)
+            if form is not None:
+                waiting.remove(w)
+                wait_total, max_wait = wait_total + now - w["since"], max(max_wait, now - w["since"])
+                start(int(w["key"]), form)
+
+    fill()
+    while running or restarting or waiting:
+        rate = 1.0 / max(1.0, sum(state[3] for state in running.values())) if contention else 1.0
+        events = [state[0] / rate for state in running.values()] + [t - now for t in restarting]
+        if elastic:  # a waiter's lighter forms become eligible
+            events += [w["since"] + elastic_after - now for w in waiting if w["since"] + elastic_after > now]
+        if not events:
+            raise AssertionError("a waiter can never run: every trial must fit beside the workers' contexts")
+        step = min(events)
+        mem_integral, max_in_use = mem_integral + in_use() * step, max(max_in_use, in_use())
+        now += step
+        for i, state in list(running.items()):
+            state[0] -= step * rate
+            if state[0] <= 1e-9:
+                del running[i]
+                completed, done_work = completed + 1, done_work + mix[i].duration_s
+        fill()
+    hours = now / 3600 or 1e-9
+    rates = (completed / hours, done_work / 3600 / hours, mem_integral / (now or 1.0) / card_bytes)
+    waits = (max_in_use / GIB, wait_total / max(1, completed) / 60, max_wait / 60)
+    numbers = (round(x, 3) for x in (wasted / 3600, hours, *rates, *waits))
+    name = "memory-elastic" if policy == "memory" and elastic else policy
+    return Result(name, par, n_trials, completed, crashes, killed, *numbers)
+
+
+def ceiling(
+    mix: Mix,
+    n_trials: int,
+    par: int,
+    capacity_bytes: int,
+    context_bytes: int = CUDA_CONTEXT,
+    elastic: bool = False,
+) -> float:
+    """Trials/h no zero-OOM schedule of ``par`` workers can beat on this mix (no contention): the makespan is
+    at least the reserved memory-time over the room the contexts leave, the work over ``par``, and the longest
+    trial. ``elastic``: each trial may run in any of its forms (each term takes its best form)."""
+    trials = mix.trials_upto(n_trials)
+    forms = [t.forms if elastic else t.forms[:1] for t in trials]
+    room = capacity_bytes - par * context_bytes
+    memory_time = sum(min((f.footprint - context_bytes) * f.duration_s for f in fs) for fs in forms) / room
+    durations = [min(f.duration_s for f in fs) for fs in forms]
+    makespan = max(memory_time, sum(durations) / par, max(durations))
+    return n_trials / (makespan / 3600)
+
+
+def run_all(
+    mix: Mix, n_trials: int, par: int, card: int, capacity: int, extra_par: Sequence[int] = (), **kw: Any
+) -> list[Result]:
+    """Fixed PAR=par, par//2 and 1; memory-aware PAR=par without and with elastic forms (hpo's default), and
+    with ``extra_par``; all on the same mix."""
+    fixed = sorted({par, max(1, par // 2), 1}, reverse=True)
+    kw = {k: v for k, v in kw.items() if k != "elastic"}
+    results = [simulate(mix, n_trials, "fixed", p, card, capacity, **kw) for p in fixed]
+    results.append(simulate(mix, n_trials, "memory", par, card, capacity, elastic=False, **kw))
+    return results + [simulate(mix, n_trials, "memory", p, card, capacity, **kw) for p in (par, *extra_par)]
+
+
+NAMES = {"fixed": "fixed", "memory": "memory-aware", "memory-elastic": "memory-aware+elastic"}
+ROW = "{:<28}{:>9}{:>10}{:>9}{:>8}{:>13}{:>6}{:>14}{:>10}{:>9}{:>10}{:>10}"
+HEADER = (
+    "schedule|done|trials/h|vs base|work/h|OOM crashes|lost|wasted GPU-h|mean mem|max GiB|wait min|max wait"
+)
+
+
+def table(results: Sequence[Result], baseline: Result, ceilings: dict[str, float] | None = None) -> str:
+    """A plain-text table; "vs base" is trials/h relative to ``baseline``; ceilings (name: trials/h) last."""
+    rows = [ROW.format(*HEADER.split("|"))]
+    rows.append("-" * len(rows[0]))
+    for r in results:
+        name = f"{NAMES[r.policy]} PAR={r.par}"
+        speed = (f"{r.trials_per_hour:.2f}", f"{r.trials_per_hour / baseline.trials_per_hour:.2f}x")
+        loss = (f"{r.work_per_hour:.2f}", r.crashes, r.lost, f"{r.wasted_gpu_hours:.2f}")
+        memory = (f"{r.mean_memory_util:.1%}", f"{r.max_in_use_gib:.1f}")
+        waits = (f"{r.mean_wait_min:.1f}", f"{r.max_wait_min:.1f}")
+        rows.append(ROW.format(name, f"{r.completed}/{r.trials}", *speed, *loss, *memory, *waits))
+    for name, rate in (ceilings or {}).items():
+        vs = f"{rate / baseline.trials_per_hour:.2f}x"
+        rows.append(ROW.format(name, "", f"{rate:.2f}", vs, *[""] * 8).rstrip())
+    return "\n".join(rows)

@@ -1,0 +1,126 @@
+"""A worker's ledger admission and sizing beside the other workers' CUDA contexts (no processes)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+
+from tests.support import CI_CONFIG
+
+CONFIG = CI_CONFIG
+
+
+def tune_cmd(out: Path, *extra: str, config: Path = CONFIG) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "hpo",
+        "tune",
+        "--config",
+        str(config),
+        "--output-dir",
+        str(out),
+        "--no-mlflow",
+        "--epochs",
+        "1",
+        *extra,
+    ]
+
+
+def load(out: Path) -> optuna.Study:
+    return optuna.load_study(study_name="ci-tiny", storage=f"sqlite:///{(out / 'hpo.db').resolve()}")
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    e.pop("HPO_INJECT_OOM", None)
+    return e
+
+
+def run_cli(cmd: list[str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run an `hpo` command line to its end (output captured, fault injection off)."""
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env())
+
+
+def wait_for(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.3)
+    return False
+
+
+def _running_trial_file(out: Path) -> list[Path]:
+    return list((out / "workers" / "ci-tiny").glob("*.trial"))
+
+
+def run_until_a_trial_runs(
+    out: Path, n_trials: int, act: Callable[[subprocess.Popen[str]], None], timeout: float
+) -> tuple[int, str]:
+    """Start `hpo tune --par 2` (slow trials); when a worker runs a trial, call ``act(proc)``; wait."""
+    proc = subprocess.Popen(
+        [*tune_cmd(out, "--par", "2", "--n-trials", str(n_trials)), "--epochs", "3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env(),
+    )
+    try:
+        assert wait_for(lambda: bool(_running_trial_file(out)), 120), "no worker started a trial"
+        act(proc)
+        stdout, _ = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, stdout
+
+
+def test_worker_admission_reserves_the_trial_beside_its_own_context(tmp_path: Path) -> None:
+    from hpo.config import load_config
+    from hpo.memory.budget import CUDA_CONTEXT
+    from hpo.run.ledger import Ledger
+    from hpo.run.worker import make_admission
+    from hpo.trial.sizing import MemoryPolicy
+
+    cfg = load_config(CONFIG, {"output_dir": tmp_path, "par": 2})
+    assert make_admission(cfg, MemoryPolicy(None, 0), "gpu") is None  # no budget: nothing to admit by
+    admission = make_admission(cfg, MemoryPolicy(4 * 2**30, 2**30, simulated=True), "GPU-x")
+    assert admission is not None
+    ledger = Ledger(admission.ledger.path, "GPU-x", 3 * 2**30)
+    admission.start()  # the worker's CUDA context is on the card from now on, trial or not
+    assert ledger.in_use() == ledger.resident() == CUDA_CONTEXT
+    with admission([CUDA_CONTEXT + 100 * 2**20], 7) as form:  # a device total includes the context
+        (res,) = [r for r in ledger.reservations() if r.kind == "trial"]
+        assert (form, res.bytes, res.trial) == (0, 100 * 2**20, 7)
+        assert ledger.in_use() == CUDA_CONTEXT + 100 * 2**20
+    assert ledger.in_use() == CUDA_CONTEXT
+    admission.close()
+    assert ledger.in_use() == 0
+
+
+def test_sizer_keeps_room_for_the_other_workers_contexts() -> None:
+    from hpo.config import TrialConfig
+    from hpo.memory.budget import CUDA_CONTEXT
+    from hpo.memory.catalog import get_spec
+    from hpo.trial.sizing import MemoryPolicy, Sizer
+
+    spec, tcfg = (
+        get_spec("hpo-tiny-bert"),
+        TrialConfig(model="hpo-tiny-bert", learning_rate=1e-4, batch_size=16, max_length=48),
+    )
+    alone = Sizer(MemoryPolicy(0, 0), num_labels=2)
+    need = alone.estimate(spec, tcfg).device_total_bytes
+    card = need + CUDA_CONTEXT // 2  # fits alone, not beside one more worker's context
+    sizer = Sizer(MemoryPolicy(card, 0, simulated=True), num_labels=2)
+    assert sizer.over_budget(spec, tcfg, sizer.estimate(spec, tcfg)) is None
+    sizer.memory.resident_bytes = CUDA_CONTEXT  # `--par 2`: the other worker's context
+    reason = sizer.over_budget(spec, tcfg, sizer.estimate(spec, tcfg))
+    assert reason is not None and "beside the other workers' 0.50 GB" in reason
+    assert sizer.memory.limit_bytes == card - CUDA_CONTEXT
