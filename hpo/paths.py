@@ -1,12 +1,14 @@
-"""Where the package, its shipped configs and its sample data live."""
+"""Where the package's shipped files live: configs, the synthetic sample data and the tiny model's assets.
+
+They are package data, so a plain (non-editable) ``pip install .`` has them; the repository's top-level
+``configs`` and ``data`` are links into the package for users browsing the checkout.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-REPO_DIR = PACKAGE_DIR.parent
-# configs/ and data/ ship at the top level of the repository (editable install).
-CONFIG_DIR = REPO_DIR / "configs"
-SAMPLE_DATA_DIR = REPO_DIR / "data" / "sample"
+CONFIG_DIR = PACKAGE_DIR / "configs"
+SAMPLE_DATA_DIR = PACKAGE_DIR / "data" / "sample"
 ASSETS_DIR = PACKAGE_DIR / "assets"

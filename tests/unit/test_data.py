@@ -12,7 +12,7 @@ from types import ModuleType
 import pytest
 
 from hpo.errors import ConfigError, DataError
-from hpo.paths import ASSETS_DIR, REPO_DIR, SAMPLE_DATA_DIR
+from hpo.paths import ASSETS_DIR, SAMPLE_DATA_DIR
 from hpo.train.data import (
     ANNOTATION_COLUMNS,
     DSM5_SYMPTOMS,
@@ -21,6 +21,7 @@ from hpo.train.data import (
     grouped_split,
     read_redsm5,
 )
+from tests.support import REPO
 
 TINY_DIR = ASSETS_DIR / "tiny-bert"
 
@@ -29,7 +30,7 @@ def _load_generator() -> ModuleType:
     """scripts/make_sample_data.py as a module (scripts/ is not a package)."""
     name = "make_sample_data"
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO_DIR / "scripts" / "make_sample_data.py")
+        spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / "make_sample_data.py")
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module  # dataclasses look their module up while the file executes
