@@ -117,7 +117,7 @@ class StudyConfig(_Strict):
     num_threads: int | None = Field(None, ge=1)
     faults: dict[str, Any] | None = None  # fault injection for tests (see hpo/faults.py); HPO_INJECT_OOM wins
     par: int = Field(1, ge=1)
-    elastic: bool = True  # --par: run a waiting trial in a lighter equivalent form (hpo/elastic.py)
+    elastic: bool = True  # --par: run a waiting trial in a lighter equivalent form (hpo/trial/elastic.py)
     elastic_after_s: float = Field(60.0, ge=0.0)  # ...once it has waited this long for room
     recycle_after: int = Field(50, ge=1)
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
