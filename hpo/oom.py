@@ -1,6 +1,6 @@
 """OOM primitives: detect CUDA out-of-memory errors, release memory, record and shrink the failing config.
 
-Conventions the objective follows (written by ``hpo.trial.outcomes``, read back by ``hpo.results.oom_report``):
+Conventions of a trial (written by ``hpo.trial.outcomes``, read back by ``hpo.results.oom_report``):
 
 - A trial that runs out of memory gets the user attrs ``oom=True``, ``oom_config`` (``OomRecord.to_dict()``)
   and ``pruned_reason="oom"``, and is PRUNED before any ``report()`` of the failing attempt.

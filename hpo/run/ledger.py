@@ -105,10 +105,11 @@ class Ledger:
     ) -> Reservation:
         """Block until ``nbytes`` fits; LedgerTimeout on timeout.
 
-        ``lighter``: sizes of lighter forms of the same trial (hpo.trial.elastic), in order of preference. Once the
-        caller has waited ``lighter_after`` seconds (at once if ``nbytes`` can never fit), the first form
-        that fits is reserved; ``Reservation.form`` says which (0 = ``nbytes``, k = ``lighter[k - 1]``).
-        LedgerTooLarge at once when no form ever can: past the capacity, or past what the live workers' own
+        ``lighter``: sizes of lighter forms of the same trial (hpo.trial.elastic), in order of preference.
+        Once the caller has waited ``lighter_after`` seconds (at once if ``nbytes`` can never fit), the
+        first form that fits is reserved; ``Reservation.form`` says which (0 = ``nbytes``, k =
+        ``lighter[k - 1]``). LedgerTooLarge at once when no form ever can: past the capacity, or past what
+        the live workers' own
         memory (:meth:`hold_process`) leaves of it.
         """
         options = [int(nbytes), *(int(n) for n in lighter)]
