@@ -29,10 +29,6 @@ from tests.support import BASE, REPO
 MIB = 2**20
 
 
-def shape(cfg: object) -> tuple[int, int, bool]:
-    return cfg.batch_size, cfg.grad_accum, cfg.grad_checkpointing  # type: ignore[attr-defined]
-
-
 @pytest.mark.parametrize("dropout", [0.0, 0.1])
 def test_checkpointing_form_trains_the_same_model(dropout: float) -> None:
     cfg = BASE.model_copy(update={"dropout": dropout})

@@ -3,31 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from hpo.commands import app
-from tests.support import REPO
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def oom_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("oom") / "runs"
-    cfg = tmp_path_factory.mktemp("cfg") / "study.yaml"
-    cfg.write_text(
-        (REPO / "configs" / "studies" / "ci-tiny.yaml").read_text()
-        + "max_train_examples: 32\nfaults:\n  oom_epoch: 0\n  oom_step: 0\n  trials: [1, 2]\n"
-    )
-    res = runner.invoke(
-        app, ["tune", "--config", str(cfg), "--output-dir", str(out), "--n-trials", "4", "--epochs", "1"]
-    )
-    assert res.exit_code == 0, res.output
-    assert "OOM 2" in res.output
-    return out
 
 
 def test_estimate_json_and_max_batch() -> None:

@@ -16,8 +16,6 @@ from hpo.trial.elastic import describe, lighter_forms
 from hpo.trial.sizing import memory_request
 from tests.support import BASE
 
-MIB = 2**20
-
 
 def shape(cfg: object) -> tuple[int, int, bool]:
     return cfg.batch_size, cfg.grad_accum, cfg.grad_checkpointing  # type: ignore[attr-defined]

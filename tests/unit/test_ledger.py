@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -17,44 +15,11 @@ from hypothesis import strategies as st
 
 from hpo.run.ledger import Ledger, LedgerCancelled, LedgerTimeout, LedgerTooLarge
 from hpo.run.reservations import Reservation, admits, held_back, ledger_path_for
-from tests.support import REPO
 
 
 def make(path: Path, capacity: int = 100, **kw: float) -> Ledger:
     kw.setdefault("poll_interval", 0.01)
     return Ledger(path / "hpo.ledger.json", "GPU-test", capacity, **kw)
-
-
-def _holder(path: Path, nbytes: int) -> subprocess.Popen[str]:
-    code = (
-        "import sys, time; from pathlib import Path; from hpo.run.ledger import Ledger; "
-        f"Ledger(Path({str(path)!r}), 'GPU-test', 100).reserve({nbytes}, trial=3); "
-        "print('reserved', flush=True); time.sleep(60)"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=REPO)
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "reserved"
-    return proc
-
-
-def _reserver(args: tuple[str, int, int, int]) -> tuple[int, int]:
-    """Worker: reserve random sizes, snapshot the in-use total under the lock, hold, release."""
-    import random
-
-    from filelock import FileLock
-
-    path, capacity, seed, rounds = args
-    rng = random.Random(seed)
-    ledger = Ledger(Path(path), "GPU-test", capacity, poll_interval=0.002, priority_after=0.02)
-    worst = done = 0
-    for _ in range(rounds):
-        with ledger.reserved(rng.randint(1, capacity * 3 // 4), timeout=30) as res:
-            with FileLock(path + ".lock"):
-                live = json.loads(Path(path).read_text())["GPU-test"]["reservations"]
-            assert res.key in {r["key"] for r in live}
-            worst = max(worst, sum(r["bytes"] for r in live))
-            time.sleep(rng.uniform(0, 0.004))
-            done += 1
-    return worst, done
 
 
 def test_admits_rule() -> None:

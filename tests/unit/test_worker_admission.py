@@ -2,84 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-
-import optuna
 
 from tests.support import CI_CONFIG
 
 CONFIG = CI_CONFIG
-
-
-def tune_cmd(out: Path, *extra: str, config: Path = CONFIG) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "hpo",
-        "tune",
-        "--config",
-        str(config),
-        "--output-dir",
-        str(out),
-        "--no-mlflow",
-        "--epochs",
-        "1",
-        *extra,
-    ]
-
-
-def load(out: Path) -> optuna.Study:
-    return optuna.load_study(study_name="ci-tiny", storage=f"sqlite:///{(out / 'hpo.db').resolve()}")
-
-
-def env() -> dict[str, str]:
-    e = dict(os.environ)
-    e.pop("HPO_INJECT_OOM", None)
-    return e
-
-
-def run_cli(cmd: list[str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """Run an `hpo` command line to its end (output captured, fault injection off)."""
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env())
-
-
-def wait_for(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.3)
-    return False
-
-
-def _running_trial_file(out: Path) -> list[Path]:
-    return list((out / "workers" / "ci-tiny").glob("*.trial"))
-
-
-def run_until_a_trial_runs(
-    out: Path, n_trials: int, act: Callable[[subprocess.Popen[str]], None], timeout: float
-) -> tuple[int, str]:
-    """Start `hpo tune --par 2` (slow trials); when a worker runs a trial, call ``act(proc)``; wait."""
-    proc = subprocess.Popen(
-        [*tune_cmd(out, "--par", "2", "--n-trials", str(n_trials)), "--epochs", "3"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env(),
-    )
-    try:
-        assert wait_for(lambda: bool(_running_trial_file(out)), 120), "no worker started a trial"
-        act(proc)
-        stdout, _ = proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    return proc.returncode, stdout
 
 
 def test_worker_admission_reserves_the_trial_beside_its_own_context(tmp_path: Path) -> None:
