@@ -14,18 +14,17 @@ Conventions the objective and tracker follow:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from hpo.errors import ConfigError, StorageError
 from hpo.oom import OOM_FIELDS
 from hpo.study import load_existing
 from hpo.trial import keys as K
-from hpo.trial.keys import PRUNED_REASONS, TRIAL_NUMBER_TAG
+from hpo.trial.keys import TRIAL_NUMBER_TAG
 
 if TYPE_CHECKING:
     import optuna
-    from optuna.trial import FrozenTrial
 
 ROW_KEYS: tuple[str, ...] = (
     "number",
@@ -41,7 +40,6 @@ ROW_KEYS: tuple[str, ...] = (
     "measured_peak_gb",
     "error_head",
 )
-STATES: tuple[str, ...] = ("complete", "pruned", "fail", "running", "waiting", "all")
 _INTS = {"number", "batch_size", "grad_accum", "max_length", "epoch", "step"}
 _FLOATS = {"estimated_peak_gb", "measured_peak_gb"}
 _COLUMNS = (
@@ -169,30 +167,6 @@ def render_oom_table(rows: list[dict[str, Any]], summary: Mapping[str, Any]) -> 
     widths = [max(len(line[i]) for line in table) for i in range(len(_COLUMNS))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in table]
     return "\n".join([*lines, "", summary_line(summary)])
-
-
-def filter_trials(trials: Iterable[FrozenTrial], state: str | None, reason: str | None) -> list[FrozenTrial]:
-    """Trials in ``state`` (None or "all": any); ``reason`` keeps PRUNED ones with that ``pruned_reason``."""
-    from optuna.trial import TrialState
-
-    state_l = state.lower() if state is not None else "all"
-    if state_l not in STATES:
-        raise ConfigError(f"unknown trial state {state!r}", f"use one of: {', '.join(STATES)}")
-    if reason is not None and reason not in PRUNED_REASONS:
-        raise ConfigError(f"unknown pruned reason {reason!r}", f"use one of: {', '.join(PRUNED_REASONS)}")
-    if reason is not None and state_l not in ("pruned", "all"):
-        raise ConfigError(
-            f"--reason applies to pruned trials, not --state {state_l}", "drop --state or use --state pruned"
-        )
-    out = []
-    for t in trials:
-        if state_l != "all" and t.state != TrialState[state_l.upper()]:
-            continue
-        pruned_for = t.user_attrs.get(K.PRUNED_REASON) if t.state == TrialState.PRUNED else None
-        if reason is not None and pruned_for != reason:
-            continue
-        out.append(t)
-    return out
 
 
 def show_oom(study: str, storage_url: str, source: str, mlflow_uri: str, as_json: bool) -> str:

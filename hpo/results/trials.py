@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.results.oom_report import filter_trials
+from hpo.errors import ConfigError
 from hpo.study import load_existing
 from hpo.trial import keys as K
 
+STATES: tuple[str, ...] = ("complete", "pruned", "fail", "running", "waiting", "all")
 KEY_PARAMS = ("model", "learning_rate", "batch_size", "grad_accum", "max_length", "precision", "loss")
 
 
@@ -75,6 +77,29 @@ def count_states(study: optuna.Study) -> dict[str, int]:
         elif t.state == TrialState.RUNNING:
             counts["running"] += 1
     return counts
+
+
+def filter_trials(trials: Iterable[FrozenTrial], state: str | None, reason: str | None) -> list[FrozenTrial]:
+    """Trials in ``state`` (None or "all": any); ``reason`` keeps PRUNED ones with that ``pruned_reason``."""
+
+    state_l = state.lower() if state is not None else "all"
+    if state_l not in STATES:
+        raise ConfigError(f"unknown trial state {state!r}", f"use one of: {', '.join(STATES)}")
+    if reason is not None and reason not in K.PRUNED_REASONS:
+        raise ConfigError(f"unknown pruned reason {reason!r}", f"use one of: {', '.join(K.PRUNED_REASONS)}")
+    if reason is not None and state_l not in ("pruned", "all"):
+        raise ConfigError(
+            f"--reason applies to pruned trials, not --state {state_l}", "drop --state or use --state pruned"
+        )
+    out = []
+    for t in trials:
+        if state_l != "all" and t.state != TrialState[state_l.upper()]:
+            continue
+        pruned_for = t.user_attrs.get(K.PRUNED_REASON) if t.state == TrialState.PRUNED else None
+        if reason is not None and pruned_for != reason:
+            continue
+        out.append(t)
+    return out
 
 
 def show_trials(study: str, storage_url: str, state: str | None, reason: str | None, as_json: bool) -> str:

@@ -101,7 +101,7 @@ class Launcher:
         marker = trial_file(self.cfg, pid)
         if not marker.is_file():
             return
-        with contextlib.suppress(ValueError, OSError):
+        with contextlib.suppress(ValueError, KeyError, OSError):  # unreadable marker, unknown trial
             failed = fail_trial(study, int(marker.read_text().strip()), "worker process died")
             if failed is not None:
                 RetryHeartbeatStaleTrialCallback(max_retry=1)(study, failed)

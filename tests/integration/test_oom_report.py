@@ -16,12 +16,12 @@ from hpo.errors import ConfigError, StorageError
 from hpo.oom import OomRecord
 from hpo.results.oom_report import (
     ROW_KEYS,
-    filter_trials,
     oom_rows_from_mlflow,
     oom_rows_from_optuna,
     render_oom_table,
     summarize,
 )
+from hpo.results.trials import filter_trials
 
 STUDY = "criteria-oom"
 # (model, batch_size, max_length, epoch, step)
