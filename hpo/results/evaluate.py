@@ -21,7 +21,12 @@ from hpo.trial import keys as K
 
 
 def evaluate_best(cfg: StudyConfig, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
-    """Retrain ``trial``'s config (same seed, best epoch count) and score it on the test split."""
+    """Retrain ``trial``'s config and score it on the test split.
+
+    The re-run is the trial's own training: same seed, same form (``final_config`` after an OOM retry), the
+    same schedule over the epochs the trial scheduled, stopped after its best epoch, so its weights are
+    the trial's at that epoch (on CPU bit for bit; dropout on CUDA statistically).
+    """
     raw = trial.user_attrs.get(K.FINAL_CONFIG) or trial.user_attrs.get(K.TRIAL_CONFIG)
     if not raw:
         raise StorageError(
@@ -48,7 +53,8 @@ def evaluate_best(cfg: StudyConfig, study: optuna.Study, trial: FrozenTrial) -> 
         frozen_layers=tcfg.frozen_layers,
         seed=cfg.seed,
     )
-    epochs = int(trial.user_attrs.get(K.BEST_EPOCH, cfg.epochs - 1)) + 1
+    scheduled = int(trial.user_attrs.get(K.EPOCHS_SCHEDULED, cfg.epochs))
+    epochs = int(trial.user_attrs.get(K.BEST_EPOCH, scheduled - 1)) + 1
     result = train(
         model,
         tcfg,
@@ -56,11 +62,12 @@ def evaluate_best(cfg: StudyConfig, study: optuna.Study, trial: FrozenTrial) -> 
         val_data,
         score=agent.score,
         num_labels=agent.num_labels,
-        epochs=epochs,
-        patience=epochs + 1,
+        epochs=scheduled,
+        patience=scheduled + 1,
         device=device,
         seed=cfg.seed,
         eval_batch_size=cfg.eval_batch_size,
+        stop_after=epochs,
     )
     loader = make_loader(test_data, cfg.eval_batch_size, shuffle=False, seed=cfg.seed)
     loss_fn = make_loss("ce", label_smoothing=0.0, focal_gamma=0.0, weight=None)
@@ -69,6 +76,8 @@ def evaluate_best(cfg: StudyConfig, study: optuna.Study, trial: FrozenTrial) -> 
     out = {
         "trial": trial.number,
         "epochs": epochs,
+        "epochs_scheduled": scheduled,
+        "optimizer_steps": result.optimizer_steps,
         f"val_{agent.metric_name}": result.history[-1].val_metric,
         f"test_{agent.metric_name}": agent.score(gold, pred),
         "test_loss": test_loss,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from hpo.config import TrialConfig
-from hpo.train.losses import class_weights, make_loss
+from hpo.train.losses import ClassificationLoss, class_weights, make_loss
 from hpo.train.optim import build_optimizer, optimizer_groups
 
 AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -73,29 +73,41 @@ def _batch(loader: DataLoader, tensors: list[torch.Tensor], device: torch.device
 def evaluate(
     model: nn.Module,
     loader: DataLoader,
-    loss_fn: nn.Module,
+    loss_fn: ClassificationLoss,
     device: torch.device,
     precision: str,
 ) -> tuple[float, list[int], list[int]]:
-    """Mean loss, gold labels and predictions over a loader."""
+    """Loss over the whole split (sum of terms / sum of weights), gold labels and predictions."""
     model.eval()
-    total, n, labels_all, preds_all = 0.0, 0, [], []
+    num, den, labels_all, preds_all = 0.0, 0.0, [], []
     for tensors in loader:
         batch = _batch(loader, tensors, device)
         labels = batch.pop("labels")
         with _autocast(device, precision):
             logits = model(**batch).logits
-        total += float(loss_fn(logits.float(), labels)) * labels.numel()
-        n += labels.numel()
+        terms, weights = loss_fn.terms(logits, labels)
+        num, den = num + float(terms.sum()), den + float(weights.sum())
         labels_all.extend(labels.tolist())
         preds_all.extend(logits.argmax(dim=-1).tolist())
-    return total / max(n, 1), labels_all, preds_all
+    return num / den if den else 0.0, labels_all, preds_all
 
 
 def _autocast(device: torch.device, precision: str) -> Any:
     if device.type == "cuda" and precision in AMP_DTYPES:
         return torch.autocast(device_type="cuda", dtype=AMP_DTYPES[precision])
     return nullcontext()
+
+
+def windows(loader: DataLoader, accum: int) -> Iterator[list[list[torch.Tensor]]]:
+    """The epoch's micro-batches grouped into accumulation windows (the last one may be shorter)."""
+    window: list[list[torch.Tensor]] = []
+    for tensors in loader:
+        window.append(tensors)
+        if len(window) == accum:
+            yield window
+            window = []
+    if window:
+        yield window
 
 
 def train(
@@ -113,8 +125,13 @@ def train(
     eval_batch_size: int = 64,
     on_step: StepHook | None = None,
     on_epoch: EpochHook | None = None,
+    stop_after: int | None = None,
 ) -> TrainResult:
-    """Fine-tune ``model`` on ``train_data``; returns the best validation metric over epochs."""
+    """Fine-tune ``model`` on ``train_data``; returns the best validation metric over epochs.
+
+    The schedule spans ``epochs``; ``stop_after`` ends training after that many epochs (a re-run that stops
+    at a trial's best epoch keeps the trial's schedule, hence its weights).
+    """
     from transformers import get_scheduler
 
     torch.manual_seed(seed)
@@ -142,38 +159,41 @@ def train(
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and cfg.precision == "fp16")
     result = TrainResult(best_metric=-math.inf, best_epoch=-1)
     bad_epochs = 0
+    labels_at = train_loader.keys.index("labels")  # type: ignore[attr-defined]
 
-    for epoch in range(epochs):
+    for epoch in range(epochs if stop_after is None else min(epochs, stop_after)):
         model.train()
-        start, loss_sum, n_micro = time.perf_counter(), 0.0, len(train_loader)
+        start, loss_num, loss_den, step = time.perf_counter(), 0.0, 0.0, 0
         optimizer.zero_grad(set_to_none=True)
-        for step, tensors in enumerate(train_loader):
-            if on_step is not None:
-                on_step(epoch, step)
-            batch = _batch(train_loader, tensors, device)
-            labels = batch.pop("labels")
-            with _autocast(device, cfg.precision):
-                logits = model(**batch).logits
-            loss = loss_fn(logits.float(), labels)
-            loss_sum += float(loss.detach())
-            # the last accumulation window of an epoch may be short: scale by its real length
-            window = min(cfg.grad_accum, n_micro - (step // cfg.grad_accum) * cfg.grad_accum)
-            scaler.scale(loss / window).backward()
-            if (step + 1) % cfg.grad_accum == 0 or step + 1 == n_micro:
-                if cfg.max_grad_norm > 0:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                result.optimizer_steps += 1
-            del batch, labels, logits, loss
+        for window in windows(train_loader, cfg.grad_accum):
+            # every micro-batch's loss is divided by its window's weight total, not by its own: the
+            # window's gradient is that of one batch of all its examples, however it is split
+            total = sum(loss_fn.terms_weight(t[labels_at].to(device)) for t in window)
+            for tensors in window:
+                if on_step is not None:
+                    on_step(epoch, step)
+                batch = _batch(train_loader, tensors, device)
+                labels = batch.pop("labels")
+                with _autocast(device, cfg.precision):
+                    logits = model(**batch).logits
+                terms, weights = loss_fn.terms(logits, labels)
+                loss_num, loss_den = loss_num + float(terms.detach().sum()), loss_den + float(weights.sum())
+                scaler.scale(terms.sum() / total).backward()
+                step += 1
+                del batch, labels, logits, terms, weights
+            if cfg.max_grad_norm > 0:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            result.optimizer_steps += 1
 
         val_loss, gold, pred = evaluate(model, val_loader, loss_fn, device, cfg.precision)
         epoch_result = EpochResult(
             epoch=epoch,
-            train_loss=loss_sum / max(n_micro, 1),
+            train_loss=loss_num / loss_den if loss_den else 0.0,
             val_loss=val_loss,
             val_metric=score(gold, pred),
             seconds=time.perf_counter() - start,

@@ -23,6 +23,7 @@ NVML_PROCESS_GB = "nvml_process_gb"
 HIGH_MEMORY = "high_memory"
 BEST_EPOCH = "best_epoch"
 EPOCHS_RUN = "epochs_run"
+EPOCHS_SCHEDULED = "epochs_scheduled"  # the LR schedule spans these (hpo best --evaluate replays it)
 STOPPED_EARLY = "stopped_early"
 FINAL_CONFIG = "final_config"  # after shrink or a cpu fallback
 FINAL_DEVICE = "final_device"

@@ -64,7 +64,9 @@ class Objective:
             self.poisoned = True
             raise
         measured = self.sizer.measured(ctx.spec, ctx.tcfg, ctx.budget, ctx.peak) if ctx.peak else {}
-        return outcomes.completed(ctx, self.tracker, result, self.agent.metric_name, measured)
+        return outcomes.completed(
+            ctx, self.tracker, result, self.agent.metric_name, measured, self.cfg.epochs
+        )
 
     def _begin(self, trial: optuna.Trial) -> TrialContext:
         """Sample, estimate and record the trial: first as sampled, on this process's device."""

@@ -153,7 +153,12 @@ def failed(ctx: TrialContext, tracker: Tracker, exc: BaseException) -> None:
 
 
 def completed(
-    ctx: TrialContext, tracker: Tracker, result: TrainResult, metric: str, measured: dict[str, Any]
+    ctx: TrialContext,
+    tracker: Tracker,
+    result: TrainResult,
+    metric: str,
+    measured: dict[str, Any],
+    epochs_scheduled: int,
 ) -> float:
     """Training finished: the form it ended in (after OOM retries), measured peaks, best epoch."""
     if ctx.records:
@@ -175,6 +180,7 @@ def completed(
         {
             K.BEST_EPOCH: result.best_epoch,
             K.EPOCHS_RUN: len(result.history),
+            K.EPOCHS_SCHEDULED: epochs_scheduled,
             K.STOPPED_EARLY: result.stopped_early,
         },
     )

@@ -163,7 +163,7 @@ def test_measured_peaks_are_recorded_and_high_memory_tagged(tmp_path: Path) -> N
     )
     measured = objective.sizer.measured(spec, tcfg, budget, peak)
     ctx = TrialContext(trial, tcfg, spec, tcfg, budget, torch.device("cpu"), True, FaultInjector(None, 0))
-    outcomes.completed(ctx, objective.tracker, TrainResult(0.5, 0), "macro_f1", measured)
+    outcomes.completed(ctx, objective.tracker, TrainResult(0.5, 0), "macro_f1", measured, 1)
     attrs = study.trials[0].user_attrs
     assert attrs["measured_peak_gb"] == 14.0 and attrs["measured_reserved_gb"] == 15.0
     assert attrs["measured_device_gb"] == 16.0 and attrs["high_memory"] is True

@@ -66,8 +66,16 @@ def test_best_evaluate_scores_test_split(study_run: dict[str, object]) -> None:
         app, ["best", "--study", "ci-tiny", "--output-dir", str(study_run["out"]), "--evaluate", "--json"]
     )
     assert res.exit_code == 0, res.output
-    test = json.loads(res.output)["test"]
+    best = json.loads(res.output)
+    test = best["test"]
     assert 0.0 <= test["test_macro_f1"] <= 1.0 and test["test_examples"] > 0
+    # the re-run is the trial's training: its schedule (2 epochs), stopped at its best epoch, so the same
+    # weights give the same validation score the trial reported
+    study = optuna.load_study(study_name="ci-tiny", storage=str(study_run["storage"]))
+    trial = study.trials[best["number"]]
+    assert test["epochs_scheduled"] == trial.user_attrs["epochs_scheduled"] == 2
+    assert test["epochs"] == trial.user_attrs["best_epoch"] + 1
+    assert test["val_macro_f1"] == pytest.approx(trial.value, abs=1e-9)
 
 
 def test_mlflow_has_parent_and_child_runs(study_run: dict[str, object]) -> None:

@@ -10,7 +10,7 @@ from hpo.agents.criteria import CriteriaAgent
 from hpo.config import TrialConfig
 from hpo.memory.catalog import get_spec
 from hpo.paths import SAMPLE_DATA_DIR
-from hpo.train.data import encode_pairs
+from hpo.train.data import PairExample, encode_pairs
 from hpo.train.loop import train
 from hpo.train.model import build_model, load_tokenizer
 
@@ -24,8 +24,10 @@ _NEG = [e for e in SPLITS.train if e.label == 0][:72]
 TRAIN = [e for pair in zip(_NEG[::3], _NEG[1::3], _NEG[2::3], _POS, strict=True) for e in pair]
 
 
-def run(cfg: TrialConfig, epochs: int = 1) -> tuple[dict[str, torch.Tensor], Any, torch.nn.Module]:
-    data = encode_pairs(TOK, TRAIN, cfg.max_length)
+def run(
+    cfg: TrialConfig, epochs: int = 1, examples: list[PairExample] = TRAIN
+) -> tuple[dict[str, torch.Tensor], Any, torch.nn.Module]:
+    data = encode_pairs(TOK, examples, cfg.max_length)
     model = build_model(
         TINY,
         num_labels=2,
