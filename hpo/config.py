@@ -112,6 +112,8 @@ class StudyConfig(_Strict):
     on_oom: OnOom = "prune"
     prune_by_estimate: bool = True  # False: let over-budget configs run (they OOM; for tests of the OOM path)
     eval_batch_size: int = Field(64, ge=1)
+    padding: Literal["dynamic", "max_length"] = "dynamic"  # batches padded to their longest member, or full
+    group_by_length: bool = False  # order each epoch by length within accumulation windows
     max_train_examples: int | None = Field(None, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: int | None = Field(None, ge=1)

@@ -13,8 +13,9 @@ from hpo.config import StudyConfig, TrialConfig
 from hpo.errors import StorageError
 from hpo.gpu import resolve_device
 from hpo.memory.catalog import get_spec
+from hpo.train.batching import make_loader
 from hpo.train.data import encode_pairs
-from hpo.train.loop import evaluate, make_loader, train
+from hpo.train.loop import evaluate, train
 from hpo.train.losses import make_loss
 from hpo.train.model import build_model, load_tokenizer
 from hpo.trial import keys as K
@@ -42,9 +43,10 @@ def evaluate_best(cfg: StudyConfig, study: optuna.Study, trial: FrozenTrial) -> 
     spec = get_spec(tcfg.model)
     tok = load_tokenizer(spec)
     train_ex = splits.train[: cfg.max_train_examples] if cfg.max_train_examples else splits.train
-    train_data = encode_pairs(tok, train_ex, tcfg.max_length)
-    val_data = encode_pairs(tok, splits.val, tcfg.max_length)
-    test_data = encode_pairs(tok, splits.test, tcfg.max_length)
+    how = "max_length" if cfg.padding == "max_length" else "longest"
+    train_data = encode_pairs(tok, train_ex, tcfg.max_length, how)
+    val_data = encode_pairs(tok, splits.val, tcfg.max_length, how)
+    test_data = encode_pairs(tok, splits.test, tcfg.max_length, how)
     model = build_model(
         spec,
         num_labels=agent.num_labels,
@@ -68,11 +70,15 @@ def evaluate_best(cfg: StudyConfig, study: optuna.Study, trial: FrozenTrial) -> 
         seed=cfg.seed,
         eval_batch_size=cfg.eval_batch_size,
         stop_after=epochs,
+        dynamic_padding=cfg.padding == "dynamic",
+        group_by_length=cfg.group_by_length,
     )
     loader = make_loader(test_data, cfg.eval_batch_size, shuffle=False, seed=cfg.seed)
     loss_fn = make_loss("ce", label_smoothing=0.0, focal_gamma=0.0, weight=None)
     with torch.no_grad():
-        test_loss, gold, pred = evaluate(model, loader, loss_fn, device, tcfg.precision)
+        test_loss, gold, pred = evaluate(
+            model, loader, loss_fn, device, tcfg.precision, cfg.padding == "dynamic"
+        )
     out = {
         "trial": trial.number,
         "epochs": epochs,

@@ -115,15 +115,17 @@ def build_objective(
     faults = FaultPlan.from_env() or (FaultPlan.from_dict(cfg.faults) if cfg.faults else None)
     calibration = Calibration(calibration_path or cfg.output_dir / "calibration.json")
     policy = policy or memory_policy(cfg, setup.device, setup.space.profile)
+    data = EncodedData(setup.splits, cfg.max_train_examples, cfg.padding, dict(setup.tokenizers))
+    sizer = Sizer(replace(policy), setup.agent.num_labels, calibration, cfg.prune_by_estimate, data.longest)
     return Objective(
         cfg=cfg,
         agent=setup.agent,
-        data=EncodedData(setup.splits, cfg.max_train_examples, dict(setup.tokenizers)),
+        data=data,
         tracker=tracker_for(cfg),
         progress=progress,
         device=setup.device,
         space=setup.space,
-        sizer=Sizer(replace(policy), setup.agent.num_labels, calibration, cfg.prune_by_estimate),
+        sizer=sizer,
         faults=faults,
         admission=admission,
         on_start=on_start,

@@ -169,8 +169,11 @@ def grouped_split(
     return Splits(train=train, val=val, test=test)
 
 
-def encode_pairs(tokenizer: Any, examples: Sequence[PairExample], max_length: int) -> dict[str, torch.Tensor]:
-    """Tokenize (text_a, text_b) pairs, truncated and padded to exactly ``max_length`` tokens.
+def encode_pairs(
+    tokenizer: Any, examples: Sequence[PairExample], max_length: int, padding: str = "longest"
+) -> dict[str, torch.Tensor]:
+    """Tokenize (text_a, text_b) pairs, truncated to ``max_length`` tokens and padded (on the right) to the
+    longest pair (``padding="longest"``; batches are cut further, hpo.train.batching) or to ``max_length``.
 
     Returns input_ids, attention_mask, token_type_ids (when the tokenizer makes them) and labels (long).
     """
@@ -183,7 +186,7 @@ def encode_pairs(tokenizer: Any, examples: Sequence[PairExample], max_length: in
         [ex.text_b for ex in examples],
         truncation=True,
         max_length=max_length,
-        padding="max_length",
+        padding=padding,
         return_tensors="pt",
     )
     batch = {key: encoded[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in encoded}

@@ -15,9 +15,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from hpo.config import TrialConfig
+from hpo.train.batching import make_loader, to_device
 from hpo.train.losses import ClassificationLoss, class_weights, make_loss
 from hpo.train.optim import build_optimizer, optimizer_groups
 
@@ -56,19 +57,6 @@ def scheduler_name(kind: str) -> str:
     return {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}[kind]
 
 
-def make_loader(encoded: dict[str, torch.Tensor], batch_size: int, *, shuffle: bool, seed: int) -> DataLoader:
-    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids", "labels") if k in encoded]
-    dataset = TensorDataset(*(encoded[k] for k in keys))
-    generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
-    loader.keys = keys  # type: ignore[attr-defined]
-    return loader
-
-
-def _batch(loader: DataLoader, tensors: list[torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: t.to(device, non_blocking=True) for k, t in zip(loader.keys, tensors, strict=True)}  # type: ignore[attr-defined]
-
-
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -76,12 +64,13 @@ def evaluate(
     loss_fn: ClassificationLoss,
     device: torch.device,
     precision: str,
+    dynamic_padding: bool = True,
 ) -> tuple[float, list[int], list[int]]:
     """Loss over the whole split (sum of terms / sum of weights), gold labels and predictions."""
     model.eval()
     num, den, labels_all, preds_all = 0.0, 0.0, [], []
     for tensors in loader:
-        batch = _batch(loader, tensors, device)
+        batch = to_device(loader, tensors, device, dynamic_padding)
         labels = batch.pop("labels")
         with _autocast(device, precision):
             logits = model(**batch).logits
@@ -126,11 +115,15 @@ def train(
     on_step: StepHook | None = None,
     on_epoch: EpochHook | None = None,
     stop_after: int | None = None,
+    dynamic_padding: bool = True,
+    group_by_length: bool = False,
 ) -> TrainResult:
     """Fine-tune ``model`` on ``train_data``; returns the best validation metric over epochs.
 
     The schedule spans ``epochs``; ``stop_after`` ends training after that many epochs (a re-run that stops
-    at a trial's best epoch keeps the trial's schedule, hence its weights).
+    at a trial's best epoch keeps the trial's schedule, hence its weights). Batches are cut to their longest
+    member unless ``dynamic_padding`` is off; ``group_by_length`` orders each epoch by length within
+    accumulation windows (hpo.train.batching).
     """
     from transformers import get_scheduler
 
@@ -138,7 +131,8 @@ def train(
     if cfg.precision == "bf16_pure":
         model.to(dtype=torch.bfloat16)
     model.to(device)
-    train_loader = make_loader(train_data, cfg.batch_size, shuffle=True, seed=seed)
+    group = cfg.effective_batch if group_by_length else None
+    train_loader = make_loader(train_data, cfg.batch_size, shuffle=True, seed=seed, group_by_length=group)
     val_loader = make_loader(val_data, eval_batch_size, shuffle=False, seed=seed)
 
     weight = (
@@ -172,7 +166,7 @@ def train(
             for tensors in window:
                 if on_step is not None:
                     on_step(epoch, step)
-                batch = _batch(train_loader, tensors, device)
+                batch = to_device(train_loader, tensors, device, dynamic_padding)
                 labels = batch.pop("labels")
                 with _autocast(device, cfg.precision):
                     logits = model(**batch).logits
@@ -190,7 +184,7 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             result.optimizer_steps += 1
 
-        val_loss, gold, pred = evaluate(model, val_loader, loss_fn, device, cfg.precision)
+        val_loss, gold, pred = evaluate(model, val_loader, loss_fn, device, cfg.precision, dynamic_padding)
         epoch_result = EpochResult(
             epoch=epoch,
             train_loss=loss_num / loss_den if loss_den else 0.0,

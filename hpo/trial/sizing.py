@@ -6,6 +6,7 @@ run: nothing is pruned by memory). Gradient accumulation never enters: it does n
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,11 +21,11 @@ from hpo.trial import keys as K
 from hpo.units import GIB, gb
 
 
-def memory_request(cfg: TrialConfig, num_labels: int) -> MemoryRequest:
-    """The estimator's view of a trial."""
+def memory_request(cfg: TrialConfig, num_labels: int, seq_len: int | None = None) -> MemoryRequest:
+    """The estimator's view of a trial; ``seq_len``: the widest batch the data gives (default max_length)."""
     return MemoryRequest(
         batch_size=cfg.batch_size,
-        max_length=cfg.max_length,
+        max_length=cfg.max_length if seq_len is None else seq_len,
         precision=cfg.precision,
         optimizer=cfg.optimizer,
         grad_checkpointing=cfg.grad_checkpointing,
@@ -58,10 +59,17 @@ class Sizer:
     num_labels: int
     calibration: Calibration | None = None
     prune_by_estimate: bool = True
+    # (model, max_length) -> the widest batch the data can produce (dynamic padding); None: max_length
+    longest: Callable[[ModelSpec, int], int] | None = None
+
+    def request(self, spec: ModelSpec, tcfg: TrialConfig) -> MemoryRequest:
+        """The estimator's view of ``tcfg`` at the sequence length its batches can really reach."""
+        seq_len = self.longest(spec, tcfg.max_length) if self.longest is not None else None
+        return memory_request(tcfg, self.num_labels, seq_len)
 
     def estimate(self, spec: ModelSpec, tcfg: TrialConfig) -> Budget:
         """Analytic estimate, corrected by what earlier trials of this model measured."""
-        req = memory_request(tcfg, self.num_labels)
+        req = self.request(spec, tcfg)
         budget = estimate(spec, req)
         return self.calibration.correct(spec.name, req, budget) if self.calibration is not None else budget
 
@@ -77,16 +85,14 @@ class Sizer:
                 f"estimated peak {budget.device_total_bytes / GIB:.2f} GB > budget "
                 f"{self.memory.limit_bytes / GIB:.2f} GB{beside if self.memory.resident_bytes else ''}"
             )
-        if self.calibration is not None and self.calibration.known_oom(
-            spec.name, memory_request(tcfg, self.num_labels)
-        ):
+        if self.calibration is not None and self.calibration.known_oom(spec.name, self.request(spec, tcfg)):
             return "a near-identical config ran out of memory before"
         return None
 
     def simulated_peak(self, spec: ModelSpec, tcfg: TrialConfig, budget: Budget) -> int:
         """What a simulated card 'really' needs: the exact meta-device trace peak, else the estimate."""
         try:
-            return trace_estimate(spec, memory_request(tcfg, self.num_labels)).device_total_bytes
+            return trace_estimate(spec, self.request(spec, tcfg)).device_total_bytes
         except Exception:  # the trace does not cover every architecture: fall back to the analytic estimate
             return budget.device_total_bytes
 
@@ -98,9 +104,7 @@ class Sizer:
         peaks of finished trials drive the factor instead.
         """
         if self.calibration is not None:
-            self.calibration.record_oom(
-                spec.name, memory_request(tcfg, self.num_labels), budget.device_total_bytes
-            )
+            self.calibration.record_oom(spec.name, self.request(spec, tcfg), budget.device_total_bytes)
 
     def measured(
         self, spec: ModelSpec, tcfg: TrialConfig, budget: Budget, peak: PeakMemory
@@ -123,6 +127,6 @@ class Sizer:
             out[K.HIGH_MEMORY] = device_peak > self.memory.high_memory_fraction * self.memory.gpu_bytes
         if self.calibration is not None:
             self.calibration.record_peak(
-                spec.name, memory_request(tcfg, self.num_labels), budget.device_total_bytes, device_peak
+                spec.name, self.request(spec, tcfg), budget.device_total_bytes, device_peak
             )
         return out

@@ -15,6 +15,7 @@ from hpo.faults import SimulatedGpu
 from hpo.memory.catalog import ModelSpec
 from hpo.progress import Progress
 from hpo.tracking import Tracker
+from hpo.train.batching import padded_length
 from hpo.train.data import Splits, encode_pairs
 from hpo.train.loop import EpochResult, TrainResult, train
 from hpo.train.model import build_model, load_tokenizer
@@ -31,6 +32,7 @@ class EncodedData:
 
     splits: Splits
     max_train_examples: int | None = None
+    padding: str = "dynamic"  # StudyConfig.padding
     tokenizers: dict[str, Any] = field(default_factory=dict)
     _encoded: dict[tuple[str, int, str], Tensors] = field(default_factory=dict)
 
@@ -45,9 +47,19 @@ class EncodedData:
         for split, examples in (("train", train_ex), ("val", self.splits.val)):
             key = (spec.name, max_length, split)
             if key not in self._encoded:
-                self._encoded[key] = encode_pairs(tok, examples, max_length)
+                how = "max_length" if self.padding == "max_length" else "longest"
+                self._encoded[key] = encode_pairs(tok, examples, max_length, how)
             out.append(self._encoded[key])
         return out[0], out[1]
+
+    def longest(self, spec: ModelSpec, max_length: int) -> int:
+        """The widest batch training or evaluation can build for ``spec`` at ``max_length`` (tokenizes once,
+        before any model is loaded): what the memory estimate must cover."""
+        if self.padding == "max_length":
+            return max_length
+        train, val = self.get(spec, max_length)
+        widest = max(int(train["input_ids"].shape[1]), int(val["input_ids"].shape[1]))
+        return padded_length(widest, max_length)
 
 
 @dataclass
@@ -109,6 +121,8 @@ class Trainer:
                 eval_batch_size=self.cfg.eval_batch_size,
                 on_step=on_step,
                 on_epoch=on_epoch,
+                dynamic_padding=self.cfg.padding == "dynamic",
+                group_by_length=self.cfg.group_by_length,
             )
         finally:
             del model

@@ -14,7 +14,6 @@ from optuna.trial import TrialState
 from hpo.config import load_config
 from hpo.memory.budget import CUDA_CONTEXT
 from hpo.memory.catalog import get_spec
-from hpo.memory.estimate import estimate
 from hpo.progress import Progress
 from hpo.results.trials import trial_row
 from hpo.run.ledger import Ledger
@@ -22,7 +21,6 @@ from hpo.run.setup import build_objective
 from hpo.run.worker import LedgerAdmission
 from hpo.study import create_or_load
 from hpo.trial.elastic import lighter_forms
-from hpo.trial.sizing import memory_request
 from tests.integration.tiny_training import run
 from tests.support import BASE, REPO
 
@@ -69,13 +67,10 @@ def test_objective_runs_a_waiting_trial_in_its_lighter_form(tmp_path: Path) -> N
         },
     )
     objective = build_objective(cfg, Progress(stream=io.StringIO(), live=False))
-    sampled = estimate(
-        get_spec("hpo-tiny-bert"), memory_request(BASE.model_copy(update={"batch_size": 32}), 2)
-    )
-    ckpt = estimate(
-        get_spec("hpo-tiny-bert"),
-        memory_request(BASE.model_copy(update={"batch_size": 32, "grad_checkpointing": True}), 2),
-    )
+    # the objective's own sizer: it estimates at the widest batch the data gives (dynamic padding)
+    spec, form = get_spec("hpo-tiny-bert"), BASE.model_copy(update={"batch_size": 32})
+    sampled = objective.sizer.estimate(spec, form)
+    ckpt = objective.sizer.estimate(spec, form.model_copy(update={"grad_checkpointing": True}))
     free = (sampled.device_total_bytes + ckpt.device_total_bytes) // 2 - CUDA_CONTEXT  # between the two
     ledger = Ledger(tmp_path / "runs" / "hpo.ledger.json", "sim", 2 * 1024 * MIB, poll_interval=0.01)
     admission = LedgerAdmission(ledger, CUDA_CONTEXT, 0, lighter_after=0.0)

@@ -25,9 +25,13 @@ TRAIN = [e for pair in zip(_NEG[::3], _NEG[1::3], _NEG[2::3], _POS, strict=True)
 
 
 def run(
-    cfg: TrialConfig, epochs: int = 1, examples: list[PairExample] = TRAIN
+    cfg: TrialConfig,
+    epochs: int = 1,
+    examples: list[PairExample] = TRAIN,
+    padding: str = "dynamic",
+    group_by_length: bool = False,
 ) -> tuple[dict[str, torch.Tensor], Any, torch.nn.Module]:
-    data = encode_pairs(TOK, examples, cfg.max_length)
+    data = encode_pairs(TOK, examples, cfg.max_length, "max_length" if padding == "max_length" else "longest")
     model = build_model(
         TINY,
         num_labels=2,
@@ -47,5 +51,7 @@ def run(
         patience=9,
         device=torch.device("cpu"),
         seed=0,
+        dynamic_padding=padding == "dynamic",
+        group_by_length=group_by_length,
     )
     return {k: v.detach().float().clone() for k, v in model.state_dict().items()}, result, model

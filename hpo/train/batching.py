@@ -1,0 +1,91 @@
+"""Batches for training and evaluation: padded to their longest member, optionally grouped by length.
+
+The data is tokenized once, padded to the longest example of its split (never past ``max_length``); each
+batch is then cut to its own longest member (rounded up to a multiple of 8 on CUDA, where tensor cores want
+it), as HF's DataCollatorWithPadding does. ``padding="max_length"`` keeps every batch at full width (the
+old behaviour, kept for comparison). Length grouping orders a shuffled epoch so that each window of
+``group`` examples (an accumulation window) holds examples of similar length: the order depends on the
+effective batch only, so every split of it (elastic forms, --on-oom shrink) sees the same windows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Sampler, TensorDataset
+
+PAD_MULTIPLE_CUDA = 8
+MEGABATCH_WINDOWS = 50  # windows sorted together (HF's LengthGroupedSampler uses 50 batches)
+SEQUENCE_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def lengths_of(encoded: dict[str, torch.Tensor]) -> list[int]:
+    """Real (unpadded) token count of each example."""
+    return [int(n) for n in encoded["attention_mask"].sum(dim=1)]
+
+
+class LengthGroupedSampler(Sampler[int]):
+    """A fresh random order every epoch, sorted by length (longest first) within megabatches of windows."""
+
+    def __init__(self, lengths: list[int], group: int, seed: int) -> None:
+        self.lengths, self.group = lengths, max(1, group)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Iterator[int]:
+        order = torch.randperm(len(self.lengths), generator=self.generator).tolist()
+        size = self.group * MEGABATCH_WINDOWS
+        for start in range(0, len(order), size):
+            yield from sorted(order[start : start + size], key=lambda i: -self.lengths[i])
+
+
+def make_loader(
+    encoded: dict[str, torch.Tensor],
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int,
+    group_by_length: int | None = None,
+) -> DataLoader:
+    """A loader over the encoded tensors; ``group_by_length``: the window size to group lengths by."""
+    keys = [k for k in (*SEQUENCE_KEYS, "labels") if k in encoded]
+    dataset = TensorDataset(*(encoded[k] for k in keys))
+    generator = torch.Generator().manual_seed(seed)
+    if shuffle and group_by_length:
+        sampler = LengthGroupedSampler(lengths_of(encoded), group_by_length, seed)
+        loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler)
+    else:
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
+    loader.keys = keys  # type: ignore[attr-defined]
+    return loader
+
+
+def batch_width(attention_mask: torch.Tensor, device: torch.device, dynamic: bool = True) -> int:
+    """Columns a batch keeps: its longest member (to a multiple of 8 on CUDA), or all with fixed padding."""
+    full = int(attention_mask.shape[1])
+    if not dynamic:
+        return full
+    longest = int(attention_mask.sum(dim=1).max())
+    if device.type == "cuda":
+        longest = -(-longest // PAD_MULTIPLE_CUDA) * PAD_MULTIPLE_CUDA
+    return max(1, min(full, longest))
+
+
+def to_device(
+    loader: DataLoader, tensors: list[torch.Tensor], device: torch.device, dynamic: bool = True
+) -> dict[str, torch.Tensor]:
+    """One batch as model inputs on ``device``, cut to its width (right padding: the cut drops only pads)."""
+    batch = dict(zip(loader.keys, tensors, strict=True))  # type: ignore[attr-defined]
+    width = batch_width(batch["attention_mask"], device, dynamic)
+    return {
+        k: (t[:, :width] if k in SEQUENCE_KEYS else t).to(device, non_blocking=True) for k, t in batch.items()
+    }
+
+
+def padded_length(longest: int, max_length: int, cuda: bool = True) -> int:
+    """The widest batch the data can produce at ``max_length`` (what the memory estimate must cover)."""
+    width = min(longest, max_length)
+    return min(max_length, -(-width // PAD_MULTIPLE_CUDA) * PAD_MULTIPLE_CUDA) if cuda else width

@@ -1,0 +1,84 @@
+"""Dynamic padding and length grouping: batches never exceed max_length, the estimate follows the data."""
+
+from __future__ import annotations
+
+import torch
+
+from hpo.agents.criteria import CriteriaAgent
+from hpo.config import TrialConfig
+from hpo.memory.catalog import get_spec
+from hpo.paths import SAMPLE_DATA_DIR
+from hpo.train.batching import (
+    MEGABATCH_WINDOWS,
+    LengthGroupedSampler,
+    batch_width,
+    make_loader,
+    padded_length,
+    to_device,
+)
+from hpo.train.data import PairExample, encode_pairs
+from hpo.train.model import load_tokenizer
+from hpo.trial.sizing import MemoryPolicy, Sizer
+from hpo.trial.training import EncodedData
+
+TINY = get_spec("hpo-tiny-bert")
+CPU = torch.device("cpu")
+
+
+def examples(lengths: list[int]) -> list[PairExample]:
+    return [
+        PairExample("criterion", "word " * n, i % 2, f"p{i}", "s", "FATIGUE") for i, n in enumerate(lengths)
+    ]
+
+
+def test_a_batch_is_cut_to_its_longest_member_and_never_past_max_length() -> None:
+    tok = load_tokenizer(TINY)
+    data = encode_pairs(tok, examples([3, 9, 7, 200, 2, 4]), max_length=64)
+    assert data["input_ids"].shape[1] == 64  # the longest pair, truncated at max_length
+    loader = make_loader(data, 2, shuffle=False, seed=0)
+    widths = []
+    for tensors in loader:
+        batch = to_device(loader, tensors, CPU)
+        mask = batch["attention_mask"]
+        widths.append(mask.shape[1])
+        assert mask.shape[1] == int(mask.sum(dim=1).max()) <= 64  # no column of padding only
+        assert batch["input_ids"].shape == batch["token_type_ids"].shape == mask.shape
+    assert widths[0] < 64 and widths[1] == 64 and widths[2] < widths[1]
+    fixed = encode_pairs(tok, examples([3, 5]), max_length=64, padding="max_length")
+    assert to_device(loader, [fixed[k] for k in loader.keys], CPU, dynamic=False)["input_ids"].shape[1] == 64
+
+
+def test_cuda_batches_round_up_to_a_multiple_of_8_within_max_length() -> None:
+    mask = torch.zeros(2, 30, dtype=torch.long)
+    mask[0, :13] = 1
+    assert batch_width(mask, torch.device("cuda")) == 16 and batch_width(mask, CPU) == 13
+    mask[1, :] = 1
+    assert batch_width(mask, torch.device("cuda")) == 30  # never past the tensor (max_length)
+    assert padded_length(13, 512) == 16 and padded_length(600, 512) == 512 and padded_length(13, 14) == 14
+
+
+def test_length_groups_are_a_permutation_sorted_within_megabatches() -> None:
+    lengths = [(i * 37) % 101 for i in range(1000)]
+    order = list(LengthGroupedSampler(lengths, group=4, seed=1))
+    assert sorted(order) == list(range(1000))
+    size = 4 * MEGABATCH_WINDOWS
+    for start in range(0, 1000, size):
+        chunk = [lengths[i] for i in order[start : start + size]]
+        assert chunk == sorted(chunk, reverse=True)
+    assert order != list(LengthGroupedSampler(lengths, group=4, seed=2))  # shuffled by the seed
+    again = LengthGroupedSampler(lengths, group=4, seed=1)
+    assert list(again) == order and list(again) != order  # a new order every epoch
+
+
+def test_the_estimate_covers_the_widest_batch_the_data_gives() -> None:
+    splits = CriteriaAgent().load_splits(SAMPLE_DATA_DIR, seed=0)
+    data = EncodedData(splits)
+    widest = data.longest(TINY, 512)
+    assert widest < 512 and widest % 8 == 0  # the sample's pairs are far shorter than 512 tokens
+    train, val = data.get(TINY, 512)
+    assert max(int(t["attention_mask"].sum(dim=1).max()) for t in (train, val)) <= widest
+    tcfg = TrialConfig(model=TINY.name, learning_rate=1e-4, batch_size=16, max_length=512)
+    at_max = Sizer(MemoryPolicy(None, 0), 2).estimate(TINY, tcfg)
+    real = Sizer(MemoryPolicy(None, 0), 2, longest=data.longest).estimate(TINY, tcfg)
+    assert real.device_total_bytes < at_max.device_total_bytes
+    assert EncodedData(splits, padding="max_length").longest(TINY, 512) == 512
