@@ -115,7 +115,9 @@ def build_objective(
     faults = FaultPlan.from_env() or (FaultPlan.from_dict(cfg.faults) if cfg.faults else None)
     calibration = Calibration(calibration_path or cfg.output_dir / "calibration.json")
     policy = policy or memory_policy(cfg, setup.device, setup.space.profile)
-    data = EncodedData(setup.splits, cfg.max_train_examples, cfg.padding, dict(setup.tokenizers))
+    data = EncodedData(
+        setup.splits, cfg.max_train_examples, cfg.padding, dict(setup.tokenizers), cfg.output_dir / "cache"
+    )
     sizer = Sizer(replace(policy), setup.agent.num_labels, calibration, cfg.prune_by_estimate, data.longest)
     return Objective(
         cfg=cfg,

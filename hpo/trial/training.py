@@ -4,6 +4,7 @@ step hook (fault injection, simulated card, progress) and the epoch hook (metric
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -16,9 +17,10 @@ from hpo.memory.catalog import ModelSpec
 from hpo.progress import Progress
 from hpo.tracking import Tracker
 from hpo.train.batching import padded_length
-from hpo.train.data import Splits, encode_pairs
+from hpo.train.data import Splits
 from hpo.train.loop import EpochResult, TrainResult, train
 from hpo.train.model import build_model, load_tokenizer
+from hpo.train.tokenized import encode_cached
 from hpo.trial import outcomes
 from hpo.trial.context import TrialContext
 from hpo.trial.sizing import Sizer
@@ -34,6 +36,8 @@ class EncodedData:
     max_train_examples: int | None = None
     padding: str = "dynamic"  # StudyConfig.padding
     tokenizers: dict[str, Any] = field(default_factory=dict)
+    cache_dir: Path | None = None  # tokenized splits on disk, shared by processes (hpo.train.tokenized)
+    tokenized: int = 0  # splits this process tokenized itself (the others came from the cache)
     _encoded: dict[tuple[str, int, str], Tensors] = field(default_factory=dict)
 
     def get(self, spec: ModelSpec, max_length: int) -> tuple[Tensors, Tensors]:
@@ -48,7 +52,8 @@ class EncodedData:
             key = (spec.name, max_length, split)
             if key not in self._encoded:
                 how = "max_length" if self.padding == "max_length" else "longest"
-                self._encoded[key] = encode_pairs(tok, examples, max_length, how)
+                self._encoded[key], fresh = encode_cached(tok, examples, max_length, how, self.cache_dir)
+                self.tokenized += fresh
             out.append(self._encoded[key])
         return out[0], out[1]
 

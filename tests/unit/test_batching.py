@@ -82,3 +82,17 @@ def test_the_estimate_covers_the_widest_batch_the_data_gives() -> None:
     real = Sizer(MemoryPolicy(None, 0), 2, longest=data.longest).estimate(TINY, tcfg)
     assert real.device_total_bytes < at_max.device_total_bytes
     assert EncodedData(splits, padding="max_length").longest(TINY, 512) == 512
+
+
+def test_the_cached_tokenization_is_the_direct_one(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from hpo.train.tokenized import encode_cached
+
+    tok = load_tokenizer(TINY)
+    pairs = examples([3, 9, 7, 200, 2, 4])
+    direct = encode_pairs(tok, pairs, 64)
+    first, fresh = encode_cached(tok, pairs, 64, "longest", tmp_path)
+    again, fresh_again = encode_cached(tok, pairs, 64, "longest", tmp_path)
+    assert fresh and not fresh_again
+    assert all(torch.equal(direct[k], first[k]) and torch.equal(direct[k], again[k]) for k in direct)
+    other, _ = encode_cached(tok, pairs, 32, "longest", tmp_path)  # another max_length: another entry
+    assert other["input_ids"].shape[1] == 32
