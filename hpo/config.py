@@ -17,6 +17,7 @@ Scheduler = Literal["linear", "cosine", "constant"]
 Loss = Literal["ce", "label_smoothing", "focal"]
 OnOom = Literal["prune", "shrink", "cpu"]
 DEFAULT_OUTPUT_DIR = Path("runs")
+MAX_PAR = 32  # worker processes on one GPU; each holds a CUDA context
 
 
 class _Strict(BaseModel):
@@ -116,7 +117,8 @@ class StudyConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: int | None = Field(None, ge=1)
     faults: dict[str, Any] | None = None  # fault injection for tests (see hpo/faults.py); HPO_INJECT_OOM wins
-    par: int = Field(1, ge=1)
+    par: int = Field(1, ge=1, le=MAX_PAR)
+    allow_changes: bool = False  # resume with compatible changes (hpo/run/fingerprint.py)
     elastic: bool = True  # --par: run a waiting trial in a lighter equivalent form (hpo/trial/elastic.py)
     elastic_after_s: float = Field(60.0, ge=0.0)  # ...once it has waited this long for room
     recycle_after: int = Field(50, ge=1)

@@ -11,6 +11,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from hpo.config import StudyConfig
+from hpo.dbcheck import check_sqlite, sqlite_path
 from hpo.errors import StorageError
 
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -119,8 +120,22 @@ def create_or_load(cfg: StudyConfig) -> optuna.Study:
     return study
 
 
+def open_study(cfg: StudyConfig) -> optuna.Study:
+    """A worker's handle on a study its starter created (heartbeats on; creates nothing)."""
+    load_existing(cfg.study, cfg.storage_url)  # one error line when it is missing
+    return optuna.load_study(
+        study_name=cfg.study,
+        storage=make_storage(cfg.storage_url),
+        sampler=make_sampler(cfg),
+        pruner=make_pruner(cfg),
+    )
+
+
 def load_existing(name: str, storage_url: str) -> optuna.Study:
     """Load a study that must already exist (for `hpo trials`, `hpo best`, `hpo oom`, workers)."""
+    db = sqlite_path(storage_url)
+    if db is not None:
+        check_sqlite(db, "Optuna storage")
     storage = make_storage(storage_url, heartbeat=False)
     try:
         names = optuna.get_all_study_names(storage=storage)

@@ -8,6 +8,7 @@ import optuna
 
 from hpo.results.trials import count_states
 from hpo.tracking import Tracker
+from hpo.trial import outcomes
 
 
 @dataclass
@@ -58,6 +59,7 @@ class TuneReport:
 
 def finish(report: TuneReport, study: optuna.Study, tracker: Tracker) -> None:
     """Fill the outcome counts and the best trial; log the best on the study's MLflow parent run."""
+    outcomes.close_stale_runs(study, tracker)  # trials failed by heartbeat, a dead worker or Ctrl-C
     report.counts = count_states(study)
     try:
         best = study.best_trial

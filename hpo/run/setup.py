@@ -79,8 +79,9 @@ def prepare(cfg: StudyConfig) -> Setup:
     return Setup(agent, splits, device, space, tokenizers)
 
 
-def tracker_for(cfg: StudyConfig) -> Tracker:
-    """The study's MLflow tracker (its parent run carries the study settings)."""
+def tracker_for(cfg: StudyConfig, *, create: bool = True) -> Tracker:
+    """The study's MLflow tracker (its parent run carries the study settings); ``create=False`` only opens
+    what the study's starter set up (``hpo.run.bootstrap``)."""
     settings = {
         "agent": cfg.agent,
         "models": ",".join(cfg.models),
@@ -90,7 +91,12 @@ def tracker_for(cfg: StudyConfig) -> Tracker:
         "storage": cfg.storage_url,
     }
     return make_tracker(
-        cfg.mlflow, cfg.mlflow_tracking_uri, cfg.study, cfg.output_dir / "mlartifacts", settings
+        cfg.mlflow,
+        cfg.mlflow_tracking_uri,
+        cfg.study,
+        cfg.output_dir / "mlartifacts",
+        settings,
+        create=create,
     )
 
 
@@ -99,6 +105,7 @@ def build_objective(
     progress: Progress,
     *,
     setup: Setup | None = None,
+    tracker: Tracker | None = None,
     policy: MemoryPolicy | None = None,
     admission: Admission = no_admission,
     on_start: Callable[[optuna.Trial], None] | None = None,
@@ -119,7 +126,7 @@ def build_objective(
         cfg=cfg,
         agent=setup.agent,
         data=EncodedData(setup.splits, cfg.max_train_examples, dict(setup.tokenizers)),
-        tracker=tracker_for(cfg),
+        tracker=tracker or tracker_for(cfg),
         progress=progress,
         device=setup.device,
         space=setup.space,
