@@ -232,10 +232,14 @@ class MLflowTracker:
         self.outbox.submit({"op": "terminate", "run": run_id, "status": status})
 
     def open_trial_runs(self) -> dict[int, str]:
-        """Trial number -> run id of this study's trial runs MLflow still shows RUNNING."""
-        runs = self.client.search_runs(
-            [self.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=5000
-        )
+        """Trial number -> run id of this study's trial runs MLflow still shows RUNNING ({} while MLflow is
+        unavailable: the next start closes them)."""
+        try:
+            runs = self.client.search_runs(
+                [self.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=5000
+            )
+        except Exception:
+            return {}
         return {
             int(r.data.tags["trial_number"]): str(r.info.run_id)
             for r in runs

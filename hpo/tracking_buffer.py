@@ -136,7 +136,7 @@ def _writer_alive(path: Path) -> bool:
         return False
     if host != socket.gethostname():
         return True  # another host's process: only that host can tell
-    return pid != os.getpid() and psutil.pid_exists(pid)
+    return pid == os.getpid() or psutil.pid_exists(pid)  # this process flushes its own file
 
 
 def pending_files(folder: Path) -> list[Path]:

@@ -19,13 +19,13 @@ import psutil
 from filelock import FileLock, Timeout
 from optuna.trial import TrialState
 
-from hpo.config import StudyConfig
+from hpo.config import DEFAULT_OUTPUT_DIR, StudyConfig
 from hpo.dbcheck import check_mlflow_db, check_sqlite, check_writable, sqlite_path
 from hpo.errors import HpoError
 from hpo.run.fingerprint import check_resume
 from hpo.run.setup import Setup, tracker_for
 from hpo.study import create_or_load, open_study
-from hpo.tracking import Tracker
+from hpo.tracking import MLflowTracker, Tracker
 from hpo.trial import keys as K
 from hpo.trial import outcomes
 
@@ -106,3 +106,14 @@ def start_study(cfg: StudyConfig, setup: Setup) -> tuple[optuna.Study, Tracker]:
 def open_for_worker(cfg: StudyConfig) -> tuple[optuna.Study, Tracker]:
     """A worker's study and tracker: open what the starter set up, create nothing."""
     return open_study(cfg), tracker_for(cfg, create=False)
+
+
+def sync_mlflow(study: str, output_dir: Path | None, mlflow_uri: str | None) -> tuple[int, int]:
+    """`hpo sync-mlflow`: replay MLflow writes buffered by finished processes; (replayed, still pending)."""
+    cfg = StudyConfig(study=study, output_dir=output_dir or DEFAULT_OUTPUT_DIR, mlflow_uri=mlflow_uri)
+    mlflow_db = sqlite_path(cfg.mlflow_tracking_uri)
+    if mlflow_db is not None:
+        check_mlflow_db(mlflow_db)
+    tracker = MLflowTracker(cfg.mlflow_tracking_uri, study, cfg.output_dir / "mlartifacts", create=False)
+    with setup_lock(cfg):
+        return tracker.replay_pending()

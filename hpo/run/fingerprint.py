@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import time
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 
-from hpo.config import StudyConfig
+from hpo.config import SpaceConfig, StudyConfig
 from hpo.errors import ConfigError
 from hpo.run.setup import Setup
 from hpo.study import CONFIG_ATTR
@@ -25,6 +26,10 @@ from hpo.study import CONFIG_ATTR
 FINGERPRINT_ATTR = "fingerprint"
 CHANGES_ATTR = "changes"
 _COMPATIBLE = ("epochs", "patience")
+# the search space's float ranges (low, high): widening one is compatible, any other space change is not
+FLOAT_RANGES = frozenset(
+    name for name, f in SpaceConfig.model_fields.items() if typing.get_origin(f.annotation) is tuple
+)
 
 
 def _sha256(path: Path) -> str:
@@ -85,7 +90,7 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
         if key == "space" and isinstance(a, dict) and isinstance(b, dict):
             for name in sorted(set(a) | set(b)):
                 if a.get(name) != b.get(name):
-                    ok = _widens(a.get(name), b.get(name))
+                    ok = name in FLOAT_RANGES and _widens(a.get(name), b.get(name))
                     changes.append(Change(f"space.{name}", a.get(name), b.get(name), ok))
         elif key == "data" and isinstance(a, dict) and isinstance(b, dict):
             if a.get("rows") != b.get("rows"):

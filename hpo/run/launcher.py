@@ -28,7 +28,7 @@ from hpo.results.trials import count_states
 from hpo.run.bootstrap import start_study
 from hpo.run.isolation import worker_env
 from hpo.run.protocol import WorkerExit, config_path, trial_file
-from hpo.run.report import TuneReport, finish
+from hpo.run.report import TuneReport, finish, finished_by
 from hpo.run.reservations import ledger_path_for, usage_line
 from hpo.run.setup import prepare
 from hpo.study import fail_trial, finished_count, open_study
@@ -44,6 +44,7 @@ class LaunchReport:
     crashed: int = 0
     poisoned: int = 0
     retried_trials: list[int] = field(default_factory=list)
+    pids: set[int] = field(default_factory=set)  # every worker started
     interrupted: bool = False
 
 
@@ -96,6 +97,7 @@ class Launcher:
         proc = subprocess.Popen(cmd, env=worker_env(os.environ, self.par), start_new_session=True)
         self.workers.append(_Worker(proc, f"w{self._n}"))
         self.report.started += 1
+        self.report.pids.add(proc.pid)
 
     def _fail_orphan_trial(self, study: optuna.Study, pid: int) -> None:
         """A worker died mid-trial: fail its trial now and enqueue one retry (as heartbeats would)."""
@@ -190,6 +192,7 @@ class Launcher:
 
 def run_parallel(cfg: StudyConfig, started: float) -> TuneReport:
     """`hpo tune --par N`: N supervised worker processes."""
+    wall_start = time.time()
     setup = prepare(cfg)  # fail here, not once per worker
     study, tracker = start_study(cfg, setup)  # storage, study, MLflow: once, before any worker starts
     before = finished_count(study)
@@ -204,6 +207,8 @@ def run_parallel(cfg: StudyConfig, started: float) -> TuneReport:
         metric=setup.agent.metric_name,
         baseline=setup.agent.majority_baseline(setup.splits, "val"),
     )
+    report.new = finished_by(study, launch.pids, wall_start)
+    report.dropped_rows = setup.dropped_rows
     report.stopped_reason = (
         "interrupted: finished trials are kept; rerun to resume"
         if launch.interrupted

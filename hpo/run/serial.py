@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 import time
@@ -15,7 +16,7 @@ from hpo.dbcheck import is_disk_full
 from hpo.errors import HpoError
 from hpo.progress import Progress
 from hpo.run.bootstrap import start_study
-from hpo.run.report import TuneReport, finish
+from hpo.run.report import TuneReport, finish, finished_by
 from hpo.run.setup import build_objective, prepare
 from hpo.study import fail_trial, finished_count, trial_by_number
 from hpo.trial import keys as K
@@ -36,7 +37,10 @@ def run_one(study: optuna.Study, objective: Objective) -> optuna.trial.FrozenTri
 def run_trials(study: optuna.Study, objective: Objective, target: int, timeout: float | None) -> str:
     """Run trials one at a time until ``target`` finished trials; returns why it stopped."""
     start, failures = time.monotonic(), 0
-    while finished_count(study) < target:
+    while True:
+        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        if finished_count(study) + running >= target:  # trials of other processes count: no overshoot
+            break
         if timeout is not None and time.monotonic() - start >= timeout:
             return "timeout"
         last = run_one(study, objective)
@@ -48,7 +52,9 @@ def run_trials(study: optuna.Study, objective: Objective, target: int, timeout: 
         if failures >= MAX_CONSECUTIVE_FAILURES:
             err = last.user_attrs.get(K.ERROR, "see the log")
             return f"stopped after {failures} consecutive failed trials (last: {err})"
-    return "target reached"
+    if finished_count(study) >= target:
+        return "target reached"
+    return "target reached with the trials other processes still run"
 
 
 class DiskFull(Exception):
@@ -71,6 +77,7 @@ def run_serial(cfg: StudyConfig, started: float, progress: Progress | None = Non
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C even when started in the background
     progress = progress or Progress(total=cfg.n_trials)
+    wall_start = time.time()
     setup = prepare(cfg)
     study, tracker = start_study(cfg, setup)
     objective = build_objective(cfg, progress, setup=setup, tracker=tracker)
@@ -95,6 +102,8 @@ def run_serial(cfg: StudyConfig, started: float, progress: Progress | None = Non
     finally:
         progress.close()
     report.poisoned = objective.poisoned
+    report.new = finished_by(study, {os.getpid()}, wall_start)
+    report.dropped_rows = setup.dropped_rows
     report.baseline = objective.agent.majority_baseline(objective.data.splits, "val")
     report.metric = objective.agent.metric_name
     finish(report, study, objective.tracker)
