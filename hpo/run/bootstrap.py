@@ -59,16 +59,22 @@ def setup_lock(cfg: StudyConfig, timeout: float = LOCK_TIMEOUT_S) -> Iterator[No
         yield
 
 
-def check_environment(cfg: StudyConfig) -> None:
-    """Folders writable with free disk; SQLite files intact (seconds, one error line)."""
+def check_folders(cfg: StudyConfig) -> None:
+    """The output, storage and MLflow folders are writable with free disk (seconds, one error line)."""
     check_writable(cfg.output_dir, "output dir")
+    for what, url in (("storage dir", cfg.storage_url), ("MLflow dir", cfg.mlflow_tracking_uri)):
+        db = sqlite_path(url) if what != "MLflow dir" or cfg.mlflow else None
+        if db is not None:
+            check_writable(db.parent, what)
+
+
+def check_databases(cfg: StudyConfig) -> None:
+    """The SQLite files are intact and not half-migrated (under the setup lock: no starter is migrating)."""
     db = sqlite_path(cfg.storage_url)
     if db is not None:
-        check_writable(db.parent, "storage dir")
         check_sqlite(db, "Optuna storage")
     mlflow_db = sqlite_path(cfg.mlflow_tracking_uri) if cfg.mlflow else None
     if mlflow_db is not None:
-        check_writable(mlflow_db.parent, "MLflow dir")
         check_mlflow_db(mlflow_db)
 
 
@@ -90,8 +96,9 @@ def fail_dead_trials(study: optuna.Study, tracker: Tracker) -> list[int]:
 
 def start_study(cfg: StudyConfig, setup: Setup) -> tuple[optuna.Study, Tracker]:
     """Create or resume the study and its MLflow side, once, before any trial or worker starts."""
-    check_environment(cfg)
+    check_folders(cfg)
     with setup_lock(cfg):
+        check_databases(cfg)
         study = create_or_load(cfg)
         check_resume(study, cfg, setup, cfg.allow_changes)
         tracker = tracker_for(cfg)
@@ -111,9 +118,9 @@ def open_for_worker(cfg: StudyConfig) -> tuple[optuna.Study, Tracker]:
 def sync_mlflow(study: str, output_dir: Path | None, mlflow_uri: str | None) -> tuple[int, int]:
     """`hpo sync-mlflow`: replay MLflow writes buffered by finished processes; (replayed, still pending)."""
     cfg = StudyConfig(study=study, output_dir=output_dir or DEFAULT_OUTPUT_DIR, mlflow_uri=mlflow_uri)
-    mlflow_db = sqlite_path(cfg.mlflow_tracking_uri)
-    if mlflow_db is not None:
-        check_mlflow_db(mlflow_db)
-    tracker = MLflowTracker(cfg.mlflow_tracking_uri, study, cfg.output_dir / "mlartifacts", create=False)
     with setup_lock(cfg):
+        mlflow_db = sqlite_path(cfg.mlflow_tracking_uri)
+        if mlflow_db is not None:
+            check_mlflow_db(mlflow_db)
+        tracker = MLflowTracker(cfg.mlflow_tracking_uri, study, cfg.output_dir / "mlartifacts", create=False)
         return tracker.replay_pending()
