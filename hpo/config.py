@@ -17,6 +17,7 @@ Scheduler = Literal["linear", "cosine", "constant"]
 Loss = Literal["ce", "label_smoothing", "focal"]
 OnOom = Literal["prune", "shrink", "cpu"]
 DEFAULT_OUTPUT_DIR = Path("runs")
+MAX_PAR = 32  # worker processes on one GPU; each holds a CUDA context
 
 
 class _Strict(BaseModel):
@@ -93,7 +94,7 @@ class SpaceConfig(_Strict):
 class StudyConfig(_Strict):
     """Everything one `hpo tune` run needs."""
 
-    study: str = "criteria"
+    study: str = Field("criteria", min_length=1)
     agent: str = "criteria"
     n_trials: int = Field(20, ge=1)
     timeout: float | None = Field(None, gt=0)
@@ -118,7 +119,9 @@ class StudyConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: int | None = Field(None, ge=1)
     faults: dict[str, Any] | None = None  # fault injection for tests (see hpo/faults.py); HPO_INJECT_OOM wins
-    par: int = Field(1, ge=1)
+    par: int = Field(1, ge=1, le=MAX_PAR)
+    allow_changes: bool = False  # resume with compatible changes (hpo/run/fingerprint.py)
+    allow_dirty_data: bool = False  # dirty rows dropped with a warning (hpo/train/data.py)
     elastic: bool = True  # --par: run a waiting trial in a lighter equivalent form (hpo/trial/elastic.py)
     elastic_after_s: float = Field(60.0, ge=0.0)  # ...once it has waited this long for room
     recycle_after: int = Field(50, ge=1)
@@ -198,8 +201,15 @@ def agent_yaml(agent: str) -> Path:
     return CONFIG_DIR / "agents" / f"{agent}.yaml"
 
 
-def load_config(config_file: Path | None = None, overrides: dict[str, Any] | None = None) -> StudyConfig:
-    """Build the StudyConfig: agent YAML < study YAML (--config) < CLI overrides (None values ignored)."""
+def load_config(
+    config_file: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    flags: dict[str, str] | None = None,
+) -> StudyConfig:
+    """Build the StudyConfig: agent YAML < study YAML (--config) < CLI overrides (None values ignored).
+
+    An invalid value names where it came from: the flag (``flags`` maps a field to its flag; default
+    ``--field-name``) when it was an override, else the YAML file."""
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     study_yaml = read_yaml(config_file) if config_file is not None else {}
     agent = str(overrides.get("agent") or study_yaml.get("agent") or "criteria")
@@ -214,7 +224,14 @@ def load_config(config_file: Path | None = None, overrides: dict[str, Any] | Non
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"]) or "config"
-        src = f" in {config_file}" if config_file else ""
+        top = str(err["loc"][0]) if err["loc"] else ""
+        if top in overrides and not isinstance(overrides[top], dict):
+            flag = (flags or {}).get(top, "--" + top.replace("_", "-"))
+            raise ConfigError(
+                f"invalid value for {flag}: {overrides[top]!r} ({err['msg']})",
+                f"see `hpo tune --help` for {flag}",
+            ) from exc
+        src = f" in {config_file}" if config_file and top in study_yaml else ""
         raise ConfigError(
             f"invalid setting '{loc}'{src}: {err['msg']}", "see configs/studies/*.yaml and `hpo tune --help`"
         ) from exc

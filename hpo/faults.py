@@ -7,6 +7,7 @@ Environment (both optional; unset or empty means no fault):
   (``;``-separated trial numbers; other trials never fire). Examples: ``epoch=1,step=3``, ``p=0.3,seed=7``,
   ``epoch=0,step=0,trials=1;4``.
 - ``HPO_INJECT_FATAL``: ``epoch``, ``step`` and optionally ``trials``: raise an illegal-memory-access error.
+- ``HPO_INJECT_ENOSPC``: ``epoch``, ``step``: raise ``OSError(ENOSPC)`` (disk full) in every trial there.
 
 The training loop calls ``check(epoch, step)`` before each micro-batch, ``step`` being the 0-based
 micro-batch index within the epoch. A fault fires at the first check at or after its (epoch, step)
@@ -20,6 +21,7 @@ exceeds the simulated card raises the real OOM type at its first step.
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 from collections.abc import Mapping
@@ -31,6 +33,7 @@ from hpo.units import GIB
 
 OOM_ENV = "HPO_INJECT_OOM"
 FATAL_ENV = "HPO_INJECT_FATAL"
+ENOSPC_ENV = "HPO_INJECT_ENOSPC"
 _FIX = "use e.g. HPO_INJECT_OOM='epoch=1,step=3', 'p=0.3,seed=7' or 'epoch=0,step=0,trials=1;4'"
 _RANDOM_STEPS = 4  # with p and no step, the step is drawn from 0..3
 
@@ -46,9 +49,11 @@ class FaultPlan:
     fatal_step: int | None = None
     seed: int = 0
     trials: frozenset[int] | None = None
+    enospc_epoch: int | None = None
+    enospc_step: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("oom_epoch", "oom_step", "fatal_epoch", "fatal_step"):
+        for name in ("oom_epoch", "oom_step", "fatal_epoch", "fatal_step", "enospc_epoch", "enospc_step"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
                 raise ConfigError(f"fault plan: {name} must be an integer >= 0, got {value!r}", _FIX)
@@ -65,11 +70,15 @@ class FaultPlan:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> FaultPlan | None:
-        """Parse ``HPO_INJECT_OOM`` / ``HPO_INJECT_FATAL``; None when neither is set."""
+        """Parse ``HPO_INJECT_OOM`` / ``HPO_INJECT_FATAL`` / ``HPO_INJECT_ENOSPC``; None when none is set."""
         oom_raw, fatal_raw = env.get(OOM_ENV, "").strip(), env.get(FATAL_ENV, "").strip()
-        if not oom_raw and not fatal_raw:
+        enospc_raw = env.get(ENOSPC_ENV, "").strip()
+        if not oom_raw and not fatal_raw and not enospc_raw:
             return None
         d: dict[str, Any] = {}
+        if enospc_raw:
+            kv = _parse(ENOSPC_ENV, enospc_raw, {"epoch", "step"})
+            d.update(enospc_epoch=kv.get("epoch", 0), enospc_step=kv.get("step", 0))
         if oom_raw:
             kv = _parse(OOM_ENV, oom_raw, {"epoch", "step", "p", "seed", "trials"})
             d.update(oom_epoch=kv.get("epoch"), oom_step=kv.get("step"), seed=kv.get("seed", 0))
@@ -137,6 +146,9 @@ class FaultInjector:
         self.oom_at: tuple[int, int] | None = None
         self.fatal_at: tuple[int, int] | None = None
         self._fatal_fired = False
+        self.enospc_at: tuple[int, int] | None = None
+        if plan is not None and plan.enospc_epoch is not None:
+            self.enospc_at = (plan.enospc_epoch, plan.enospc_step or 0)
         if plan is None or (plan.trials is not None and trial_number not in plan.trials):
             return
         if plan.has_fatal:
@@ -157,6 +169,8 @@ class FaultInjector:
         import torch
 
         here = (epoch, step)
+        if self.enospc_at is not None and here >= self.enospc_at:
+            raise OSError(errno.ENOSPC, f"No space left on device (injected at epoch {epoch}, step {step})")
         if self.fatal_at is not None and (self._fatal_fired or here >= self.fatal_at):
             self._fatal_fired = True
             raise RuntimeError("CUDA error: an illegal memory access was encountered (injected)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from hpo.config import StudyConfig
+from hpo.dbcheck import check_sqlite, is_disk_full, sqlite_path
 from hpo.errors import StorageError
 
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -20,9 +22,23 @@ HEARTBEAT_INTERVAL_S = 20
 HEARTBEAT_GRACE_S = 60
 
 
+class _NoDiskFullTraceback(logging.Filter):
+    """Optuna logs a failed trial with its traceback; a full disk ends the run with one error line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None and is_disk_full(record.exc_info[1]):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+_OPTIMIZE_LOG = logging.getLogger("optuna.study._optimize")  # where Optuna reports a failed trial
+
+
 def _quiet() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if not any(isinstance(f, _NoDiskFullTraceback) for f in _OPTIMIZE_LOG.filters):
+        _OPTIMIZE_LOG.addFilter(_NoDiskFullTraceback())
 
 
 def make_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.BaseStorage:
@@ -119,8 +135,22 @@ def create_or_load(cfg: StudyConfig) -> optuna.Study:
     return study
 
 
+def open_study(cfg: StudyConfig) -> optuna.Study:
+    """A worker's handle on a study its starter created (heartbeats on; creates nothing)."""
+    load_existing(cfg.study, cfg.storage_url)  # one error line when it is missing
+    return optuna.load_study(
+        study_name=cfg.study,
+        storage=make_storage(cfg.storage_url),
+        sampler=make_sampler(cfg),
+        pruner=make_pruner(cfg),
+    )
+
+
 def load_existing(name: str, storage_url: str) -> optuna.Study:
     """Load a study that must already exist (for `hpo trials`, `hpo best`, `hpo oom`, workers)."""
+    db = sqlite_path(storage_url)
+    if db is not None:
+        check_sqlite(db, "Optuna storage")
     storage = make_storage(storage_url, heartbeat=False)
     try:
         names = optuna.get_all_study_names(storage=storage)

@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from hpo.errors import HpoError
+from hpo.tracking_buffer import Op, Outbox, replay_folder
 
 RunStatus = Literal["FINISHED", "KILLED", "FAILED"]
 PARENT_TAG = "hpo.parent"
@@ -48,6 +50,10 @@ class Tracker(Protocol):
         self, run_id: str | None, status: RunStatus, tags: dict[str, str] | None = None
     ) -> None: ...
 
+    def open_trial_runs(self) -> dict[int, str]: ...
+
+    def flush(self) -> bool: ...
+
 
 class NullTracker:
     """Tracks nothing (``--no-mlflow``)."""
@@ -69,6 +75,12 @@ class NullTracker:
     def end_trial(self, run_id: str | None, status: RunStatus, tags: dict[str, str] | None = None) -> None:
         return None
 
+    def open_trial_runs(self) -> dict[int, str]:
+        return {}
+
+    def flush(self) -> bool:
+        return True
+
 
 def _quiet_mlflow() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -78,7 +90,12 @@ def _quiet_mlflow() -> None:
 
 
 class MLflowTracker:
-    """MLflow tracking with explicit run ids (safe across worker processes)."""
+    """MLflow tracking with explicit run ids (safe across worker processes).
+
+    ``create=True`` (the process that starts a study, under its setup lock) creates the backend, the
+    experiment and the parent run; ``create=False`` (a worker) only opens them. Writes after that go through
+    an ``Outbox``: retried, else buffered in ``pending_dir`` and replayed, so tracking never fails a trial.
+    """
 
     def __init__(
         self,
@@ -86,41 +103,44 @@ class MLflowTracker:
         study_name: str,
         artifact_root: Path | None = None,
         study_params: dict[str, Any] | None = None,
+        *,
+        create: bool = True,
+        pending_dir: Path | None = None,
     ) -> None:
         _quiet_mlflow()
         from mlflow.tracking import MlflowClient
-
-        for name in ("mlflow", "alembic", "sqlalchemy"):
-            logging.getLogger(name).setLevel(logging.WARNING)
 
         self.tracking_uri = tracking_uri
         self.study_name = study_name
         if tracking_uri.startswith("sqlite:///"):
             Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        folder = pending_dir or (artifact_root or Path(".")).parent / "mlflow-pending"
+        self.outbox = Outbox(folder / _safe(study_name), self._execute, permanent=_permanent)
         try:
             self.client = MlflowClient(tracking_uri=tracking_uri)
-            self.experiment_id = self._experiment(artifact_root)
-            self.parent_run_id = self._parent_run(study_params or {})
+            self.experiment_id = self._experiment(artifact_root, create)
+            self.parent_run_id = self._parent_run(study_params or {}, create)
+        except HpoError:
+            raise
         except Exception as exc:  # MLflow raises many types for a bad URI
             raise HpoError(
                 f"cannot use MLflow tracking URI {tracking_uri}: {str(exc).splitlines()[0][:200]}",
                 "pass a valid --mlflow-uri (e.g. sqlite:///runs/mlflow.db) or --no-mlflow",
             ) from exc
 
-    def _experiment(self, artifact_root: Path | None) -> str:
+    def _experiment(self, artifact_root: Path | None, create: bool) -> str:
         exp = self.client.get_experiment_by_name(self.study_name)
         if exp is not None:
             return str(exp.experiment_id)
+        if not create:
+            raise HpoError(
+                f"MLflow has no experiment for study '{self.study_name}' in {self.tracking_uri}",
+                "start the study with `hpo tune` first (it sets MLflow up before any worker)",
+            )
         location = artifact_root.resolve().as_uri() if artifact_root is not None else None
-        try:
-            return str(self.client.create_experiment(self.study_name, artifact_location=location))
-        except Exception:  # another worker created it first
-            exp = self.client.get_experiment_by_name(self.study_name)
-            if exp is None:
-                raise
-            return str(exp.experiment_id)
+        return str(self.client.create_experiment(self.study_name, artifact_location=location))
 
-    def _parent_run(self, study_params: dict[str, Any]) -> str:
+    def _parent_run(self, study_params: dict[str, Any], create: bool) -> str:
         runs = self.client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.`{PARENT_TAG}` = 'true'",
@@ -129,8 +149,14 @@ class MLflowTracker:
         )
         if runs:
             run_id = str(runs[0].info.run_id)
-            self.client.update_run(run_id, status="RUNNING")  # resumed study
+            if create:
+                self.client.update_run(run_id, status="RUNNING")  # resumed study
             return run_id
+        if not create:
+            raise HpoError(
+                f"MLflow has no parent run for study '{self.study_name}' in {self.tracking_uri}",
+                "start the study with `hpo tune` first (it sets MLflow up before any worker)",
+            )
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"study:{self.study_name}",
@@ -138,6 +164,27 @@ class MLflowTracker:
         )
         self.log_params(run.info.run_id, study_params)
         return str(run.info.run_id)
+
+    def _execute(self, op: Op) -> str | None:
+        """Run one write against MLflow (raises on failure; the outbox retries or buffers it)."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        kind, run = op["op"], str(op.get("run"))
+        if kind == "create_run":
+            created = self.client.create_run(op["experiment"], run_name=op["name"], tags=op["tags"])
+            return str(created.info.run_id)
+        if kind == "log_batch":
+            self.client.log_batch(
+                run,
+                metrics=[Metric(k, v, ts, step) for k, v, ts, step in op.get("metrics", [])],
+                params=[Param(k, v) for k, v in op.get("params", {}).items()],
+                tags=[RunTag(k, v) for k, v in op.get("tags", {}).items()],
+            )
+        elif kind == "log_text":
+            self.client.log_text(run, op["text"], op["name"])
+        elif kind == "terminate":
+            self.client.set_terminated(run, op["status"])
+        return None
 
     def start_trial(
         self, number: int, params: dict[str, Any], tags: dict[str, str] | None = None
@@ -151,43 +198,61 @@ class MLflowTracker:
             "state": "RUNNING",
             **(tags or {}),
         }
-        run = self.client.create_run(self.experiment_id, run_name=f"trial-{number}", tags=all_tags)
-        self.log_params(run.info.run_id, params)
-        return str(run.info.run_id)
+        ref = self.outbox.new_ref()
+        op = {"op": "create_run", "ref": ref, "experiment": self.experiment_id, "name": f"trial-{number}"}
+        run_id = self.outbox.submit({**op, "tags": all_tags})
+        self.log_params(run_id, params)
+        return run_id
 
     def log_params(self, run_id: str | None, params: dict[str, Any]) -> None:
         if run_id is None or not params:
             return
-        from mlflow.entities import Param
-
-        items = [Param(k, v) for k, v in flatten(params).items()]
+        items = list(flatten(params).items())
         for i in range(0, len(items), 100):
-            self.client.log_batch(run_id, params=items[i : i + 100])
+            self.outbox.submit({"op": "log_batch", "run": run_id, "params": dict(items[i : i + 100])})
 
     def log_metrics(self, run_id: str | None, metrics: dict[str, float], step: int | None = None) -> None:
         if run_id is None or not metrics:
             return
-        import time
-
-        from mlflow.entities import Metric
-
         now = int(time.time() * 1000)
-        self.client.log_batch(
-            run_id, metrics=[Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
-        )
+        rows = [[k, float(v), now, step or 0] for k, v in metrics.items()]
+        self.outbox.submit({"op": "log_batch", "run": run_id, "metrics": rows})
 
     def log_json(self, run_id: str | None, data: dict[str, Any], name: str) -> None:
         if run_id is None:
             return
-        self.client.log_text(run_id, json.dumps(data, indent=2, default=str), name)
+        text = json.dumps(data, indent=2, default=str)
+        self.outbox.submit({"op": "log_text", "run": run_id, "text": text, "name": name})
 
     def end_trial(self, run_id: str | None, status: RunStatus, tags: dict[str, str] | None = None) -> None:
         if run_id is None:
             return
-        from mlflow.entities import RunTag
+        if tags:
+            self.outbox.submit({"op": "log_batch", "run": run_id, "tags": dict(tags)})
+        self.outbox.submit({"op": "terminate", "run": run_id, "status": status})
 
-        self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in {**(tags or {})}.items()])
-        self.client.set_terminated(run_id, status)
+    def open_trial_runs(self) -> dict[int, str]:
+        """Trial number -> run id of this study's trial runs MLflow still shows RUNNING ({} while MLflow is
+        unavailable: the next start closes them)."""
+        try:
+            runs = self.client.search_runs(
+                [self.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=5000
+            )
+        except Exception:
+            return {}
+        return {
+            int(r.data.tags["trial_number"]): str(r.info.run_id)
+            for r in runs
+            if r.data.tags.get("trial_number", "").isdigit()
+        }
+
+    def flush(self) -> bool:
+        """Replay this process's buffered writes; True when none are left."""
+        return self.outbox.flush()
+
+    def replay_pending(self) -> tuple[int, int]:
+        """Replay the writes buffered by processes that are gone: (replayed, still pending)."""
+        return replay_folder(self.outbox.folder, self._execute, _permanent)
 
     def end_study(self, best: dict[str, Any] | None) -> None:
         """Log the best trial so far on the parent run (the parent stays open for resumes)."""
@@ -195,8 +260,20 @@ class MLflowTracker:
             self.log_metrics(
                 self.parent_run_id, {k: v for k, v in best.items() if isinstance(v, (int, float))}
             )
-            self.client.set_tag(self.parent_run_id, "best_trial", str(best.get("best_trial", "")))
-        self.client.set_terminated(self.parent_run_id, "FINISHED")
+            tag = {"best_trial": str(best.get("best_trial", ""))}
+            self.outbox.submit({"op": "log_batch", "run": self.parent_run_id, "tags": tag})
+        self.outbox.submit({"op": "terminate", "run": self.parent_run_id, "status": "FINISHED"})
+        self.outbox.flush()
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "study"
+
+
+def _permanent(exc: Exception) -> bool:
+    """MLflow rejected the write itself (bad value, unknown run): retrying cannot help."""
+    code = str(getattr(exc, "error_code", ""))
+    return code in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "INVALID_STATE")
 
 
 def make_tracker(
@@ -205,8 +282,10 @@ def make_tracker(
     study_name: str,
     artifact_root: Path,
     study_params: dict[str, Any] | None = None,
+    *,
+    create: bool = True,
 ) -> Tracker:
-    """MLflowTracker when enabled, NullTracker otherwise."""
+    """MLflowTracker when enabled (``create``: set up the backend and parent run), NullTracker otherwise."""
     if not enabled:
         return NullTracker()
-    return MLflowTracker(tracking_uri, study_name, artifact_root, study_params)
+    return MLflowTracker(tracking_uri, study_name, artifact_root, study_params, create=create)

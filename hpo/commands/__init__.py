@@ -21,6 +21,7 @@ app = typer.Typer(
 )
 app.command()(tune.tune)
 app.command()(tune.worker)
+app.command("sync-mlflow")(tune.sync_mlflow)
 app.command()(inspect.trials)
 app.command()(inspect.best)
 app.command()(inspect.oom)

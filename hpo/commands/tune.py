@@ -19,8 +19,22 @@ from hpo.commands.common import (
     handles_errors,
     split_list,
 )
-from hpo.commands.exit_codes import INTERRUPTED, POISONED
+from hpo.commands.exit_codes import INTERRUPTED, PENDING_LEFT, POISONED
 from hpo.config import storage_url
+
+# StudyConfig field -> the flag that sets it (an invalid value is blamed on the flag, not the YAML file)
+FLAG_NAMES = {
+    "n_trials": "--n-trials",
+    "data_dir": "--data-dir",
+    "output_dir": "--output-dir",
+    "mlflow_uri": "--mlflow-uri",
+    "gpu_memory": "--gpu-memory",
+    "on_oom": "--on-oom",
+    "recycle_after": "--recycle-after",
+    "elastic_after_s": "--elastic-after",
+    "allow_changes": "--allow-changes",
+    "allow_dirty_data": "--allow-dirty-data",
+}
 
 
 @dataclass
@@ -47,6 +61,8 @@ class TuneOptions:
     recycle_after: int | None = None
     elastic: bool | None = None
     elastic_after_s: float | None = None
+    allow_changes: bool | None = None
+    allow_dirty_data: bool | None = None
 
     def overrides(self) -> dict[str, Any]:
         """The StudyConfig fields set on the command line."""
@@ -102,6 +118,21 @@ def tune(
         float | None,
         typer.Option("--elastic-after", help="Seconds a trial waits for room as sampled (default 60)."),
     ] = None,
+    allow_changes: Annotated[
+        bool,
+        typer.Option(
+            "--allow-changes",
+            help="Resume a study with compatible changes (epochs, patience, wider float ranges); they are "
+            "recorded on the study. Other changes need a new --study name.",
+        ),
+    ] = False,
+    allow_dirty_data: Annotated[
+        bool,
+        typer.Option(
+            "--allow-dirty-data",
+            help="Drop rows with empty text and contradictory duplicates with a warning instead of an error.",
+        ),
+    ] = False,
 ) -> None:
     """Create or resume a study and run trials until it has --n-trials finished trials."""
     from hpo.config import load_config
@@ -128,8 +159,10 @@ def tune(
         recycle_after=recycle_after,
         elastic=elastic,
         elastic_after_s=elastic_after,
+        allow_changes=allow_changes or None,
+        allow_dirty_data=allow_dirty_data or None,
     )
-    cfg = load_config(config, opts.overrides())
+    cfg = load_config(config, opts.overrides(), flags=FLAG_NAMES)
     typer.echo(
         f"study {cfg.study} | agent {cfg.agent} | models {','.join(cfg.models)} | target "
         f"{cfg.n_trials} trials x <= {cfg.epochs} epochs | par {cfg.par} | storage {cfg.storage_url}"
@@ -156,3 +189,18 @@ def worker(
 
     cfg = worker_config(study, storage_url(storage, output_dir), output_dir, config, config_json)
     raise typer.Exit(code=int(run_worker(cfg, recycle_after=recycle_after)))
+
+
+@handles_errors
+def sync_mlflow(
+    study: Annotated[str, typer.Option("--study", help="Study whose buffered MLflow writes to replay.")],
+    output_dir: OutputOpt = None,
+    mlflow_uri: MlflowUriOpt = None,
+) -> None:
+    """Replay MLflow writes buffered while MLflow was unavailable (also done at every `hpo tune` start)."""
+    from hpo.run.bootstrap import sync_mlflow as replay  # lazy: imports MLflow
+
+    replayed, left = replay(study, output_dir, mlflow_uri)
+    typer.echo(f"replayed {replayed} MLflow write(s); {left} still pending")
+    if left:
+        raise typer.Exit(code=PENDING_LEFT)

@@ -14,7 +14,7 @@ from hpo.errors import StorageError
 from hpo.gpu import resolve_device
 from hpo.memory.catalog import get_spec
 from hpo.train.batching import make_loader
-from hpo.train.data import encode_pairs
+from hpo.train.data import clean_splits, encode_pairs
 from hpo.train.loop import evaluate, train
 from hpo.train.losses import make_loss
 from hpo.train.model import build_model, load_tokenizer
@@ -36,7 +36,7 @@ def evaluate_best(cfg: StudyConfig, study: optuna.Study, trial: FrozenTrial) -> 
         )
     tcfg = TrialConfig.model_validate(raw)
     agent = get_agent(cfg.agent)
-    splits = agent.load_splits(cfg.data_dir, cfg.seed)
+    splits, _ = clean_splits(agent.load_splits(cfg.data_dir, cfg.seed), cfg.allow_dirty_data)
     device = resolve_device(cfg.device)
     if device.type != "cuda":
         tcfg = tcfg.model_copy(update={"precision": "fp32"})

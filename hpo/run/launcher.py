@@ -25,12 +25,13 @@ from optuna.trial import TrialState
 from hpo.config import StudyConfig
 from hpo.gpu import detect
 from hpo.results.trials import count_states
+from hpo.run.bootstrap import start_study
 from hpo.run.isolation import worker_env
 from hpo.run.protocol import WorkerExit, config_path, trial_file
-from hpo.run.report import TuneReport, finish
+from hpo.run.report import TuneReport, finish, finished_by
 from hpo.run.reservations import ledger_path_for, usage_line
-from hpo.run.setup import prepare, tracker_for
-from hpo.study import create_or_load, fail_trial, finished_count
+from hpo.run.setup import prepare
+from hpo.study import fail_trial, finished_count, open_study
 from hpo.units import GIB
 
 
@@ -43,6 +44,7 @@ class LaunchReport:
     crashed: int = 0
     poisoned: int = 0
     retried_trials: list[int] = field(default_factory=list)
+    pids: set[int] = field(default_factory=set)  # every worker started
     interrupted: bool = False
 
 
@@ -95,6 +97,7 @@ class Launcher:
         proc = subprocess.Popen(cmd, env=worker_env(os.environ, self.par), start_new_session=True)
         self.workers.append(_Worker(proc, f"w{self._n}"))
         self.report.started += 1
+        self.report.pids.add(proc.pid)
 
     def _fail_orphan_trial(self, study: optuna.Study, pid: int) -> None:
         """A worker died mid-trial: fail its trial now and enqueue one retry (as heartbeats would)."""
@@ -158,7 +161,7 @@ class Launcher:
     def run(self) -> LaunchReport:
         cfg = self.cfg
         signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C even when started in the background
-        study = create_or_load(cfg)
+        study = open_study(cfg)  # run_parallel set it up (hpo.run.bootstrap)
         config_path(cfg).parent.mkdir(parents=True, exist_ok=True)
         config_path(cfg).write_text(json.dumps(cfg.model_dump(mode="json")))
         self._say(f"{self.par} workers, recycle after {self.recycle_after} trials, target {cfg.n_trials}")
@@ -169,7 +172,7 @@ class Launcher:
                 done = finished_count(study)
                 if done >= cfg.n_trials and not self.workers:
                     break
-                want = self.par if done < cfg.n_trials else 0
+                want = min(self.par, max(0, cfg.n_trials - done))  # never more workers than trials left
                 waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
                 while len(self.workers) < want and (
                     done + len(self.workers) < cfg.n_trials + self.par or waiting
@@ -189,8 +192,9 @@ class Launcher:
 
 def run_parallel(cfg: StudyConfig, started: float) -> TuneReport:
     """`hpo tune --par N`: N supervised worker processes."""
+    wall_start = time.time()
     setup = prepare(cfg)  # fail here, not once per worker
-    study = create_or_load(cfg)
+    study, tracker = start_study(cfg, setup)  # storage, study, MLflow: once, before any worker starts
     before = finished_count(study)
     launch = Launcher(cfg, cfg.par, recycle_after=cfg.recycle_after).run()
     report = TuneReport(
@@ -203,12 +207,14 @@ def run_parallel(cfg: StudyConfig, started: float) -> TuneReport:
         metric=setup.agent.metric_name,
         baseline=setup.agent.majority_baseline(setup.splits, "val"),
     )
+    report.new = finished_by(study, launch.pids, wall_start)
+    report.dropped_rows = setup.dropped_rows
     report.stopped_reason = (
         "interrupted: finished trials are kept; rerun to resume"
         if launch.interrupted
         else f"target reached ({launch.started} workers started, {launch.recycled} "
         f"recycled, {launch.crashed} replaced after a crash)"
     )
-    finish(report, study, tracker_for(cfg))
+    finish(report, study, tracker)
     report.seconds = time.monotonic() - started
     return report

@@ -5,10 +5,9 @@ reservations and the waiters. Every read-modify-write runs under a file lock and
 atomically, so the reservations never sum past the capacity whatever the number of processes.
 Reservations and waiters of dead processes (SIGKILL included) are reclaimed by the next caller.
 
-Besides trials, each worker process records its own fixed device memory (its CUDA context, created when
-the worker first touches CUDA and held until it exits) with :meth:`Ledger.hold_process`: a waiting worker's
-context is on the card too, so trials are admitted only into what the contexts of every live worker leave
-free.
+Besides trials, each worker records its fixed device memory (its CUDA context, created when it first
+touches CUDA and held until it exits) with :meth:`Ledger.hold_process`: a waiting worker's context is on the
+card too, so trials are admitted only into what the contexts of every live worker leave free.
 
 Anti-starvation: a waiter that has waited ``priority_after`` seconds gets priority; while it waits,
 others are admitted only if they leave room for it, so a stream of small trials cannot starve a large one.

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
 
 import optuna
 
 from hpo.results.trials import count_states
+from hpo.study import FINISHED_STATES
 from hpo.tracking import Tracker
+from hpo.trial import keys as K
+from hpo.trial import outcomes
 
 
 @dataclass
@@ -29,13 +33,18 @@ class TuneReport:
     stopped_reason: str = ""
     poisoned: bool = False
     seconds: float = 0.0
+    new: int | None = None  # finished by this run's processes (None: all finished since the start)
+    dropped_rows: int = 0  # dirty data rows dropped (--allow-dirty-data)
 
     def lines(self) -> list[str]:
         """The closing summary `hpo tune` prints."""
         c = self.counts
-        new = sum(v for k, v in c.items() if k.startswith(("complete", "pruned"))) - self.finished_before
+        total = sum(v for k, v in c.items() if k.startswith(("complete", "pruned")))
+        new = total - self.finished_before if self.new is None else self.new
+        others = total - self.finished_before - new
+        by_others = f", {others} by other processes" if others > 0 else ""
         out = [
-            f"\nstudy {self.study}: {self.finished_before + new} finished ({new} new) in "
+            f"\nstudy {self.study}: {total} finished ({new} new{by_others}) in "
             f"{self.seconds:.0f}s - {self.stopped_reason}",
             f"  complete {c.get('complete', 0)}, pruned: early stop {c.get('pruned_early_stop', 0)}, "
             f"memory estimate {c.get('pruned_memory_estimate', 0)}, OOM {c.get('pruned_oom', 0)}; "
@@ -50,6 +59,8 @@ class TuneReport:
             out.append(
                 "  " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params)
             )
+        if self.dropped_rows:
+            out.append(f"warning: {self.dropped_rows} dirty data row(s) dropped (--allow-dirty-data)")
         if self.mlflow_uri:
             out.append(f"MLflow: mlflow ui --backend-store-uri {self.mlflow_uri}")
         out.append(f"trials: hpo trials --study {self.study} --storage {self.storage}")
@@ -58,6 +69,7 @@ class TuneReport:
 
 def finish(report: TuneReport, study: optuna.Study, tracker: Tracker) -> None:
     """Fill the outcome counts and the best trial; log the best on the study's MLflow parent run."""
+    outcomes.close_stale_runs(study, tracker)  # trials failed by heartbeat, a dead worker or Ctrl-C
     report.counts = count_states(study)
     try:
         best = study.best_trial
@@ -75,3 +87,16 @@ def finish(report: TuneReport, study: optuna.Study, tracker: Tracker) -> None:
                 f"majority_baseline_{report.metric}": report.baseline,
             }
         )
+
+
+def finished_by(study: optuna.Study, pids: set[int], since: float) -> int:
+    """Finished trials that processes ``pids`` of this host started after ``since`` (a time.time())."""
+    host = socket.gethostname()
+    return sum(
+        1
+        for t in study.get_trials(deepcopy=False, states=FINISHED_STATES)
+        if t.user_attrs.get(K.PID) in pids
+        and t.user_attrs.get(K.HOST) == host
+        and t.datetime_start is not None
+        and t.datetime_start.timestamp() >= since
+    )

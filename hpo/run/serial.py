@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import threading
 import time
@@ -10,10 +12,13 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo.config import StudyConfig
+from hpo.dbcheck import is_disk_full
+from hpo.errors import HpoError
 from hpo.progress import Progress
-from hpo.run.report import TuneReport, finish
-from hpo.run.setup import build_objective
-from hpo.study import create_or_load, finished_count, trial_by_number
+from hpo.run.bootstrap import start_study
+from hpo.run.report import TuneReport, finish, finished_by
+from hpo.run.setup import build_objective, prepare
+from hpo.study import fail_trial, finished_count, trial_by_number
 from hpo.trial import keys as K
 from hpo.trial.objective import Objective
 
@@ -32,17 +37,39 @@ def run_one(study: optuna.Study, objective: Objective) -> optuna.trial.FrozenTri
 def run_trials(study: optuna.Study, objective: Objective, target: int, timeout: float | None) -> str:
     """Run trials one at a time until ``target`` finished trials; returns why it stopped."""
     start, failures = time.monotonic(), 0
-    while finished_count(study) < target:
+    while True:
+        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        if finished_count(study) + running >= target:  # trials of other processes count: no overshoot
+            break
         if timeout is not None and time.monotonic() - start >= timeout:
             return "timeout"
         last = run_one(study, objective)
         if objective.poisoned:
             return "fatal CUDA error: this process stopped (a launcher replaces it)"
+        if objective.disk_full:
+            raise DiskFull(last.user_attrs.get(K.ERROR, "No space left on device"))
         failures = failures + 1 if last.state == TrialState.FAIL else 0
         if failures >= MAX_CONSECUTIVE_FAILURES:
             err = last.user_attrs.get(K.ERROR, "see the log")
             return f"stopped after {failures} consecutive failed trials (last: {err})"
-    return "target reached"
+    if finished_count(study) >= target:
+        return "target reached"
+    return "target reached with the trials other processes still run"
+
+
+class DiskFull(Exception):
+    """A write failed because the disk is full: the run stops (finished trials are kept)."""
+
+
+def _disk_full_error(cfg: StudyConfig, study: optuna.Study, objective: Objective, detail: str) -> HpoError:
+    """Fail this process's trial if the storage still takes it; the one line the CLI prints."""
+    with contextlib.suppress(Exception):
+        if objective.last_number >= 0:
+            fail_trial(study, objective.last_number, f"disk full: {detail}")
+    return HpoError(
+        f"disk full while running study '{cfg.study}' ({detail}); finished trials are kept",
+        f"free space on the disk of {cfg.output_dir} / the storage and rerun the same command to resume",
+    )
 
 
 def run_serial(cfg: StudyConfig, started: float, progress: Progress | None = None) -> TuneReport:
@@ -50,8 +77,10 @@ def run_serial(cfg: StudyConfig, started: float, progress: Progress | None = Non
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C even when started in the background
     progress = progress or Progress(total=cfg.n_trials)
-    objective = build_objective(cfg, progress)
-    study = create_or_load(cfg)
+    wall_start = time.time()
+    setup = prepare(cfg)
+    study, tracker = start_study(cfg, setup)
+    objective = build_objective(cfg, progress, setup=setup, tracker=tracker)
     report = TuneReport(
         study=cfg.study,
         storage=cfg.storage_url,
@@ -64,9 +93,17 @@ def run_serial(cfg: StudyConfig, started: float, progress: Progress | None = Non
     except KeyboardInterrupt:
         report.interrupted = True
         report.stopped_reason = "interrupted: finished trials are kept; rerun the same command to resume"
+    except DiskFull as exc:
+        raise _disk_full_error(cfg, study, objective, str(exc)) from None
+    except Exception as exc:  # a storage write (Optuna's own) failed on a full disk
+        if not is_disk_full(exc):
+            raise
+        raise _disk_full_error(cfg, study, objective, str(exc).splitlines()[0][:200]) from None
     finally:
         progress.close()
     report.poisoned = objective.poisoned
+    report.new = finished_by(study, {os.getpid()}, wall_start)
+    report.dropped_rows = setup.dropped_rows
     report.baseline = objective.agent.majority_baseline(objective.data.splits, "val")
     report.metric = objective.agent.metric_name
     finish(report, study, objective.tracker)

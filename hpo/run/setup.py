@@ -23,7 +23,7 @@ from hpo.memory.calibrate import Calibration
 from hpo.memory.catalog import get_spec
 from hpo.progress import Progress
 from hpo.tracking import Tracker, make_tracker
-from hpo.train.data import Splits
+from hpo.train.data import Splits, clean_splits
 from hpo.train.model import load_tokenizer
 from hpo.trial.admission import Admission, no_admission
 from hpo.trial.objective import Objective
@@ -59,12 +59,13 @@ class Setup:
     device: torch.device
     space: SpaceContext
     tokenizers: dict[str, Any]
+    dropped_rows: int = 0  # dirty examples dropped (--allow-dirty-data)
 
 
 def prepare(cfg: StudyConfig) -> Setup:
     """Validate everything a study needs before any trial (or worker) starts; HpoError on bad input."""
     agent = get_agent(cfg.agent)
-    splits = agent.load_splits(cfg.data_dir, cfg.seed)
+    splits, dropped = clean_splits(agent.load_splits(cfg.data_dir, cfg.seed), cfg.allow_dirty_data)
     device = resolve_device(cfg.device)
     profile = load_profile(cfg.gpu_memory) if (cfg.gpu_memory or device.type == "cuda") else None
     space = SpaceContext(
@@ -76,11 +77,12 @@ def prepare(cfg: StudyConfig) -> Setup:
     )
     validate(space)
     tokenizers = {m: load_tokenizer(get_spec(m)) for m in cfg.models}  # fail fast on unloadable models
-    return Setup(agent, splits, device, space, tokenizers)
+    return Setup(agent, splits, device, space, tokenizers, dropped)
 
 
-def tracker_for(cfg: StudyConfig) -> Tracker:
-    """The study's MLflow tracker (its parent run carries the study settings)."""
+def tracker_for(cfg: StudyConfig, *, create: bool = True) -> Tracker:
+    """The study's MLflow tracker (its parent run carries the study settings); ``create=False`` only opens
+    what the study's starter set up (``hpo.run.bootstrap``)."""
     settings = {
         "agent": cfg.agent,
         "models": ",".join(cfg.models),
@@ -90,7 +92,12 @@ def tracker_for(cfg: StudyConfig) -> Tracker:
         "storage": cfg.storage_url,
     }
     return make_tracker(
-        cfg.mlflow, cfg.mlflow_tracking_uri, cfg.study, cfg.output_dir / "mlartifacts", settings
+        cfg.mlflow,
+        cfg.mlflow_tracking_uri,
+        cfg.study,
+        cfg.output_dir / "mlartifacts",
+        settings,
+        create=create,
     )
 
 
@@ -99,6 +106,7 @@ def build_objective(
     progress: Progress,
     *,
     setup: Setup | None = None,
+    tracker: Tracker | None = None,
     policy: MemoryPolicy | None = None,
     admission: Admission = no_admission,
     on_start: Callable[[optuna.Trial], None] | None = None,
@@ -123,7 +131,7 @@ def build_objective(
         cfg=cfg,
         agent=setup.agent,
         data=data,
-        tracker=tracker_for(cfg),
+        tracker=tracker or tracker_for(cfg),
         progress=progress,
         device=setup.device,
         space=setup.space,

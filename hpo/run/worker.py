@@ -22,13 +22,14 @@ from hpo.config import StudyConfig, load_config
 from hpo.gpu import detect
 from hpo.memory.budget import CUDA_CONTEXT
 from hpo.progress import Progress
+from hpo.run.bootstrap import open_for_worker
 from hpo.run.isolation import apply_memory_cap
 from hpo.run.ledger import Ledger
 from hpo.run.protocol import WorkerExit, trial_file
 from hpo.run.reservations import Reservation, ledger_path_for
 from hpo.run.serial import run_one
 from hpo.run.setup import build_objective, memory_policy, prepare
-from hpo.study import CONFIG_ATTR, create_or_load, finished_count, load_existing
+from hpo.study import CONFIG_ATTR, finished_count, load_existing
 from hpo.trial.admission import no_admission
 from hpo.trial.sizing import MemoryPolicy
 
@@ -127,15 +128,16 @@ def run_worker(cfg: StudyConfig, *, recycle_after: int) -> WorkerExit:
     def on_start(trial: optuna.Trial) -> None:
         marker.write_text(str(trial.number))
 
+    study, tracker = open_for_worker(cfg)  # the launcher set them up; a worker creates nothing
     objective = build_objective(
         cfg,
         Progress(live=False),
         setup=setup,
+        tracker=tracker,
         policy=policy,
         admission=admission or no_admission,
         on_start=on_start,
     )
-    study = create_or_load(cfg)
     done = 0
     try:
         while done < recycle_after:
@@ -152,5 +154,6 @@ def run_worker(cfg: StudyConfig, *, recycle_after: int) -> WorkerExit:
         return WorkerExit.INTERRUPTED
     finally:
         marker.unlink(missing_ok=True)
+        tracker.flush()  # MLflow writes buffered while MLflow was unavailable
         if admission is not None:
             admission.close()

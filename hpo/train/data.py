@@ -75,6 +75,19 @@ def _read_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
     """Rows of one CSV as dicts, after checking it exists, is non-empty and has the required columns."""
     if not path.is_file():
         raise DataError(f"data file {path.name} is missing in {path.parent}", _FIX_DIR)
+    try:
+        return _parse_csv(path, required)
+    except UnicodeDecodeError as exc:
+        bad = bytes(exc.object[exc.start : exc.start + 1]).hex()
+        raise DataError(
+            f"data file {path} is not valid UTF-8 (byte 0x{bad})",
+            "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
+        ) from None
+    except csv.Error as exc:
+        raise DataError(f"data file {path} is not valid CSV: {exc}", "fix the file's quoting") from None
+
+
+def _parse_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         header = [name.strip() for name in reader.fieldnames or []]
@@ -192,3 +205,37 @@ def encode_pairs(
     batch = {key: encoded[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in encoded}
     batch["labels"] = torch.tensor([ex.label for ex in examples], dtype=torch.long)
     return batch
+
+
+def _dirty(examples: Sequence[PairExample]) -> tuple[list[PairExample], list[PairExample]]:
+    """Examples with an empty text; examples whose (text_a, text_b) pair also appears with another label."""
+    empty = [ex for ex in examples if not ex.text_a.strip() or not ex.text_b.strip()]
+    labels: dict[tuple[str, str], set[int]] = {}
+    for ex in examples:
+        labels.setdefault((ex.text_a, ex.text_b.strip().lower()), set()).add(ex.label)
+    clash = [
+        ex for ex in examples if ex.text_b.strip() and len(labels[(ex.text_a, ex.text_b.strip().lower())]) > 1
+    ]
+    return empty, clash
+
+
+def clean_splits(splits: Splits, allow_dirty: bool) -> tuple[Splits, int]:
+    """Refuse (DataError) or, with ``allow_dirty``, drop examples with an empty text and contradictory
+    duplicates (the same pair with opposite labels); returns the splits and the number of examples dropped."""
+    empty, clash = _dirty(splits.train + splits.val + splits.test)
+    if not empty and not clash:
+        return splits, 0
+    ids = [f"{ex.post_id}/{ex.sentence_id}" for ex in empty + clash]
+    what = f"{len(empty)} example(s) with empty text and {len(clash)} contradictory duplicate(s) (same text, "
+    if not allow_dirty:
+        raise DataError(
+            what + f"opposite labels) in the data, e.g. post/sentence {_short(ids, 3)}",
+            "fix or remove those rows, or pass --allow-dirty-data to drop them with a warning",
+        )
+    bad = {id(ex) for ex in empty + clash}
+    kept = Splits(
+        *([ex for ex in split if id(ex) not in bad] for split in (splits.train, splits.val, splits.test))
+    )
+    if not kept.train or not kept.val:
+        raise DataError(what + "opposite labels) leave a split empty", "fix the data rows")
+    return kept, len(bad)

@@ -17,6 +17,7 @@ import torch
 
 from hpo.agents.base import Agent
 from hpo.config import StudyConfig, TrialConfig
+from hpo.dbcheck import is_disk_full
 from hpo.faults import FaultInjector, FaultPlan
 from hpo.memory.catalog import get_spec
 from hpo.progress import Progress
@@ -47,6 +48,7 @@ class Objective:
     admission: Admission = no_admission
     on_start: Callable[[optuna.Trial], None] | None = None
     poisoned: bool = False  # a fatal CUDA error happened: this process must stop
+    disk_full: bool = False  # a trial failed on a full disk: the run must stop
     last_number: int = -1  # the number of this process's latest trial
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -62,6 +64,9 @@ class Objective:
             result = self._attempts().run(ctx)
         except WorkerPoisoned:
             self.poisoned = True
+            raise
+        except Exception as exc:
+            self.disk_full = self.disk_full or is_disk_full(exc)
             raise
         measured = self.sizer.measured(ctx.spec, ctx.tcfg, ctx.budget, ctx.peak) if ctx.peak else {}
         return outcomes.completed(

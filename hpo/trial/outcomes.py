@@ -8,13 +8,17 @@ config as promising, whatever it reported before failing.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 
 from hpo.config import TrialConfig
-from hpo.tracking import Tracker
+from hpo.study import fail_trial
+from hpo.tracking import RunStatus, Tracker
 from hpo.train.loop import EpochResult, TrainResult
 from hpo.trial import keys as K
 from hpo.trial.context import TrialContext, WorkerPoisoned
@@ -39,6 +43,8 @@ def started(ctx: TrialContext, tracker: Tracker) -> None:
             K.ESTIMATED_PEAK_GB: estimated,
             K.ESTIMATE_METHOD: ctx.budget.method,
             K.DEVICE: ctx.device.type,
+            K.HOST: socket.gethostname(),
+            K.PID: os.getpid(),
         },
     )
     params = {**ctx.sampled.model_dump(), "effective_batch": ctx.sampled.effective_batch}
@@ -189,3 +195,33 @@ def completed(
     tracker.log_metrics(ctx.run_id, best)
     tracker.end_trial(ctx.run_id, "FINISHED", {K.STATE_TAG: "COMPLETE"})
     return result.best_metric
+
+
+def abandoned(study: optuna.Study, trial: optuna.trial.FrozenTrial, tracker: Tracker, why: str) -> bool:
+    """A RUNNING trial whose process is gone: FAIL it now, enqueue one retry, fail its MLflow run."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    failed = fail_trial(study, trial.number, why)
+    if failed is None:
+        return False
+    RetryHeartbeatStaleTrialCallback(max_retry=1)(study, failed)
+    tracker.end_trial(failed.user_attrs.get(K.MLFLOW_RUN_ID), "FAILED", {K.STATE_TAG: "FAIL", K.ERROR: why})
+    return True
+
+
+def close_stale_runs(study: optuna.Study, tracker: Tracker) -> int:
+    """Give MLflow runs still RUNNING the status of their finished trial (FAIL -> FAILED, PRUNED -> KILLED,
+    COMPLETE -> FINISHED): trials failed by heartbeat, by a dead worker or by Ctrl-C; returns how many."""
+    status: dict[TrialState, RunStatus] = {
+        TrialState.FAIL: "FAILED",
+        TrialState.PRUNED: "KILLED",
+        TrialState.COMPLETE: "FINISHED",
+    }
+    trials = {t.number: t for t in study.get_trials(deepcopy=False, states=tuple(status))}
+    closed = 0
+    for number, run_id in tracker.open_trial_runs().items():
+        trial = trials.get(number)
+        if trial is not None:
+            tracker.end_trial(run_id, status[trial.state], {K.STATE_TAG: trial.state.name})
+            closed += 1
+    return closed

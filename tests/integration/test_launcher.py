@@ -99,7 +99,7 @@ def test_sigint_leaves_no_running_trial_and_rerun_resumes(tmp_path: Path) -> Non
     study = load(out)
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
     kept = {t.number: t.state for t in study.trials if t.state.is_finished()}
-    res = run_cli(tune_cmd(out, "--n-trials", "3"), timeout=600)
+    res = run_cli(tune_cmd(out, "--n-trials", "3", "--allow-changes"), timeout=600)  # 3 epochs -> 1
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     after = load(out)
     assert {t.number: t.state for t in after.trials if t.number in kept} == kept

@@ -92,7 +92,7 @@ def test_data_dir_missing_columns(tmp_path: Path, out_dir: str) -> None:
 
 
 def test_zero_trials(out_dir: str) -> None:
-    assert_one_line_error(*invoke("tune", "--n-trials", "0", "--output-dir", out_dir), "n_trials")
+    assert_one_line_error(*invoke("tune", "--n-trials", "0", "--output-dir", out_dir), "--n-trials")
 
 
 def test_impossible_sizes(tmp_path: Path, out_dir: str) -> None:

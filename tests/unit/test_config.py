@@ -60,9 +60,9 @@ def test_default_storage_and_mlflow_under_output_dir(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "override,needle",
     [
-        ({"n_trials": 0}, "n_trials"),
-        ({"epochs": -1}, "epochs"),
-        ({"on_oom": "explode"}, "on_oom"),
+        ({"n_trials": 0}, "--n-trials"),
+        ({"epochs": -1}, "--epochs"),
+        ({"on_oom": "explode"}, "--on-oom"),
         ({"models": []}, "models"),
         ({"space": {"learning_rate": [1e-3, 1e-5]}}, "learning_rate"),
         ({"space": {"batch_size": []}}, "batch_size"),

@@ -1,0 +1,126 @@
+"""One-time study setup by the process that starts a study (serial `hpo tune` or the `--par` launcher).
+
+Under a file lock beside the output dir and each SQLite file (so concurrent starters take turns), it checks
+the folders and databases, creates or migrates the Optuna storage and the study, checks the study's
+fingerprint, fails the RUNNING trials whose process is gone from this host, creates the MLflow backend,
+experiment and parent run, replays MLflow writes buffered by dead processes and closes MLflow runs of
+finished trials. Workers started afterwards only open what exists (``open_for_worker``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import psutil
+from filelock import FileLock, Timeout
+from optuna.trial import TrialState
+
+from hpo.config import DEFAULT_OUTPUT_DIR, StudyConfig
+from hpo.dbcheck import check_mlflow_db, check_sqlite, check_writable, sqlite_path
+from hpo.errors import HpoError
+from hpo.run.fingerprint import check_resume
+from hpo.run.setup import Setup, tracker_for
+from hpo.study import create_or_load, open_study
+from hpo.tracking import MLflowTracker, Tracker
+from hpo.trial import keys as K
+from hpo.trial import outcomes
+
+SETUP_LOCK = ".hpo-setup.lock"
+LOCK_TIMEOUT_S = 600.0
+
+
+def lock_paths(cfg: StudyConfig) -> list[Path]:
+    """The setup locks of ``cfg``: in the output dir and in the folder of each SQLite file it uses."""
+    paths = {(cfg.output_dir / SETUP_LOCK).resolve()}
+    urls = [cfg.storage_url] + ([cfg.mlflow_tracking_uri] if cfg.mlflow else [])
+    for url in urls:
+        db = sqlite_path(url)
+        if db is not None:
+            paths.add(db.resolve().parent / SETUP_LOCK)
+    return sorted(paths)
+
+
+@contextlib.contextmanager
+def setup_lock(cfg: StudyConfig, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Hold every setup lock of ``cfg`` (in a fixed order: no deadlock between starters)."""
+    with contextlib.ExitStack() as stack:
+        for path in lock_paths(cfg):
+            try:
+                stack.enter_context(FileLock(str(path), timeout=timeout))
+            except Timeout as exc:
+                raise HpoError(
+                    f"another hpo start held the setup lock {path} for {timeout:.0f}s",
+                    "wait for it to finish, or remove the lock file if no hpo process is running",
+                ) from exc
+        yield
+
+
+def check_folders(cfg: StudyConfig) -> None:
+    """The output, storage and MLflow folders are writable with free disk (seconds, one error line)."""
+    check_writable(cfg.output_dir, "output dir")
+    for what, url in (("storage dir", cfg.storage_url), ("MLflow dir", cfg.mlflow_tracking_uri)):
+        db = sqlite_path(url) if what != "MLflow dir" or cfg.mlflow else None
+        if db is not None:
+            check_writable(db.parent, what)
+
+
+def check_databases(cfg: StudyConfig) -> None:
+    """The SQLite files are intact and not half-migrated (under the setup lock: no starter is migrating)."""
+    db = sqlite_path(cfg.storage_url)
+    if db is not None:
+        check_sqlite(db, "Optuna storage")
+    mlflow_db = sqlite_path(cfg.mlflow_tracking_uri) if cfg.mlflow else None
+    if mlflow_db is not None:
+        check_mlflow_db(mlflow_db)
+
+
+def _gone(trial: optuna.trial.FrozenTrial, host: str) -> bool:
+    pid = trial.user_attrs.get(K.PID)
+    return trial.user_attrs.get(K.HOST) == host and isinstance(pid, int) and not psutil.pid_exists(pid)
+
+
+def fail_dead_trials(study: optuna.Study, tracker: Tracker) -> list[int]:
+    """Fail (and retry once) the RUNNING trials whose process is gone from this host; their numbers."""
+    host, failed = socket.gethostname(), []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if _gone(trial, host) and outcomes.abandoned(
+            study, trial, tracker, f"process {trial.user_attrs.get(K.PID)} on {host} is gone"
+        ):
+            failed.append(trial.number)
+    return failed
+
+
+def start_study(cfg: StudyConfig, setup: Setup) -> tuple[optuna.Study, Tracker]:
+    """Create or resume the study and its MLflow side, once, before any trial or worker starts."""
+    check_folders(cfg)
+    with setup_lock(cfg):
+        check_databases(cfg)
+        study = create_or_load(cfg)
+        check_resume(study, cfg, setup, cfg.allow_changes)
+        tracker = tracker_for(cfg)
+        fail_dead_trials(study, tracker)
+        replay = getattr(tracker, "replay_pending", None)
+        if replay is not None:
+            replay()
+        outcomes.close_stale_runs(study, tracker)
+    return study, tracker
+
+
+def open_for_worker(cfg: StudyConfig) -> tuple[optuna.Study, Tracker]:
+    """A worker's study and tracker: open what the starter set up, create nothing."""
+    return open_study(cfg), tracker_for(cfg, create=False)
+
+
+def sync_mlflow(study: str, output_dir: Path | None, mlflow_uri: str | None) -> tuple[int, int]:
+    """`hpo sync-mlflow`: replay MLflow writes buffered by finished processes; (replayed, still pending)."""
+    cfg = StudyConfig(study=study, output_dir=output_dir or DEFAULT_OUTPUT_DIR, mlflow_uri=mlflow_uri)
+    with setup_lock(cfg):
+        mlflow_db = sqlite_path(cfg.mlflow_tracking_uri)
+        if mlflow_db is not None:
+            check_mlflow_db(mlflow_db)
+        tracker = MLflowTracker(cfg.mlflow_tracking_uri, study, cfg.output_dir / "mlartifacts", create=False)
+        return tracker.replay_pending()

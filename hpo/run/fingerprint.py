@@ -1,0 +1,137 @@
+"""What defines a study, stored on it at creation and compared on every resume.
+
+The fingerprint holds the agent, metric, models, seed, search space, epochs, patience and the data (each
+file's SHA-256 and the number of examples). Resuming with a different one is an error naming the field and
+the fix, before any trial can fail on a mismatched distribution. With ``--allow-changes`` the compatible
+changes (epochs, patience, a float range that only widens) go through and are recorded on the study;
+``--n-trials`` is the run's target, never part of the fingerprint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from hpo.config import SpaceConfig, StudyConfig
+from hpo.errors import ConfigError
+from hpo.run.setup import Setup
+from hpo.study import CONFIG_ATTR
+
+FINGERPRINT_ATTR = "fingerprint"
+CHANGES_ATTR = "changes"
+_COMPATIBLE = ("epochs", "patience")
+# the search space's float ranges (low, high): widening one is compatible, any other space change is not
+FLOAT_RANGES = frozenset(
+    name for name, f in SpaceConfig.model_fields.items() if typing.get_origin(f.annotation) is tuple
+)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def data_fingerprint(data_dir: Path, rows: int) -> dict[str, Any]:
+    """SHA-256 of each CSV in ``data_dir`` and the number of examples read from them."""
+    files = {p.name: _sha256(p) for p in sorted(Path(data_dir).glob("*.csv"))}
+    return {"files": files, "rows": rows}
+
+
+def fingerprint(cfg: StudyConfig, setup: Setup) -> dict[str, Any]:
+    """What defines the study ``cfg`` describes (JSON-able)."""
+    rows = sum(setup.splits.sizes().values())
+    return {
+        "agent": cfg.agent,
+        "metric": setup.agent.metric_name,
+        "models": list(cfg.models),
+        "seed": cfg.seed,
+        "epochs": cfg.epochs,
+        "patience": cfg.patience,
+        "space": cfg.space.model_dump(mode="json"),
+        "data": data_fingerprint(cfg.data_dir, rows),
+    }
+
+
+@dataclass(frozen=True)
+class Change:
+    """One field that differs between the stored and the new fingerprint."""
+
+    field: str
+    old: Any
+    new: Any
+    compatible: bool
+
+
+def _widens(old: Any, new: Any) -> bool:
+    return (
+        isinstance(old, list)
+        and isinstance(new, list)
+        and len(old) == len(new) == 2
+        and all(isinstance(v, (int, float)) for v in old + new)
+        and new[0] <= old[0]
+        and new[1] >= old[1]
+    )
+
+
+def diff(old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
+    """The fields of ``new`` that differ from ``old`` (space and data field by field)."""
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if key == "space" and isinstance(a, dict) and isinstance(b, dict):
+            for name in sorted(set(a) | set(b)):
+                if a.get(name) != b.get(name):
+                    ok = name in FLOAT_RANGES and _widens(a.get(name), b.get(name))
+                    changes.append(Change(f"space.{name}", a.get(name), b.get(name), ok))
+        elif key == "data" and isinstance(a, dict) and isinstance(b, dict):
+            if a.get("rows") != b.get("rows"):
+                changes.append(Change("data rows", a.get("rows"), b.get("rows"), False))
+            elif a.get("files") != b.get("files"):
+                changed = sorted(
+                    n for n in set(a["files"]) | set(b["files"]) if a["files"].get(n) != b["files"].get(n)
+                )
+                changes.append(Change("data files", ", ".join(changed), "changed content", False))
+        elif a != b:
+            changes.append(Change(key, a, b, key in _COMPATIBLE))
+    return changes
+
+
+def check_resume(study: optuna.Study, cfg: StudyConfig, setup: Setup, allow_changes: bool) -> list[Change]:
+    """Store the fingerprint on a new study; on a resume, refuse a different one (ConfigError) unless every
+    change is compatible and ``allow_changes`` is set, then record the changes. Returns the changes."""
+    new = fingerprint(cfg, setup)
+    old = study.user_attrs.get(FINGERPRINT_ATTR)
+    if old is None:  # a new study, or one made before fingerprints: this run defines it
+        study.set_user_attr(FINGERPRINT_ATTR, new)
+        return []
+    changes = diff(old, new)
+    if not changes:
+        return []
+    hard = [c for c in changes if not c.compatible]
+    first = (hard or changes)[0]
+    what = f"{first.field} was {first.old}, now {first.new}"
+    more = f" (and {len(changes) - 1} more change(s))" if len(changes) > 1 else ""
+    if hard:
+        raise ConfigError(
+            f"study '{cfg.study}' was created with different settings: {what}{more}",
+            "pass a new --study name for the new settings, or rerun with the study's original ones",
+        )
+    if not allow_changes:
+        raise ConfigError(
+            f"study '{cfg.study}' was created with different settings: {what}{more}",
+            "pass --allow-changes to resume with them (recorded on the study), or a new --study name",
+        )
+    record = [{"field": c.field, "old": c.old, "new": c.new, "at": time.time()} for c in changes]
+    study.set_user_attr(CHANGES_ATTR, list(study.user_attrs.get(CHANGES_ATTR, [])) + record)
+    study.set_user_attr(FINGERPRINT_ATTR, new)
+    study.set_user_attr(CONFIG_ATTR, cfg.model_dump(mode="json"))
+    return changes

@@ -1,0 +1,131 @@
+"""MLflow writes never fail a trial: retried, else buffered in order and replayed (hpo.tracking_buffer)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from hpo.commands import app
+from hpo.errors import HpoError
+from hpo.tracking import MLflowTracker
+from hpo.tracking_buffer import PENDING_PREFIX, Op, Outbox, pending_files, replay_folder
+
+
+class FlakyMlflow:
+    """Executes ops while ``up``; raises (like a locked database) while down."""
+
+    def __init__(self) -> None:
+        self.up = True
+        self.done: list[Op] = []
+        self.calls = 0
+
+    def __call__(self, op: Op) -> str | None:
+        self.calls += 1
+        if not self.up:
+            raise RuntimeError("database is locked")
+        self.done.append(op)
+        return f"run{len(self.done)}" if op["op"] == "create_run" else None
+
+
+def outbox(tmp_path: Path, mlflow: Any, **kw: Any) -> Outbox:
+    return Outbox(tmp_path / "pending", mlflow, backoff_s=0.0, **kw)
+
+
+def test_write_goes_through_when_mlflow_answers(tmp_path: Path) -> None:
+    mlflow = FlakyMlflow()
+    box = outbox(tmp_path, mlflow)
+    run = box.submit({"op": "create_run", "ref": box.new_ref()})
+    box.submit({"op": "log_batch", "run": run, "metrics": [["m", 1.0, 0, 0]]})
+    assert run == "run1" and len(mlflow.done) == 2 and not pending_files(tmp_path / "pending")
+
+
+def test_down_mlflow_buffers_in_order_then_replays_with_the_real_run_id(tmp_path: Path) -> None:
+    mlflow = FlakyMlflow()
+    mlflow.up = False
+    box = outbox(tmp_path, mlflow, hold_s=3600.0)
+    run = box.submit({"op": "create_run", "ref": box.new_ref()})
+    assert run is not None and run.startswith(PENDING_PREFIX)  # the trial gets a placeholder, no error
+    box.submit({"op": "log_batch", "run": run, "metrics": [["m", 1.0, 0, 0]]})
+    box.submit({"op": "terminate", "run": run, "status": "FINISHED"})
+    assert mlflow.calls == 2  # tried, retried once, then buffered: later ops wait, no call while held
+    lines = box.path.read_text().splitlines()
+    assert [json.loads(x)["op"] for x in lines] == ["create_run", "log_batch", "terminate"]
+    mlflow.up = True
+    assert box.flush()
+    assert [op["op"] for op in mlflow.done] == ["create_run", "log_batch", "terminate"]
+    assert all(op.get("run", "run1") == "run1" for op in mlflow.done)
+    assert not box.path.exists()
+
+
+def test_later_writes_wait_behind_buffered_ones(tmp_path: Path) -> None:
+    mlflow = FlakyMlflow()
+    mlflow.up = False
+    box = outbox(tmp_path, mlflow, hold_s=3600.0)
+    box.submit({"op": "log_batch", "run": "r", "metrics": [["a", 1.0, 0, 0]]})
+    mlflow.up = True
+    box.submit({"op": "log_batch", "run": "r", "metrics": [["b", 1.0, 0, 0]]})  # held: order is kept
+    assert not mlflow.done and len(box.pending) == 2
+    assert box.flush() and [op["metrics"][0][0] for op in mlflow.done] == ["a", "b"]
+
+
+def test_a_write_mlflow_rejects_for_good_is_dropped(tmp_path: Path) -> None:
+    def reject(op: Op) -> str | None:
+        raise ValueError("Changing param values is not allowed")
+
+    box = outbox(tmp_path, reject, permanent=lambda exc: isinstance(exc, ValueError))
+    assert box.submit({"op": "log_batch", "run": "r", "params": {"a": "1"}}) is None
+    assert not box.pending
+
+
+def test_replay_folder_replays_files_of_dead_processes_only(tmp_path: Path) -> None:
+    folder = tmp_path / "pending"
+    folder.mkdir()
+    ops = [
+        {"op": "create_run", "ref": "pending-x"},
+        {"op": "terminate", "run": "pending-x", "status": "FAILED"},
+    ]
+    dead = folder / "somehost-4194000-abcd.jsonl"  # another host: its process may still be running
+    mine = Outbox(folder, FlakyMlflow())  # this (live) process's file is skipped too
+    dead.write_text("".join(json.dumps(op) + "\n" for op in ops))
+    mine.pending = [ops[0]]
+    mine._write()
+    gone = folder / f"{socket.gethostname()}-4194001-abcd.jsonl"
+    gone.write_text("".join(json.dumps(op) + "\n" for op in ops))
+    mlflow = FlakyMlflow()
+    assert replay_folder(folder, mlflow) == (2, 0)
+    assert mlflow.done[1] == {"op": "terminate", "run": "run1", "status": "FAILED"}
+    assert not gone.exists() and dead.exists() and mine.path.exists()
+
+
+def test_sync_mlflow_replays_a_dead_process_file_into_real_mlflow(tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    uri = f"sqlite:///{out / 'mlflow.db'}"
+    with pytest.raises(HpoError, match="hpo tune"):  # a worker opens, never creates
+        MLflowTracker(uri, "s", out / "mlartifacts", create=False)
+    tracker = MLflowTracker(uri, "s", out / "mlartifacts")
+    ops = [
+        {
+            "op": "create_run",
+            "ref": "pending-1",
+            "experiment": tracker.experiment_id,
+            "name": "trial-0",
+            "tags": {"trial_number": "0"},
+        },
+        {"op": "log_batch", "run": "pending-1", "metrics": [["best_val_macro_f1", 0.5, 0, 0]]},
+        {"op": "terminate", "run": "pending-1", "status": "FINISHED"},
+    ]
+    folder = out / "mlflow-pending" / "s"
+    folder.mkdir(parents=True)
+    (folder / f"{socket.gethostname()}-4194002-ab.jsonl").write_text(
+        "".join(json.dumps(o) + "\n" for o in ops)
+    )
+    result = CliRunner().invoke(app, ["sync-mlflow", "--study", "s", "--output-dir", str(out)])
+    assert result.exit_code == 0 and "replayed 3" in result.output, result.output
+    (run,) = tracker.client.search_runs([tracker.experiment_id], filter_string="tags.trial_number = '0'")
+    assert run.info.status == "FINISHED" and run.data.metrics["best_val_macro_f1"] == 0.5
+    assert not list(folder.glob("*.jsonl"))
