@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from hpo.allocator import CUDA_CONTEXT, DEFAULT_ALLOCATOR, Allocator
 from hpo.errors import ConfigError
 from hpo.paths import CONFIG_DIR
-from hpo.units import GIB, parse_memory
+from hpo.units import GIB, MIB, parse_memory
 
 if TYPE_CHECKING:
     import torch
@@ -122,6 +123,9 @@ class GpuProfile:
     headroom_gb: float = 1.5
     tiers: list[tuple[int | None, SizeBounds]] = field(default_factory=list)  # (max params or None, bounds)
     scale: float = 1.0  # memory of this card / memory of the profile file
+    allocator: Allocator = (
+        DEFAULT_ALLOCATOR  # CUDA context + caching-allocator overhead (sourced in the YAML)
+    )
 
     def bounds(self, n_params: int) -> SizeBounds:
         """Bounds of the first tier whose parameter limit covers ``n_params``; batch scaled to this card."""
@@ -146,8 +150,18 @@ def read_profile(path: Path) -> GpuProfile:
             )
             for t in data["tiers"]
         ]
+        alloc = data.get("allocator") or {}
+        allocator = Allocator(
+            context_bytes=int(float(data.get("cuda_context_mb", CUDA_CONTEXT / MIB)) * MIB),
+            transient=float(alloc.get("transient", DEFAULT_ALLOCATOR.transient)),
+            persistent=float(alloc.get("persistent", DEFAULT_ALLOCATOR.persistent)),
+        )
         profile = GpuProfile(
-            str(data["name"]), parse_memory(str(data["memory_gb"])), float(data["headroom_gb"]), tiers
+            str(data["name"]),
+            parse_memory(str(data["memory_gb"])),
+            float(data["headroom_gb"]),
+            tiers,
+            allocator=allocator,
         )
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
         raise ConfigError(
@@ -196,7 +210,12 @@ def load_profile(gpu_memory: str | None, directory: Path | None = None) -> GpuPr
         return base
     scale = max(1.0, memory / base.memory_bytes)
     return GpuProfile(
-        f"{base.name} for a {memory / GIB:g}GB card", memory, base.headroom_gb, base.tiers, scale
+        f"{base.name} for a {memory / GIB:g}GB card",
+        memory,
+        base.headroom_gb,
+        base.tiers,
+        scale,
+        base.allocator,
     )
 
 

@@ -31,7 +31,8 @@ from hpo.gpu import process_memory_bytes
 from hpo.memory.budget import CUDA_CONTEXT, MemoryRequest
 from hpo.memory.catalog import ModelSpec, get_spec
 from hpo.memory.estimate import estimate
-from hpo.memory.trace import make_optimizer, model_from_config, trace_estimate
+from hpo.memory.meta_optim import make_optimizer
+from hpo.memory.trace import model_from_config, trace_estimate
 from hpo.units import GIB
 
 MODELS = ("hpo-tiny-bert", "bert-base-uncased", "bert-large-uncased")

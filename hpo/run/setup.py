@@ -39,15 +39,19 @@ def memory_policy(cfg: StudyConfig, device: torch.device, profile: GpuProfile | 
     Headroom: the study's ``headroom_gb`` when set, else the GPU profile's (``hpo.gpu.headroom_bytes``, the
     rule ``hpo estimate`` uses too).
     """
-    headroom = headroom_bytes(profile or load_profile(cfg.gpu_memory), cfg.headroom_gb)
+    profile = profile or load_profile(cfg.gpu_memory)
+    headroom, alloc = headroom_bytes(profile, cfg.headroom_gb), profile.allocator
     if cfg.gpu_memory is not None:
+        simulated = device.type != "cuda"
         return MemoryPolicy(
-            parse_memory(cfg.gpu_memory), headroom, device.type != "cuda", cfg.high_memory_fraction
+            parse_memory(cfg.gpu_memory), headroom, simulated, cfg.high_memory_fraction, allocator=alloc
         )
     if device.type == "cuda":
         info = detect(torch.cuda.current_device())
-        return MemoryPolicy(info.total_bytes, headroom, False, cfg.high_memory_fraction)
-    return MemoryPolicy(None, headroom)
+        return MemoryPolicy(
+            info.total_bytes, headroom, False, cfg.high_memory_fraction, allocator=alloc, card=info.name
+        )
+    return MemoryPolicy(None, headroom, allocator=alloc)
 
 
 @dataclass
@@ -123,7 +127,9 @@ def build_objective(
         progress=progress,
         device=setup.device,
         space=setup.space,
-        sizer=Sizer(replace(policy), setup.agent.num_labels, calibration, cfg.prune_by_estimate),
+        sizer=Sizer(
+            replace(policy), setup.agent.num_labels, calibration, cfg.prune_by_estimate, cfg.eval_batch_size
+        ),
         faults=faults,
         admission=admission,
         on_start=on_start,

@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,8 @@ from optuna.trial import TrialState
 
 from hpo.config import StudyConfig, load_config
 from hpo.gpu import detect
-from hpo.memory.budget import CUDA_CONTEXT
 from hpo.progress import Progress
-from hpo.run.isolation import apply_memory_cap
+from hpo.run.isolation import apply_memory_cap, cuda_context_bytes
 from hpo.run.ledger import Ledger
 from hpo.run.protocol import WorkerExit, trial_file
 from hpo.run.reservations import Reservation, ledger_path_for
@@ -102,7 +102,7 @@ def make_admission(cfg: StudyConfig, policy: MemoryPolicy, gpu_key: str) -> Ledg
     )
     # the caps of all workers together may overshoot their reservations by at most the headroom
     margin = min(CAP_MARGIN_BYTES, policy.headroom_bytes // max(1, cfg.par))
-    return LedgerAdmission(ledger, CUDA_CONTEXT, margin, cfg.elastic_after_s)
+    return LedgerAdmission(ledger, policy.allocator.context_bytes, margin, cfg.elastic_after_s)
 
 
 def run_worker(cfg: StudyConfig, *, recycle_after: int) -> WorkerExit:
@@ -115,11 +115,14 @@ def run_worker(cfg: StudyConfig, *, recycle_after: int) -> WorkerExit:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
     setup = prepare(cfg)
     policy = memory_policy(cfg, setup.device, setup.space.profile)
+    if setup.device.type == "cuda" and not policy.simulated:  # this worker's own context, measured once
+        measured = cuda_context_bytes(policy.allocator.context_bytes)
+        policy.allocator = replace(policy.allocator, context_bytes=measured)
     info = detect(0)
     admission = make_admission(cfg, policy, info.uuid if info.available else f"simulated-{policy.gpu_bytes}")
     if admission is not None:
         # every other worker's CUDA context stays on the card: a trial must fit beside them
-        policy.resident_bytes = (cfg.par - 1) * CUDA_CONTEXT
+        policy.resident_bytes = (cfg.par - 1) * policy.allocator.context_bytes
         admission.start()
     marker = trial_file(cfg, os.getpid())
     marker.parent.mkdir(parents=True, exist_ok=True)

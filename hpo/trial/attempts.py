@@ -19,6 +19,7 @@ from hpo.oom import (
     OomRecord,
     clear_exception_frames,
     cpu_fallback_allowed,
+    error_head,
     free_memory,
     is_fatal_cuda_error,
     is_oom,
@@ -96,6 +97,8 @@ class Attempts:
                 free_memory()  # ...and return the memory before the reservation is released
 
     def _record_oom(self, ctx: TrialContext, exc: BaseException) -> None:
+        on_cuda = ctx.device.type == "cuda"
+        origin = self.sizer.record_oom(ctx.spec, ctx.tcfg, ctx.budget, error_head(exc, 2000), on_cuda)
         ctx.records.append(
             OomRecord.from_trial_config(
                 ctx.tcfg,
@@ -106,9 +109,9 @@ class Attempts:
                 step=ctx.position.step,
                 attempt=len(ctx.records),
                 policy=self.policy,
+                origin=origin,
             )
         )
-        self.sizer.record_oom(ctx.spec, ctx.tcfg, ctx.budget)
 
     def _retry(self, ctx: TrialContext) -> bool:
         """Move ``ctx`` to the next attempt's form and device; False when the policy prunes."""
