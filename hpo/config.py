@@ -119,6 +119,7 @@ class StudyConfig(_Strict):
     par: int = Field(1, ge=1)
     elastic: bool = True  # --par: run a waiting trial in a lighter equivalent form (hpo/trial/elastic.py)
     elastic_after_s: float = Field(60.0, ge=0.0)  # ...once it has waited this long for room
+    admission_timeout_s: float | None = Field(None, gt=0.0)  # --par: prune a trial after waiting this long
     recycle_after: int = Field(50, ge=1)
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     pruner: PrunerConfig = Field(default_factory=PrunerConfig)

@@ -9,6 +9,7 @@ unchanged (the estimator still prunes what does not fit).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,12 +47,32 @@ def _nvml() -> Any | None:
         return None
 
 
+def nvml_index(nvml: Any, index: int, env: Mapping[str, str] | None = None) -> int:
+    """The NVML index of torch device ``index``: CUDA_VISIBLE_DEVICES renumbers the cards a process sees
+    (integers, or UUIDs / their prefixes), NVML always sees all of them. Unset: the same number (torch then
+    numbers cards as NVML does only with CUDA_DEVICE_ORDER=PCI_BUS_ID; the launcher's workers inherit it)."""
+    visible = (os.environ if env is None else env).get("CUDA_VISIBLE_DEVICES")
+    if visible is None or not visible.strip():
+        return index
+    entries = [e.strip() for e in visible.split(",") if e.strip()]
+    if index >= len(entries):
+        raise IndexError(f"torch device {index} is not among CUDA_VISIBLE_DEVICES={visible}")
+    entry = entries[index]
+    if entry.isdigit():
+        return int(entry)
+    for i in range(nvml.nvmlDeviceGetCount()):
+        if _text(nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetHandleByIndex(i))).startswith(entry):
+            return i
+    raise IndexError(f"no GPU with UUID {entry} (CUDA_VISIBLE_DEVICES={visible})")
+
+
 def detect(index: int = 0) -> GpuInfo:
-    """Read GPU ``index`` through NVML, else torch.cuda; never raises (``available=False`` on CPU)."""
+    """Read torch device ``index`` through NVML (honouring CUDA_VISIBLE_DEVICES), else torch.cuda; never
+    raises (``available=False`` on CPU). ``uuid`` identifies the card across processes and renumberings."""
     nvml = _nvml()
     if nvml is not None:
         try:
-            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            handle = nvml.nvmlDeviceGetHandleByIndex(nvml_index(nvml, index))
             mem = nvml.nvmlDeviceGetMemoryInfo(handle)
             name, uuid = nvml.nvmlDeviceGetName(handle), nvml.nvmlDeviceGetUUID(handle)
             return GpuInfo(True, index, _text(name), _text(uuid), int(mem.total), int(mem.used))
@@ -63,9 +84,9 @@ def detect(index: int = 0) -> GpuInfo:
         if torch.cuda.is_available() and index < torch.cuda.device_count():
             props = torch.cuda.get_device_properties(index)
             free, total = torch.cuda.mem_get_info(index)
-            return GpuInfo(
-                True, index, props.name, str(getattr(props, "uuid", "")), int(total), int(total - free)
-            )
+            uuid = str(getattr(props, "uuid", ""))
+            uuid = uuid if not uuid or uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"  # NVML's form
+            return GpuInfo(True, index, props.name, uuid, int(total), int(total - free))
     except Exception:
         pass
     return GpuInfo(False, index, "no GPU", "", 0, 0)

@@ -47,6 +47,7 @@ class TuneOptions:
     recycle_after: int | None = None
     elastic: bool | None = None
     elastic_after_s: float | None = None
+    admission_timeout_s: float | None = None
 
     def overrides(self) -> dict[str, Any]:
         """The StudyConfig fields set on the command line."""
@@ -102,6 +103,14 @@ def tune(
         float | None,
         typer.Option("--elastic-after", help="Seconds a trial waits for room as sampled (default 60)."),
     ] = None,
+    admission_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--admission-timeout",
+            min=0.001,
+            help="With --par: seconds a trial may wait for GPU room before it is pruned (default: no limit).",
+        ),
+    ] = None,
 ) -> None:
     """Create or resume a study and run trials until it has --n-trials finished trials."""
     from hpo.config import load_config
@@ -128,6 +137,7 @@ def tune(
         recycle_after=recycle_after,
         elastic=elastic,
         elastic_after_s=elastic_after,
+        admission_timeout_s=admission_timeout,
     )
     cfg = load_config(config, opts.overrides())
     typer.echo(

@@ -62,10 +62,15 @@ class LedgerAdmission:
     """
 
     def __init__(
-        self, ledger: Ledger, context_bytes: int, margin_bytes: int, lighter_after: float = 60.0
+        self,
+        ledger: Ledger,
+        context_bytes: int,
+        margin_bytes: int,
+        lighter_after: float = 60.0,
+        timeout: float | None = None,
     ) -> None:
         self.ledger, self.context_bytes, self.margin_bytes = ledger, context_bytes, margin_bytes
-        self.lighter_after = lighter_after
+        self.lighter_after, self.timeout = lighter_after, timeout
         self._hold: Reservation | None = None
 
     def start(self) -> None:
@@ -83,7 +88,12 @@ class LedgerAdmission:
         first, *lighter = (max(0, n - self.context_bytes) for n in sizes)
         label = f"worker pid {os.getpid()}"
         with self.ledger.reserved(
-            first, trial=trial, label=label, lighter=lighter, lighter_after=self.lighter_after
+            first,
+            trial=trial,
+            label=label,
+            lighter=lighter,
+            lighter_after=self.lighter_after,
+            timeout=self.timeout,  # LedgerTimeout: the trial is pruned (admission_timeout)
         ) as res:
             # the context lives outside the caching allocator, which the cap limits
             apply_memory_cap(res.bytes, self.margin_bytes)
@@ -102,7 +112,8 @@ def make_admission(cfg: StudyConfig, policy: MemoryPolicy, gpu_key: str) -> Ledg
     )
     # the caps of all workers together may overshoot their reservations by at most the headroom
     margin = min(CAP_MARGIN_BYTES, policy.headroom_bytes // max(1, cfg.par))
-    return LedgerAdmission(ledger, policy.allocator.context_bytes, margin, cfg.elastic_after_s)
+    context = policy.allocator.context_bytes
+    return LedgerAdmission(ledger, context, margin, cfg.elastic_after_s, cfg.admission_timeout_s)
 
 
 def run_worker(cfg: StudyConfig, *, recycle_after: int) -> WorkerExit:

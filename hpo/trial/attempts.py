@@ -29,7 +29,7 @@ from hpo.oom import (
 from hpo.tracking import Tracker
 from hpo.train.loop import TrainResult
 from hpo.trial import outcomes
-from hpo.trial.admission import Admission, NoRoom, admitted
+from hpo.trial.admission import Admission, AdmissionTimeout, NoRoom, admitted
 from hpo.trial.context import TrialContext
 from hpo.trial.sizing import Sizer
 from hpo.units import gb
@@ -67,6 +67,8 @@ class Attempts:
                 raise
             except NoRoom as exc:  # the other workers' own memory leaves it no room, ever
                 raise outcomes.pruned_by_estimate(ctx, self.tracker, exc.message, 1.0) from None
+            except AdmissionTimeout as exc:  # waited --admission-timeout for room
+                raise outcomes.admission_timed_out(ctx, self.tracker, exc.message) from None
             except optuna.TrialPruned:
                 outcomes.early_stopped(ctx, self.tracker)
                 raise
