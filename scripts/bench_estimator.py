@@ -1,6 +1,7 @@
 """Benchmark the memory estimator: analytic vs meta-device trace on CPU, and vs measured peaks on CUDA.
 
     python scripts/bench_estimator.py [--out results.json|results.csv] [--quick] [--models a,b]
+    python scripts/bench_estimator.py --gpu-check [--out runs/gpu-check.csv] [--calibration FILE]
 
 On CPU it compares ``estimate()`` with ``trace_estimate()`` over a grid (models x batch x length x precision
 x gradient checkpointing) and prints the table, the median / max relative error of analytic vs trace and the
@@ -159,18 +160,42 @@ def write(path: Path, rows: list[dict[str, Any]], summary: dict[str, Any]) -> No
         path.write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
 
 
-def main() -> None:
+def calibrate(rows: list[dict[str, Any]], path: Path) -> int:
+    """Record each measured device peak next to its estimate in a calibration file (hpo.memory.calibrate),
+    keyed by this card; returns how many rows were recorded."""
+    from hpo.gpu import detect
+    from hpo.memory.calibrate import Calibration, calibration_key
+
+    card, cal, n = detect(0), Calibration(path), 0
+    for row in rows:
+        if "measured_device_gb" not in row:
+            continue
+        req = MemoryRequest(
+            row["batch"], row["length"], precision=row["precision"], grad_checkpointing=row["ckpt"]
+        )
+        key = calibration_key(row["model"], card.name, card.total_bytes, req)
+        cal.record_peak(key, req, int(row["analytic_device_gb"] * GIB), int(row["measured_device_gb"] * GIB))
+        n += 1
+    return n
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="write the rows to this .json or .csv file")
     parser.add_argument("--quick", action="store_true", help="batch 8, length 128 only")
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated catalog names")
-    args = parser.parse_args()
+    parser.add_argument("--gpu-check", action="store_true", help="real trainings on CUDA; exit 0 without")
+    parser.add_argument("--calibration", type=Path, help="with --gpu-check: write measured peaks here")
+    args = parser.parse_args(argv)
     try:
         import torch
 
         cuda = torch.cuda.is_available()
     except ImportError:  # pragma: no cover
         cuda = False
+    if args.gpu_check and not cuda:
+        print("gpu-check: no CUDA device on this machine; nothing measured (run `make gpu-check` on a GPU)")
+        return 0
     spec = get_spec("bert-large-uncased")
     req = MemoryRequest(32, 512, precision="fp16", lora_r=8)
     estimate(spec, replace(req, batch_size=16))  # warm up
@@ -186,7 +211,10 @@ def main() -> None:
     if args.out:
         write(args.out, rows, summary)
         print(f"wrote {args.out}")
+    if args.gpu_check and args.calibration:
+        print(f"calibration: {calibrate(rows, args.calibration)} measured peaks -> {args.calibration}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -192,6 +192,7 @@ def phase_tensors(spec: ModelSpec, req: MemoryRequest) -> dict[str, dict[str, in
     if req.mode == "train":  # foreach AdamW: sqrt of every second moment at once; Adafactor: every variance
         largest = max((r * cc for r, cc, _ in counts.shapes), default=0)
         step = (counts.trainable + counts.adapters) * wbytes if req.foreach else largest * wbytes
+        step = 3 * largest * wbytes if req.optimizer == "adafactor" else step  # transformers': per tensor
         step = step if req.optimizer in ("adamw", "adafactor") else 0
         out["optimizer_step"] = {**comp, "activations": 0, "temporaries": step + ws}
     if req.eval_batch_size:  # no_grad at the eval batch; gradients freed (set_to_none), states resident
