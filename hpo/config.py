@@ -15,6 +15,7 @@ from hpo.paths import CONFIG_DIR, SAMPLE_DATA_DIR
 Precision = Literal["fp32", "fp16", "bf16", "bf16_pure"]
 Scheduler = Literal["linear", "cosine", "constant"]
 Loss = Literal["ce", "label_smoothing", "focal"]
+Optimizer = Literal["adamw", "adafactor", "sgd", "adamw_8bit"]
 OnOom = Literal["prune", "shrink", "cpu"]
 DEFAULT_OUTPUT_DIR = Path("runs")
 
@@ -59,6 +60,7 @@ class SpaceConfig(_Strict):
     class_weighting: list[bool] = [False, True]
     grad_checkpointing: list[bool] = [False, True]
     precision: list[Precision] = ["fp32", "fp16", "bf16"]
+    optimizer: list[Optimizer] = ["adamw"]  # adamw_8bit only where bitsandbytes and CUDA exist
     frozen_layers_max: int = Field(4, ge=0)
 
     @field_validator(
@@ -239,7 +241,7 @@ class TrialConfig(_Strict):
     grad_checkpointing: bool = False
     precision: Precision = "fp32"
     frozen_layers: int = 0
-    optimizer: Literal["adamw", "adafactor", "sgd", "adamw_8bit"] = "adamw"
+    optimizer: Optimizer = "adamw"
 
     @property
     def effective_batch(self) -> int:

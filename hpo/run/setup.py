@@ -25,6 +25,7 @@ from hpo.progress import Progress
 from hpo.tracking import Tracker, make_tracker
 from hpo.train.data import Splits
 from hpo.train.model import load_tokenizer
+from hpo.train.optim import eight_bit_available
 from hpo.trial.admission import Admission, no_admission
 from hpo.trial.objective import Objective
 from hpo.trial.sizing import MemoryPolicy, Sizer
@@ -77,6 +78,7 @@ def prepare(cfg: StudyConfig) -> Setup:
         on_cuda=device.type == "cuda",
         profile=profile,
         bf16_supported=device.type == "cuda" and torch.cuda.is_bf16_supported(),
+        eight_bit=device.type == "cuda" and eight_bit_available(),
     )
     validate(space)
     tokenizers = {m: load_tokenizer(get_spec(m)) for m in cfg.models}  # fail fast on unloadable models
