@@ -33,6 +33,7 @@ from hpo.memory.budget import CUDA_CONTEXT, MemoryRequest
 from hpo.memory.catalog import ModelSpec, get_spec
 from hpo.memory.estimate import estimate
 from hpo.memory.meta_optim import make_optimizer
+from hpo.memory.phases import with_evaluation
 from hpo.memory.trace import model_from_config, trace_estimate
 from hpo.units import GIB
 
@@ -42,7 +43,9 @@ PRECISIONS, CHECKPOINTING = ("fp32", "fp16", "bf16_pure"), (False, True)
 
 
 def measure_cuda(spec: ModelSpec, req: MemoryRequest) -> dict[str, float]:
-    """Real peak of 2 optimizer steps on the GPU: (tensor peak, device peak) in GiB."""
+    """Real peaks on the GPU in GiB: 2 optimizer steps (train), then, with ``req.eval_batch_size``, one
+    no_grad evaluation batch with the optimizer state resident (eval); allocated, reserved and device
+    (NVML process memory, else reserved + context) per phase, and the overall tensor and device peaks."""
     import torch
     import torch.nn.functional as F
 
@@ -70,13 +73,30 @@ def measure_cuda(spec: ModelSpec, req: MemoryRequest) -> dict[str, float]:
         opt.step()
         opt.zero_grad(set_to_none=True)
     torch.cuda.synchronize()
-    allocated, reserved = torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()
-    nvml = process_memory_bytes()
-    device_peak = nvml if nvml else reserved + CUDA_CONTEXT
+    out: dict[str, float] = {}
+
+    def phase(name: str) -> None:
+        allocated, reserved = torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()
+        nvml = process_memory_bytes()
+        out[f"{name}_allocated_gb"], out[f"{name}_reserved_gb"] = allocated / GIB, reserved / GIB
+        out[f"{name}_device_gb"] = (nvml if nvml else reserved + CUDA_CONTEXT) / GIB
+
+    phase("train")
+    if req.eval_batch_size:
+        torch.cuda.reset_peak_memory_stats()
+        model.eval()
+        eval_ids = torch.randint(1, spec.vocab_size, (req.eval_batch_size, req.max_length), device="cuda")
+        with torch.no_grad(), torch.autocast("cuda", dtype=low or torch.float16, enabled=low is not None):
+            model(input_ids=eval_ids, attention_mask=torch.ones_like(eval_ids))
+        torch.cuda.synchronize()
+        phase("eval")
     del model, opt, loss
     gc.collect()
     torch.cuda.empty_cache()
-    return {"measured_gb": allocated / GIB, "measured_device_gb": device_peak / GIB}
+    phases = [k.split("_")[0] for k in out if k.endswith("_device_gb")]
+    out["measured_gb"] = max(out[f"{ph}_allocated_gb"] for ph in phases)
+    out["measured_device_gb"] = max(out[f"{ph}_device_gb"] for ph in phases)
+    return out
 
 
 def grid(models: list[str], quick: bool) -> list[tuple[str, MemoryRequest]]:
@@ -85,10 +105,11 @@ def grid(models: list[str], quick: bool) -> list[tuple[str, MemoryRequest]]:
     return [(m, MemoryRequest(b, s, precision=p, grad_checkpointing=c)) for m, b, s, p, c in combos]
 
 
-def run(models: list[str], quick: bool, cuda: bool) -> list[dict[str, Any]]:
+def run(models: list[str], quick: bool, cuda: bool, eval_batch: int = 0) -> list[dict[str, Any]]:
     rows = []
     for name, req in grid(models, quick):
         spec = get_spec(name)
+        req = with_evaluation(spec, req, eval_batch)  # the eval batch a trial would run with
         start = time.perf_counter()
         traced, analytic = trace_estimate(spec, req), estimate(spec, req)
         row: dict[str, Any] = {
@@ -203,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     header = f"{'model':18} {'batch':>5} {'length':>6} {'precision':>9} {'':>4} {'analytic':>9} {'trace':>9}"
     header += f" {'err':>8}"
     print(header + (f" {'measured':>9} {'err':>8} {'device':>9} {'err':>8}" if cuda else ""))
-    rows = run([m.strip() for m in args.models.split(",") if m.strip()], args.quick, cuda)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    rows = run(models, args.quick, cuda, eval_batch=64 if args.gpu_check else 0)
     summary = summarize(rows, per_call)
     print()
     for key, value in summary.items():
