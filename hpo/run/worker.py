@@ -134,6 +134,7 @@ def run_worker(cfg: StudyConfig, *, recycle_after: int) -> WorkerExit:
     if admission is not None:
         # every other worker's CUDA context stays on the card: a trial must fit beside them
         policy.resident_bytes = (cfg.par - 1) * policy.allocator.context_bytes
+        policy.capped = True  # LedgerAdmission caps the allocator at each trial's reservation
         admission.start()
     marker = trial_file(cfg, os.getpid())
     marker.parent.mkdir(parents=True, exist_ok=True)

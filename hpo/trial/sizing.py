@@ -46,6 +46,7 @@ class MemoryPolicy:
     resident_bytes: int = 0  # held on the card by the other worker processes (their CUDA contexts)
     allocator: Allocator = DEFAULT_ALLOCATOR  # CUDA context and allocator overhead (the GPU profile's)
     card: str = ""  # the card's name (NVML) for calibration keys; "" without a real card
+    capped: bool = False  # a --par worker: its allocator is capped at its reservation (+ a margin)
 
     @property
     def real(self) -> bool:
@@ -131,7 +132,9 @@ class Sizer:
         if self.calibration is not None:
             req = self.request(spec, tcfg)
             estimated = int(budget.device_total_bytes / budget.factor)
-            self.calibration.record_oom(self.key(spec, req), req, estimated, self.memory.limit_bytes, origin)
+            # what the OOM proves the peak exceeded: the worker's cap (its reservation), else the budget
+            limit = budget.device_total_bytes if self.memory.capped else self.memory.limit_bytes
+            self.calibration.record_oom(self.key(spec, req), req, estimated, limit, origin)
         return origin
 
     def measured(

@@ -162,3 +162,15 @@ def test_file_is_json_and_survives_damage(tmp_path: Path) -> None:
     data = json.loads(path.read_text())
     assert data["version"] == 2 and data["keys"][H100]["peaks"][0]["measured"] == 12
     assert data["keys"][H100]["peaks"][0]["req"]["precision"] == "fp16"
+
+
+def test_a_capped_workers_oom_proves_only_its_reservation() -> None:
+    spec = get_spec("bert-base-uncased")
+    tcfg = TrialConfig(model="bert-base-uncased", learning_rate=1e-5, batch_size=16, max_length=256)
+    cal = Calibration(None)
+    worker = Sizer(
+        MemoryPolicy(80 * GIB, GIB, card="NVIDIA H100", capped=True), num_labels=2, calibration=cal
+    )
+    budget = worker.estimate(spec, tcfg)
+    assert worker.record_oom(spec, tcfg, budget, REAL_OOM, True) == "cuda"
+    assert worker.estimate(spec, tcfg).factor == pytest.approx(1.02)  # not 80 GB / estimate
