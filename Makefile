@@ -21,10 +21,10 @@ N_TRIALS_CRITERIA ?= 5000
 GPU_MEMORY ?=
 CONFIG ?=
 
-.PHONY: install demo test test-integration test-all lint format bench clean help tune-criteria-max tune-criteria-supermax
+.PHONY: install demo test test-integration test-all lint format bench gpu-check clean help tune-criteria-max tune-criteria-supermax
 
 help:
-	@echo "make demo | test | test-integration | test-all | lint | format | bench | clean | install [TORCH_SPEC=...]"
+	@echo "make demo | test | test-integration | test-all | lint | format | bench | gpu-check | clean | install [TORCH_SPEC=...]"
 
 install: $(STAMP)
 
@@ -42,6 +42,13 @@ demo: install
 # processes, storage, MLflow). CI (.ci/run) runs both.
 test: install
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+# On a CUDA machine: real short trainings over a grid (models x batch x length x precision x checkpointing),
+# measured allocated / reserved / NVML peaks vs the estimate -> runs/gpu-check.csv, and the measured peaks as
+# a calibration file for this card (runs/gpu-check-calibration.json). Without CUDA it says so and exits 0.
+gpu-check: install
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python scripts/bench_estimator.py --gpu-check \
+		--out runs/gpu-check.csv --calibration runs/gpu-check-calibration.json
 
 test-integration: install
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)

@@ -15,6 +15,7 @@ from hpo.paths import CONFIG_DIR, SAMPLE_DATA_DIR
 Precision = Literal["fp32", "fp16", "bf16", "bf16_pure"]
 Scheduler = Literal["linear", "cosine", "constant"]
 Loss = Literal["ce", "label_smoothing", "focal"]
+Optimizer = Literal["adamw", "adafactor", "sgd", "adamw_8bit"]
 OnOom = Literal["prune", "shrink", "cpu"]
 DEFAULT_OUTPUT_DIR = Path("runs")
 MAX_PAR = 32  # worker processes on one GPU; each holds a CUDA context
@@ -60,6 +61,7 @@ class SpaceConfig(_Strict):
     class_weighting: list[bool] = [False, True]
     grad_checkpointing: list[bool] = [False, True]
     precision: list[Precision] = ["fp32", "fp16", "bf16"]
+    optimizer: list[Optimizer] = ["adamw"]  # adamw_8bit only where bitsandbytes and CUDA exist
     frozen_layers_max: int = Field(4, ge=0)
 
     @field_validator(
@@ -124,6 +126,7 @@ class StudyConfig(_Strict):
     allow_dirty_data: bool = False  # dirty rows dropped with a warning (hpo/train/data.py)
     elastic: bool = True  # --par: run a waiting trial in a lighter equivalent form (hpo/trial/elastic.py)
     elastic_after_s: float = Field(60.0, ge=0.0)  # ...once it has waited this long for room
+    admission_timeout_s: float | None = Field(None, gt=0.0)  # --par: prune a trial after waiting this long
     recycle_after: int = Field(50, ge=1)
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     pruner: PrunerConfig = Field(default_factory=PrunerConfig)
@@ -257,7 +260,7 @@ class TrialConfig(_Strict):
     grad_checkpointing: bool = False
     precision: Precision = "fp32"
     frozen_layers: int = 0
-    optimizer: Literal["adamw", "adafactor", "sgd", "adamw_8bit"] = "adamw"
+    optimizer: Optimizer = "adamw"
 
     @property
     def effective_batch(self) -> int:

@@ -9,15 +9,17 @@ unchanged (the estimator still prunes what does not fit).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from hpo.allocator import CUDA_CONTEXT, DEFAULT_ALLOCATOR, Allocator
 from hpo.errors import ConfigError
 from hpo.paths import CONFIG_DIR
-from hpo.units import GIB, parse_memory
+from hpo.units import GIB, MIB, parse_memory
 
 if TYPE_CHECKING:
     import torch
@@ -45,12 +47,32 @@ def _nvml() -> Any | None:
         return None
 
 
+def nvml_index(nvml: Any, index: int, env: Mapping[str, str] | None = None) -> int:
+    """The NVML index of torch device ``index``: CUDA_VISIBLE_DEVICES renumbers the cards a process sees
+    (integers, or UUIDs / their prefixes), NVML always sees all of them. Unset: the same number (torch then
+    numbers cards as NVML does only with CUDA_DEVICE_ORDER=PCI_BUS_ID; the launcher's workers inherit it)."""
+    visible = (os.environ if env is None else env).get("CUDA_VISIBLE_DEVICES")
+    if visible is None or not visible.strip():
+        return index
+    entries = [e.strip() for e in visible.split(",") if e.strip()]
+    if index >= len(entries):
+        raise IndexError(f"torch device {index} is not among CUDA_VISIBLE_DEVICES={visible}")
+    entry = entries[index]
+    if entry.isdigit():
+        return int(entry)
+    for i in range(nvml.nvmlDeviceGetCount()):
+        if _text(nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetHandleByIndex(i))).startswith(entry):
+            return i
+    raise IndexError(f"no GPU with UUID {entry} (CUDA_VISIBLE_DEVICES={visible})")
+
+
 def detect(index: int = 0) -> GpuInfo:
-    """Read GPU ``index`` through NVML, else torch.cuda; never raises (``available=False`` on CPU)."""
+    """Read torch device ``index`` through NVML (honouring CUDA_VISIBLE_DEVICES), else torch.cuda; never
+    raises (``available=False`` on CPU). ``uuid`` identifies the card across processes and renumberings."""
     nvml = _nvml()
     if nvml is not None:
         try:
-            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            handle = nvml.nvmlDeviceGetHandleByIndex(nvml_index(nvml, index))
             mem = nvml.nvmlDeviceGetMemoryInfo(handle)
             name, uuid = nvml.nvmlDeviceGetName(handle), nvml.nvmlDeviceGetUUID(handle)
             return GpuInfo(True, index, _text(name), _text(uuid), int(mem.total), int(mem.used))
@@ -62,9 +84,9 @@ def detect(index: int = 0) -> GpuInfo:
         if torch.cuda.is_available() and index < torch.cuda.device_count():
             props = torch.cuda.get_device_properties(index)
             free, total = torch.cuda.mem_get_info(index)
-            return GpuInfo(
-                True, index, props.name, str(getattr(props, "uuid", "")), int(total), int(total - free)
-            )
+            uuid = str(getattr(props, "uuid", ""))
+            uuid = uuid if not uuid or uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"  # NVML's form
+            return GpuInfo(True, index, props.name, uuid, int(total), int(total - free))
     except Exception:
         pass
     return GpuInfo(False, index, "no GPU", "", 0, 0)
@@ -122,6 +144,9 @@ class GpuProfile:
     headroom_gb: float = 1.5
     tiers: list[tuple[int | None, SizeBounds]] = field(default_factory=list)  # (max params or None, bounds)
     scale: float = 1.0  # memory of this card / memory of the profile file
+    allocator: Allocator = (
+        DEFAULT_ALLOCATOR  # CUDA context + caching-allocator overhead (sourced in the YAML)
+    )
 
     def bounds(self, n_params: int) -> SizeBounds:
         """Bounds of the first tier whose parameter limit covers ``n_params``; batch scaled to this card."""
@@ -146,8 +171,18 @@ def read_profile(path: Path) -> GpuProfile:
             )
             for t in data["tiers"]
         ]
+        alloc = data.get("allocator") or {}
+        allocator = Allocator(
+            context_bytes=int(float(data.get("cuda_context_mb", CUDA_CONTEXT / MIB)) * MIB),
+            transient=float(alloc.get("transient", DEFAULT_ALLOCATOR.transient)),
+            persistent=float(alloc.get("persistent", DEFAULT_ALLOCATOR.persistent)),
+        )
         profile = GpuProfile(
-            str(data["name"]), parse_memory(str(data["memory_gb"])), float(data["headroom_gb"]), tiers
+            str(data["name"]),
+            parse_memory(str(data["memory_gb"])),
+            float(data["headroom_gb"]),
+            tiers,
+            allocator=allocator,
         )
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
         raise ConfigError(
@@ -196,7 +231,12 @@ def load_profile(gpu_memory: str | None, directory: Path | None = None) -> GpuPr
         return base
     scale = max(1.0, memory / base.memory_bytes)
     return GpuProfile(
-        f"{base.name} for a {memory / GIB:g}GB card", memory, base.headroom_gb, base.tiers, scale
+        f"{base.name} for a {memory / GIB:g}GB card",
+        memory,
+        base.headroom_gb,
+        base.tiers,
+        scale,
+        base.allocator,
     )
 
 

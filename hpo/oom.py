@@ -145,6 +145,7 @@ class OomRecord:
     error_head: str
     attempt: int = 0
     policy: str = "prune"
+    origin: str = ""  # injected | simulated | host_ram | neighbour | cuda (only cuda calibrates)
 
     @classmethod
     def from_trial_config(
@@ -158,6 +159,7 @@ class OomRecord:
         step: int | None,
         attempt: int = 0,
         policy: str = "prune",
+        origin: str = "",
     ) -> OomRecord:
         return cls(
             model=cfg.model,
@@ -174,6 +176,7 @@ class OomRecord:
             error_head=error_head(exc),
             attempt=attempt,
             policy=policy,
+            origin=origin,
         )
 
     def to_dict(self) -> dict[str, Any]:

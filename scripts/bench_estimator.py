@@ -1,6 +1,7 @@
 """Benchmark the memory estimator: analytic vs meta-device trace on CPU, and vs measured peaks on CUDA.
 
     python scripts/bench_estimator.py [--out results.json|results.csv] [--quick] [--models a,b]
+    python scripts/bench_estimator.py --gpu-check [--out runs/gpu-check.csv] [--calibration FILE]
 
 On CPU it compares ``estimate()`` with ``trace_estimate()`` over a grid (models x batch x length x precision
 x gradient checkpointing) and prints the table, the median / max relative error of analytic vs trace and the
@@ -31,7 +32,9 @@ from hpo.gpu import process_memory_bytes
 from hpo.memory.budget import CUDA_CONTEXT, MemoryRequest
 from hpo.memory.catalog import ModelSpec, get_spec
 from hpo.memory.estimate import estimate
-from hpo.memory.trace import make_optimizer, model_from_config, trace_estimate
+from hpo.memory.meta_optim import make_optimizer
+from hpo.memory.phases import with_evaluation
+from hpo.memory.trace import model_from_config, trace_estimate
 from hpo.units import GIB
 
 MODELS = ("hpo-tiny-bert", "bert-base-uncased", "bert-large-uncased")
@@ -40,7 +43,9 @@ PRECISIONS, CHECKPOINTING = ("fp32", "fp16", "bf16_pure"), (False, True)
 
 
 def measure_cuda(spec: ModelSpec, req: MemoryRequest) -> dict[str, float]:
-    """Real peak of 2 optimizer steps on the GPU: (tensor peak, device peak) in GiB."""
+    """Real peaks on the GPU in GiB: 2 optimizer steps (train), then, with ``req.eval_batch_size``, one
+    no_grad evaluation batch with the optimizer state resident (eval); allocated, reserved and device
+    (NVML process memory, else reserved + context) per phase, and the overall tensor and device peaks."""
     import torch
     import torch.nn.functional as F
 
@@ -68,13 +73,30 @@ def measure_cuda(spec: ModelSpec, req: MemoryRequest) -> dict[str, float]:
         opt.step()
         opt.zero_grad(set_to_none=True)
     torch.cuda.synchronize()
-    allocated, reserved = torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()
-    nvml = process_memory_bytes()
-    device_peak = nvml if nvml else reserved + CUDA_CONTEXT
+    out: dict[str, float] = {}
+
+    def phase(name: str) -> None:
+        allocated, reserved = torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()
+        nvml = process_memory_bytes()
+        out[f"{name}_allocated_gb"], out[f"{name}_reserved_gb"] = allocated / GIB, reserved / GIB
+        out[f"{name}_device_gb"] = (nvml if nvml else reserved + CUDA_CONTEXT) / GIB
+
+    phase("train")
+    if req.eval_batch_size:
+        torch.cuda.reset_peak_memory_stats()
+        model.eval()
+        eval_ids = torch.randint(1, spec.vocab_size, (req.eval_batch_size, req.max_length), device="cuda")
+        with torch.no_grad(), torch.autocast("cuda", dtype=low or torch.float16, enabled=low is not None):
+            model(input_ids=eval_ids, attention_mask=torch.ones_like(eval_ids))
+        torch.cuda.synchronize()
+        phase("eval")
     del model, opt, loss
     gc.collect()
     torch.cuda.empty_cache()
-    return {"measured_gb": allocated / GIB, "measured_device_gb": device_peak / GIB}
+    phases = [k.split("_")[0] for k in out if k.endswith("_device_gb")]
+    out["measured_gb"] = max(out[f"{ph}_allocated_gb"] for ph in phases)
+    out["measured_device_gb"] = max(out[f"{ph}_device_gb"] for ph in phases)
+    return out
 
 
 def grid(models: list[str], quick: bool) -> list[tuple[str, MemoryRequest]]:
@@ -83,10 +105,11 @@ def grid(models: list[str], quick: bool) -> list[tuple[str, MemoryRequest]]:
     return [(m, MemoryRequest(b, s, precision=p, grad_checkpointing=c)) for m, b, s, p, c in combos]
 
 
-def run(models: list[str], quick: bool, cuda: bool) -> list[dict[str, Any]]:
+def run(models: list[str], quick: bool, cuda: bool, eval_batch: int = 0) -> list[dict[str, Any]]:
     rows = []
     for name, req in grid(models, quick):
         spec = get_spec(name)
+        req = with_evaluation(spec, req, eval_batch)  # the eval batch a trial would run with
         start = time.perf_counter()
         traced, analytic = trace_estimate(spec, req), estimate(spec, req)
         row: dict[str, Any] = {
@@ -158,18 +181,42 @@ def write(path: Path, rows: list[dict[str, Any]], summary: dict[str, Any]) -> No
         path.write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
 
 
-def main() -> None:
+def calibrate(rows: list[dict[str, Any]], path: Path) -> int:
+    """Record each measured device peak next to its estimate in a calibration file (hpo.memory.calibrate),
+    keyed by this card; returns how many rows were recorded."""
+    from hpo.gpu import detect
+    from hpo.memory.calibrate import Calibration, calibration_key
+
+    card, cal, n = detect(0), Calibration(path), 0
+    for row in rows:
+        if "measured_device_gb" not in row:
+            continue
+        req = MemoryRequest(
+            row["batch"], row["length"], precision=row["precision"], grad_checkpointing=row["ckpt"]
+        )
+        key = calibration_key(row["model"], card.name, card.total_bytes, req)
+        cal.record_peak(key, req, int(row["analytic_device_gb"] * GIB), int(row["measured_device_gb"] * GIB))
+        n += 1
+    return n
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="write the rows to this .json or .csv file")
     parser.add_argument("--quick", action="store_true", help="batch 8, length 128 only")
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated catalog names")
-    args = parser.parse_args()
+    parser.add_argument("--gpu-check", action="store_true", help="real trainings on CUDA; exit 0 without")
+    parser.add_argument("--calibration", type=Path, help="with --gpu-check: write measured peaks here")
+    args = parser.parse_args(argv)
     try:
         import torch
 
         cuda = torch.cuda.is_available()
     except ImportError:  # pragma: no cover
         cuda = False
+    if args.gpu_check and not cuda:
+        print("gpu-check: no CUDA device on this machine; nothing measured (run `make gpu-check` on a GPU)")
+        return 0
     spec = get_spec("bert-large-uncased")
     req = MemoryRequest(32, 512, precision="fp16", lora_r=8)
     estimate(spec, replace(req, batch_size=16))  # warm up
@@ -177,7 +224,8 @@ def main() -> None:
     header = f"{'model':18} {'batch':>5} {'length':>6} {'precision':>9} {'':>4} {'analytic':>9} {'trace':>9}"
     header += f" {'err':>8}"
     print(header + (f" {'measured':>9} {'err':>8} {'device':>9} {'err':>8}" if cuda else ""))
-    rows = run([m.strip() for m in args.models.split(",") if m.strip()], args.quick, cuda)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    rows = run(models, args.quick, cuda, eval_batch=64 if args.gpu_check else 0)
     summary = summarize(rows, per_call)
     print()
     for key, value in summary.items():
@@ -185,7 +233,10 @@ def main() -> None:
     if args.out:
         write(args.out, rows, summary)
         print(f"wrote {args.out}")
+    if args.gpu_check and args.calibration:
+        print(f"calibration: {calibrate(rows, args.calibration)} measured peaks -> {args.calibration}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -20,10 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from hpo.bench import DEFAULT_CONFIG
+from hpo.bench.error import error_model
 from hpo.bench.mix import Mix, estimator_footprint, space_draw
 from hpo.bench.simulate import NAMES, ceiling, run_all, table
 from hpo.memory.budget import CUDA_CONTEXT
 from hpo.units import GIB, parse_memory
+
+TABLE = Path(__file__).resolve().parents[1] / "tests" / "data" / "published_peaks.csv"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,7 +44,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     add("--extra-par", type=int, nargs="*", default=[], help="more memory-aware rows with these PAR")
     add("--gpu-memory", default="24GB", help="card size; also picks the GPU profile's bounds")
     add("--headroom-gib", type=float, default=1.5, help="ledger capacity = card - headroom")
-    add("--crash-kills", choices=["all", "newest"], default="all", help="attempts an OOM crash kills")
+    add("--crash-kills", choices=["all", "newest"], default="newest", help="attempts an OOM crash kills")
+    add("--error", default="published", help="estimator error: published | none | lognormal:SIGMA")
+    add(
+        "--published-table", type=Path, default=TABLE, help="published measured peaks (for --error published)"
+    )
+    add("--cap-margin-mib", type=float, help="per-worker cap margin (default: min(512, headroom / par))")
     add("--lost", choices=["retry", "drop"], default="retry", help="whether a killed trial reruns")
     add("--max-attempts", type=int, default=5, help="attempts per trial with --lost retry")
     add(
@@ -63,11 +71,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     kw = {"crash_kills": args.crash_kills, "lost": args.lost, "max_attempts": args.max_attempts}
     kw |= {"unfit": args.unfit, "contention": args.contention, "priority_after": args.priority_after}
     kw |= {"elastic_after": args.elastic_after}
+    if args.cap_margin_mib is not None:
+        kw["cap_margin_bytes"] = int(args.cap_margin_mib * 2**20)
+    error, error_text = error_model(args.error, args.published_table)
     runs: list[dict[str, Any]] = []
     for seed in range(args.seed, args.seed + args.repeat):
         draw = space_draw(config, seed, args.gpu_memory, args.models, args.precisions)
         # the tool prunes what cannot fit beside the other workers' contexts; one mix for every row
-        mix = Mix(seed, estimator_footprint, capacity - (max(pars) - 1) * CUDA_CONTEXT, draw)
+        mix = Mix(seed, estimator_footprint, capacity - (max(pars) - 1) * CUDA_CONTEXT, draw, error)
         results = run_all(mix, args.n_trials, args.par, card, capacity, args.extra_par, **kw)
         ceilings = {
             f"ceiling{' +elastic' if elastic else ''} PAR={p}": round(
@@ -90,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"footprints hpo.memory.estimate (mean {sum(footprints) / len(footprints) / GIB:.1f} GiB, max "
             f"{max(footprints) / GIB:.1f}), {mix.pruned} configs that cannot fit (fixed PAR: {args.unfit}), "
             f"OOM kills {args.crash_kills}, lost {args.lost}, contention {'on' if args.contention else 'off'}"
+            f"; true footprint = estimate x error: {error_text}"
         )
         print(table(results, baseline, ceilings))
     if args.repeat > 1:

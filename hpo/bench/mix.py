@@ -25,15 +25,23 @@ TRAIN_EXAMPLES, STARTUP_S, SATURATION_TOKENS = 8000, 45.0, 4096
 
 Footprint = Callable[[TrialConfig], int]  # device-level peak bytes (CUDA context included)
 Draw = Callable[[], TrialConfig]  # the next sampled config
+Error = Callable[[random.Random], float]  # true footprint / estimate of one trial
 
 
 @dataclass(frozen=True)
 class Form:
-    """One way to run a trial: its peak device footprint, standalone duration and GPU utilisation."""
+    """One way to run a trial: its estimated peak device footprint, standalone duration and GPU utilisation;
+    the footprint it really has (estimate x the estimator's error) and when it reaches it."""
 
     footprint: int
     duration_s: float
     util: float  # fraction of the GPU's compute the trial keeps busy when it runs alone
+    true_footprint: int = 0  # 0: exactly the estimate
+    peak_at_s: float = 0.0  # when the peak is first reached (the first epoch's end: optimizer step, eval)
+
+    @property
+    def real(self) -> int:
+        return self.true_footprint or self.footprint
 
 
 @dataclass(frozen=True)
@@ -116,6 +124,13 @@ def duration_and_util(cfg: TrialConfig, epochs: int, noise: float) -> tuple[floa
     return seconds * noise, util
 
 
+def _form(cfg: TrialConfig, size: int, epochs: int, noise: float, ratio: float) -> Form:
+    """A form of ``size`` estimated bytes whose true footprint is ``ratio`` times that, peaking at the end of
+    its first epoch."""
+    seconds, util = duration_and_util(cfg, epochs, noise)
+    return Form(size, seconds, util, int(size * ratio), STARTUP_S + (seconds - STARTUP_S) / epochs)
+
+
 class Mix:
     """The seeded trial mix every schedule runs, in the same order (``mix[k]`` is trial k, drawn lazily).
 
@@ -125,8 +140,12 @@ class Mix:
     carries its lighter equivalent forms (hpo.trial.elastic), cheapest first, with the same epochs and noise.
     """
 
-    def __init__(self, seed: int, footprint: Footprint, limit: int, draw: Draw) -> None:
+    def __init__(
+        self, seed: int, footprint: Footprint, limit: int, draw: Draw, error: Error | None = None
+    ) -> None:
         self.rng, self.footprint, self.limit, self.draw = random.Random(seed), footprint, limit, draw
+        self.error = error  # None: every footprint is exactly its estimate
+        self.error_rng = random.Random(seed + 7919)  # its own stream: the mix is the same under any error
         self.trials: list[TrialSpec] = []
         self.unfit_before: list[int] = []
         self.pruned = 0
@@ -146,11 +165,13 @@ class Mix:
             rng = self.rng
             epochs = rng.randint(2, 5) if rng.random() < 0.5 else rng.randint(6, 20)  # pruned / early stop
             noise = math.exp(rng.gauss(0.0, 0.2))
-            forms = [Form(nbytes, *duration_and_util(cfg, epochs, noise))]
+            ratio = self.error(self.error_rng) if self.error is not None else 1.0  # per trial, every form
+
+            forms = [_form(cfg, nbytes, epochs, noise, ratio)]
             for light in lighter_forms(cfg):
                 size = self.footprint(light)
                 if size < nbytes:  # as the worker does: only forms that need less memory
-                    forms.append(Form(size, *duration_and_util(light, epochs, noise)))
+                    forms.append(_form(light, size, epochs, noise, ratio))
             self.trials.append(TrialSpec(len(self.trials), cfg, tuple(forms)))
         return self.trials[k]
 

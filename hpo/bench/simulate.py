@@ -8,6 +8,10 @@
 - memory-aware (hpo): every worker's CUDA context stays on the card for the worker's life, waiting or not;
   a taken trial waits until the ledger's own rule (hpo.run.reservations.admits + held_back) admits its
   estimate less the context beside the trials already running, within the ledger capacity (card - headroom).
+  Its allocator is capped at the reservation + a margin (hpo.run.worker): a trial whose true footprint
+  (``Form.real``: estimate x the estimator's error, hpo.bench.mix) is over that runs out of memory inside
+  its own cap when it first reaches its peak, and is pruned (``--on-oom prune``); its neighbours run on.
+  Those are "own OOMs"; "OOM crashes" are OOMs that kill neighbours (fixed PAR, on the true footprints).
 - ceiling: the most trials/h ANY schedule with PAR workers can reach without an OOM. Memory-time is
   conserved: sum over trials of (reservation x duration) <= (capacity - PAR contexts) x makespan, and
   sum of durations <= PAR x makespan. Memory-aware admission is judged against it.
@@ -50,6 +54,7 @@ class Result:
     max_in_use_gib: float
     mean_wait_min: float
     max_wait_min: float
+    own_ooms: int = 0  # trials that ran out of memory inside their own cap (memory-aware), pruned
 
 
 def simulate(
@@ -63,12 +68,13 @@ def simulate(
     context_bytes: int = CUDA_CONTEXT,
     elastic: bool = True,
     elastic_after: float = 60.0,
-    crash_kills: str = "all",
+    crash_kills: str = "newest",
     lost: str = "retry",
     max_attempts: int = 5,
     contention: bool = False,
     priority_after: float = 60.0,
     unfit: str = "run",
+    cap_margin_bytes: int | None = None,
 ) -> Result:
     """Run trials 0..n_trials-1 of ``mix`` with ``par`` workers under a "fixed" or "memory" policy.
 
@@ -77,6 +83,8 @@ def simulate(
     Configs that cannot fit (``mix.unfit_before``) cost hpo nothing (pruned by estimate); under "fixed" with
     ``unfit="run"`` each one starts, runs out of memory at once (its start-up wasted, its neighbours killed
     as ``crash_kills`` says) and is lost; ``unfit="skip"`` leaves them out of every schedule.
+    ``cap_margin_bytes``: the per-worker cap's margin over its reservation (default: the worker's rule,
+    min(512 MiB, headroom / par)).
     """
     valid = policy in ("fixed", "memory") and crash_kills in ("all", "newest") and lost in ("retry", "drop")
     if not valid or unfit not in ("run", "skip"):
@@ -91,15 +99,24 @@ def simulate(
     restarting: list[float] = []  # when each crashed worker is back (process restart, CUDA init)
     waiting: list[dict[str, Any]] = []  # ledger waiter records
     now = wasted = mem_integral = wait_total = max_wait = max_in_use = done_work = 0.0
-    completed = crashes = killed = 0
+    completed = crashes = killed = own_ooms = 0
     # memory-aware: each worker's context is on the card for its whole life; a trial reserves the rest
     ctx = context_bytes if policy == "memory" else 0
+    margin = (
+        min(512 * 2**20, (card_bytes - capacity_bytes) // par)
+        if cap_margin_bytes is None
+        else cap_margin_bytes
+    )
 
     def in_use() -> int:
         return par * ctx + sum(int(state[2]) for state in running.values())
 
     def start(i: int, form: Form) -> None:
-        running[i] = [form.duration_s, now, form.footprint - ctx, form.util, form.duration_s]
+        # fixed PAR: the true footprint is on the card; memory-aware: the reservation (its cap bounds it)
+        ooms = policy == "memory" and form.real > form.footprint + margin  # over its own cap, at its peak
+        left = form.peak_at_s if ooms else form.duration_s
+        held = form.footprint - ctx if policy == "memory" else form.real
+        running[i] = [left, now, held, form.util, form.duration_s, float(ooms)]
         attempts[i] += 1
 
     def eligible(w: dict[str, Any]) -> tuple[Form, ...]:
@@ -151,16 +168,22 @@ def simulate(
         now += step
         for i, state in list(running.items()):
             state[0] -= step * rate
-            if state[0] <= 1e-9:
+            if state[0] <= 1e-9 and state[5]:  # out of memory inside its own cap: pruned, work lost
+                del running[i]
+                own_ooms, killed, wasted = own_ooms + 1, killed + 1, wasted + now - state[1]
+            elif state[0] <= 1e-9:
                 del running[i]
                 completed, done_work = completed + 1, done_work + mix[i].duration_s
         fill()
     hours = now / 3600 or 1e-9
     rates = (completed / hours, done_work / 3600 / hours, mem_integral / (now or 1.0) / card_bytes)
     waits = (max_in_use / GIB, wait_total / max(1, completed) / 60, max_wait / 60)
-    numbers = (round(x, 3) for x in (wasted / 3600, hours, *rates, *waits))
+    w, h, tph, wph, mem, top, mean_wait, longest = (
+        round(x, 3) for x in (wasted / 3600, hours, *rates, *waits)
+    )
     name = "memory-elastic" if policy == "memory" and elastic else policy
-    return Result(name, par, n_trials, completed, crashes, killed, *numbers)
+    numbers = (w, h, tph, wph, mem, top, mean_wait, longest)
+    return Result(name, par, n_trials, completed, crashes, killed, *numbers, own_ooms=own_ooms)
 
 
 def ceiling(
@@ -196,9 +219,10 @@ def run_all(
 
 
 NAMES = {"fixed": "fixed", "memory": "memory-aware", "memory-elastic": "memory-aware+elastic"}
-ROW = "{:<28}{:>9}{:>10}{:>9}{:>8}{:>13}{:>6}{:>14}{:>10}{:>9}{:>10}{:>10}"
+ROW = "{:<28}{:>9}{:>10}{:>9}{:>8}{:>13}{:>9}{:>6}{:>14}{:>10}{:>9}{:>10}{:>10}"
 HEADER = (
-    "schedule|done|trials/h|vs base|work/h|OOM crashes|lost|wasted GPU-h|mean mem|max GiB|wait min|max wait"
+    "schedule|done|trials/h|vs base|work/h|OOM crashes|own OOM|lost|wasted GPU-h|mean mem|max GiB|wait min"
+    "|max wait"
 )
 
 
@@ -209,11 +233,11 @@ def table(results: Sequence[Result], baseline: Result, ceilings: dict[str, float
     for r in results:
         name = f"{NAMES[r.policy]} PAR={r.par}"
         speed = (f"{r.trials_per_hour:.2f}", f"{r.trials_per_hour / baseline.trials_per_hour:.2f}x")
-        loss = (f"{r.work_per_hour:.2f}", r.crashes, r.lost, f"{r.wasted_gpu_hours:.2f}")
+        loss = (f"{r.work_per_hour:.2f}", r.crashes, r.own_ooms, r.lost, f"{r.wasted_gpu_hours:.2f}")
         memory = (f"{r.mean_memory_util:.1%}", f"{r.max_in_use_gib:.1f}")
         waits = (f"{r.mean_wait_min:.1f}", f"{r.max_wait_min:.1f}")
         rows.append(ROW.format(name, f"{r.completed}/{r.trials}", *speed, *loss, *memory, *waits))
     for name, rate in (ceilings or {}).items():
         vs = f"{rate / baseline.trials_per_hour:.2f}x"
-        rows.append(ROW.format(name, "", f"{rate:.2f}", vs, *[""] * 8).rstrip())
+        rows.append(ROW.format(name, "", f"{rate:.2f}", vs, *[""] * 9).rstrip())
     return "\n".join(rows)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -35,10 +36,28 @@ def estimate(
     max_batch: Annotated[
         bool, typer.Option("--max-batch", help="Print the largest batch size that fits.")
     ] = False,
+    eval_batch_size: Annotated[
+        int,
+        typer.Option(
+            "--eval-batch-size",
+            min=0,
+            help="Study's evaluation batch (0: no evaluation phase); capped to fit.",
+        ),
+    ] = 64,
+    calibration: Annotated[
+        Path | None,
+        typer.Option("--calibration", help="calibration.json of a study: apply what real runs measured."),
+    ] = None,
+    card: Annotated[
+        str | None, typer.Option("--card", help="Card name for --calibration (default: the detected GPU's).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Predict the peak GPU memory of one training step before loading anything."""
+    """Predict the peak GPU memory of a trial (training step, optimizer step, evaluation) before loading
+    anything."""
+    from hpo.gpu import detect
     from hpo.memory.budget import MemoryRequest
+    from hpo.memory.calibrate import Calibration
     from hpo.memory.report import run_estimate
 
     req = MemoryRequest(
@@ -63,5 +82,8 @@ def estimate(
             as_json=as_json,
             max_batch=max_batch,
             headroom_gb=headroom_gb,
+            eval_batch_size=eval_batch_size if mode == "train" else 0,
+            calibration=Calibration(calibration) if calibration is not None else None,
+            card=card if card is not None else (detect().name if calibration is not None else ""),
         )
     )

@@ -63,6 +63,7 @@ class TuneOptions:
     elastic_after_s: float | None = None
     allow_changes: bool | None = None
     allow_dirty_data: bool | None = None
+    admission_timeout_s: float | None = None
 
     def overrides(self) -> dict[str, Any]:
         """The StudyConfig fields set on the command line."""
@@ -133,6 +134,14 @@ def tune(
             help="Drop rows with empty text and contradictory duplicates with a warning instead of an error.",
         ),
     ] = False,
+    admission_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--admission-timeout",
+            min=0.001,
+            help="With --par: seconds a trial may wait for GPU room before it is pruned (default: no limit).",
+        ),
+    ] = None,
 ) -> None:
     """Create or resume a study and run trials until it has --n-trials finished trials."""
     from hpo.config import load_config
@@ -161,6 +170,7 @@ def tune(
         elastic_after_s=elastic_after,
         allow_changes=allow_changes or None,
         allow_dirty_data=allow_dirty_data or None,
+        admission_timeout_s=admission_timeout,
     )
     cfg = load_config(config, opts.overrides(), flags=FLAG_NAMES)
     typer.echo(

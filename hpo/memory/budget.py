@@ -7,15 +7,17 @@ build on it without importing each other.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
+from hpo.allocator import CUDA_CONTEXT, DEFAULT_ALLOCATOR, Allocator
 from hpo.errors import ConfigError
 from hpo.memory.catalog import ModelSpec
 from hpo.units import GIB, MIB
 
+__all__ = ["CUDA_CONTEXT", "DEFAULT_ALLOCATOR", "Allocator"]
+
 CUBLAS_WORKSPACE = 32 * MIB  # cuBLAS/cuBLASLt workspaces, allocated through the caching allocator
-CUDA_CONTEXT = 512 * MIB  # CUDA context + kernels (lazy loading), outside the caching allocator
-ALLOC_FRACTION = 0.05  # caching-allocator rounding/fragmentation: reserved - allocated at the peak
-ALLOC_FLOOR = 64 * MIB
+PHASES = ("train", "eval", "optimizer_step")
 TENSOR_COMPONENTS = ("weights", "adapters", "gradients", "optimizer", "activations", "temporaries")
 COMPONENTS = (*TENSOR_COMPONENTS, "cuda_context", "allocator_overhead")
 PRECISIONS = ("fp32", "fp16", "bf16", "bf16_pure")
@@ -44,6 +46,8 @@ class MemoryRequest:
     attn_impl: str = "sdpa"  # sdpa | eager | flash
     num_labels: int = 2
     frozen_layers: int = 0  # encoder layers (and embeddings) frozen: no grads/optimizer state for them
+    eval_batch_size: int = 0  # evaluation phase (no_grad, optimizer state resident) at this batch; 0: none
+    foreach: bool = True  # multi-tensor optimizer step (torch's CUDA default); False: one tensor at a time
 
     def __post_init__(self) -> None:
         checks = [
@@ -54,6 +58,7 @@ class MemoryRequest:
             (self.quant in (None, "4bit", "8bit"), f"quant '{self.quant}' is not 4bit or 8bit"),
             (self.mode in ("train", "inference"), f"mode '{self.mode}' is not train or inference"),
             (self.lora_r >= 0 and self.frozen_layers >= 0 and self.num_labels >= 1, "negative sizes"),
+            (self.eval_batch_size >= 0, "eval batch size must be >= 0"),
             (self.quant is None or self.lora_r > 0 or self.mode == "inference", "4/8-bit weights need LoRA"),
         ]
         for ok, message in checks:
@@ -63,12 +68,15 @@ class MemoryRequest:
 
 @dataclass(frozen=True)
 class Budget:
-    """Peak memory of one step: components in bytes, the logical peak and the device-level total."""
+    """Peak memory of a trial: components (of the largest phase) in bytes, the logical peak, the device-level
+    total, and each phase's tensors + allocator overhead (the device total is their max + the context)."""
 
     components: dict[str, int] = field(hash=False)
     total_bytes: int  # logical tensor peak: torch.cuda.max_memory_allocated
     device_total_bytes: int  # what nvidia-smi shows: + CUDA context + allocator overhead
     method: str  # analytic | trace | ...+calibrated
+    phases: dict[str, int] = field(default_factory=dict, hash=False)  # phase -> tensors + overhead
+    factor: float = 1.0  # calibration factor applied (1.0: none)
 
     def gb(self, name: str) -> float:  # one component in GiB
         return self.components.get(name, 0) / GIB
@@ -82,12 +90,23 @@ class Budget:
         return self.device_total_bytes / GIB
 
 
-def device_budget(tensors: dict[str, int], method: str) -> Budget:
-    """Add the CUDA context and allocator overhead to logical tensor components."""
-    comp = {k: int(tensors.get(k, 0)) for k in TENSOR_COMPONENTS}
+def device_budget(
+    tensors: dict[str, int] | dict[str, dict[str, int]],
+    method: str,
+    alloc: Allocator = DEFAULT_ALLOCATOR,
+) -> Budget:
+    """Add the CUDA context and allocator overhead to logical tensor components: one set, or one per phase
+    (the peak is the phase with the largest tensors + overhead)."""
+    per_phase: dict[str, Any] = (
+        tensors if all(isinstance(v, dict) for v in tensors.values()) else {"train": tensors}
+    )
+    phases = {ph: {k: int(c.get(k, 0)) for k in TENSOR_COMPONENTS} for ph, c in per_phase.items()}
+    sized = {ph: sum(c.values()) + alloc.overhead(c) for ph, c in phases.items()}
+    top = max(sized, key=lambda ph: sized[ph])
+    comp = dict(phases[top])
     total = sum(comp.values())
-    comp.update(cuda_context=CUDA_CONTEXT, allocator_overhead=max(ALLOC_FLOOR, int(ALLOC_FRACTION * total)))
-    return Budget(comp, total, total + comp["cuda_context"] + comp["allocator_overhead"], method)
+    comp.update(cuda_context=alloc.context_bytes, allocator_overhead=alloc.overhead(comp))
+    return Budget(comp, total, sized[top] + alloc.context_bytes, method, sized)
 
 
 def lora_target_names(spec: ModelSpec, targets: tuple[str, ...]) -> tuple[str, ...]:

@@ -1,18 +1,22 @@
-"""Per-model correction of the estimate, learned from measured peaks and OOMs of finished trials.
+"""Correction of the estimate from real evidence only: measured peaks and CUDA OOMs on real cards.
 
-A JSON file (path chosen by the caller, e.g. beside the Optuna storage) holds, per model, the measured peaks
-(device level: ``torch.cuda.max_memory_reserved`` plus the CUDA context read from NVML) with the estimate
-they were compared to, and the configurations that ran out of memory. Writers take a file lock and replace
-the file atomically, so parallel trial processes can share it. ``path=None`` keeps everything in memory.
+Evidence is keyed by (model, card name, card memory, precision, attention implementation): an OOM on a 24 GB
+card says nothing about an 80 GB one, nor fp32 about bf16. What calibrates: a finished trial's measured
+device peak (``torch.cuda.max_memory_reserved`` + the CUDA context, or NVML when larger) next to its estimate,
+and a real CUDA OOM of the trial's own memory on a real card (it proves the true peak was above its limit).
+What never calibrates (callers record it on the trial instead): injected OOMs (``HPO_INJECT_OOM``), simulated
+cards, host-RAM OOMs and OOMs caused by a neighbour process (see ``oom_origin``).
 
-The correction factor of a model is the largest ratio seen (never below 1): measured / estimated for peaks,
-and (GPU memory / estimated) * 1.02 for OOMs whose GPU size is known, since an OOM proves the true peak
-was above the card. A config that OOMed blocks every near-identical config that is at least as large.
+The factor is robust and bounded: the 90th percentile of the last ``WINDOW`` ratios (measured / estimated;
+for OOMs limit / estimated x 1.02), at least 1 and at most ``MAX_FACTOR``. One outlier among many
+measurements moves it little, and old evidence ages out. A JSON file (file lock, atomic replace) shares it
+between processes; ``path=None`` keeps everything in memory.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import time
@@ -23,18 +27,50 @@ from typing import Any
 from filelock import FileLock
 
 from hpo.memory.budget import Budget, MemoryRequest
+from hpo.units import GIB
 
-MAX_FACTOR = 4.0
+MAX_FACTOR = 1.5
+WINDOW = 20
+QUANTILE = 0.9
 OOM_MARGIN = 1.02
-_SAME = ("precision", "grad_checkpointing", "optimizer", "mode", "quant", "attn_impl")
+VERSION = 2
+REAL_ORIGIN = "cuda"  # the one OOM origin that is evidence about the estimate
+_SAME = ("grad_checkpointing", "optimizer", "mode", "quant")
+
+
+def calibration_key(model: str, card: str, card_bytes: int, req: MemoryRequest) -> str:
+    """The evidence key: model, card name and memory (GiB), precision, attention implementation."""
+    return f"{model}|{card or 'unknown card'}|{round(card_bytes / GIB)}GiB|{req.precision}|{req.attn_impl}"
+
+
+def oom_origin(message: str, *, on_cuda: bool, simulated: bool, neighbours: bool) -> str:
+    """Where an OOM came from: injected, simulated, host_ram, neighbour or cuda (the trial's own, real).
+
+    On a real card shared with other workers (``neighbours``), an OOM that does not name this process's
+    own cap ("... allowed;" in torch's message) is counted as caused by a neighbour.
+    """
+    if "(injected" in message:
+        return "injected"
+    if simulated or "Simulated GPU" in message:
+        return "simulated"
+    if not on_cuda or "CUDA out of memory" not in message:
+        return "host_ram"
+    if neighbours and "allowed;" not in message:
+        return "neighbour"
+    return REAL_ORIGIN
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 class Calibration:
-    """Measured peaks and OOMs per model, and the correction they imply."""
+    """Measured peaks and real OOMs per evidence key, and the correction they imply."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = Path(path) if path is not None else None
-        self._memory: dict[str, Any] = {"version": 1, "models": {}}
+        self._memory: dict[str, Any] = {"version": VERSION, "keys": {}}
         self._cache: tuple[float, dict[str, Any]] | None = None
 
     def _read(self) -> dict[str, Any]:
@@ -43,90 +79,84 @@ class Calibration:
         try:
             mtime = self.path.stat().st_mtime
         except FileNotFoundError:
-            return {"version": 1, "models": {}}
+            return {"version": VERSION, "keys": {}}
         if self._cache is None or self._cache[0] != mtime:
             try:
                 data = json.loads(self.path.read_text())
             except (OSError, json.JSONDecodeError):
-                data = {"version": 1, "models": {}}  # a damaged file is ignored, then rewritten
-            self._cache = (
-                mtime,
-                data if isinstance(data.get("models"), dict) else {"version": 1, "models": {}},
+                data = {}  # a damaged file (or one of the model-keyed version 1) is ignored, then rewritten
+            ok = (
+                isinstance(data, dict)
+                and data.get("version") == VERSION
+                and isinstance(data.get("keys"), dict)
             )
+            self._cache = (mtime, data if ok else {"version": VERSION, "keys": {}})
         return self._cache[1]
 
-    def _update(self, model: str, kind: str, entry: dict[str, Any]) -> None:
+    def _update(self, key: str, kind: str, entry: dict[str, Any]) -> None:
         if self.path is None:
-            self._memory["models"].setdefault(model, {"peaks": [], "ooms": []})[kind].append(entry)
+            self._memory["keys"].setdefault(key, {"peaks": [], "ooms": []})[kind].append(entry)
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.path) + ".lock"):
             self._cache = None
             data = self._read()
-            data["models"].setdefault(model, {"peaks": [], "ooms": []})[kind].append(entry)
+            data["keys"].setdefault(key, {"peaks": [], "ooms": []})[kind].append(entry)
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name, suffix=".tmp")
             with os.fdopen(fd, "w") as handle:
                 json.dump(data, handle, indent=1)
             os.replace(tmp, self.path)
             self._cache = None
 
-    def record_peak(self, model: str, req: MemoryRequest, estimated_bytes: int, measured_bytes: int) -> None:
-        """Record a finished trial's measured device peak next to the estimate it had."""
-        self._update(
-            model,
-            "peaks",
-            {
-                "req": asdict(req),
-                "estimated": int(estimated_bytes),
-                "measured": int(measured_bytes),
-                "time": time.time(),
-            },
-        )
+    def record_peak(self, key: str, req: MemoryRequest, estimated_bytes: int, measured_bytes: int) -> None:
+        """Record a finished trial's measured device peak on a real card next to its estimate."""
+        entry = {"req": asdict(req), "estimated": int(estimated_bytes), "measured": int(measured_bytes)}
+        self._update(key, "peaks", {**entry, "time": time.time()})
 
     def record_oom(
-        self, model: str, req: MemoryRequest, estimated_bytes: int, gpu_bytes: int | None = None
-    ) -> None:
-        """Record a configuration that ran out of memory (``gpu_bytes``: the card, if known)."""
-        self._update(
-            model,
-            "ooms",
-            {
-                "req": asdict(req),
-                "estimated": int(estimated_bytes),
-                "gpu_bytes": None if gpu_bytes is None else int(gpu_bytes),
-                "time": time.time(),
-            },
-        )
+        self, key: str, req: MemoryRequest, estimated_bytes: int, limit_bytes: int | None, origin: str
+    ) -> bool:
+        """Record a real CUDA OOM (``limit_bytes``: what the trial could use). Other origins are not
+        evidence about the estimate: nothing is recorded and False is returned."""
+        if origin != REAL_ORIGIN:
+            return False
+        entry = {"req": asdict(req), "estimated": int(estimated_bytes), "limit": limit_bytes}
+        self._update(key, "ooms", {**entry, "time": time.time()})
+        return True
 
-    def factor(self, model: str) -> float:
-        """The correction factor for ``model`` (1.0 without observations)."""
-        entry = self._read()["models"].get(model, {})
-        ratios = [p["measured"] / p["estimated"] for p in entry.get("peaks", []) if p.get("estimated")]
-        ratios += [
-            OOM_MARGIN * o["gpu_bytes"] / o["estimated"]
-            for o in entry.get("ooms", [])
-            if o.get("gpu_bytes") and o.get("estimated")
+    def factor(self, key: str) -> float:
+        """The correction for ``key`` (1.0 without evidence): a bounded high quantile of recent ratios."""
+        entry = self._read()["keys"].get(key, {})
+        ratios = [
+            (p["time"], p["measured"] / p["estimated"]) for p in entry.get("peaks", []) if p["estimated"]
         ]
-        return min(MAX_FACTOR, max([1.0, *ratios]))
+        ratios += [
+            (o["time"], OOM_MARGIN * o["limit"] / o["estimated"])
+            for o in entry.get("ooms", [])
+            if o.get("limit") and o.get("estimated")
+        ]
+        recent = [r for _, r in sorted(ratios)[-WINDOW:]]
+        return min(MAX_FACTOR, max(1.0, _quantile(recent, QUANTILE))) if recent else 1.0
 
-    def correct(self, model: str, req: MemoryRequest, budget: Budget) -> Budget:
-        """``budget`` scaled by the model's factor; ``method`` gets "+calibrated" when a factor applies."""
-        f = self.factor(model)
+    def correct(self, key: str, budget: Budget) -> Budget:
+        """``budget`` scaled by the key's factor; ``method`` gets "+calibrated" and ``factor`` is set."""
+        f = self.factor(key)
         if f == 1.0:
             return budget
-        comp = {k: int(v * f) for k, v in budget.components.items()}
         return replace(
             budget,
-            components=comp,
+            components={k: int(v * f) for k, v in budget.components.items()},
             total_bytes=int(budget.total_bytes * f),
             device_total_bytes=int(budget.device_total_bytes * f),
             method=budget.method + "+calibrated",
+            phases={k: int(v * f) for k, v in budget.phases.items()},
+            factor=f,
         )
 
-    def known_oom(self, model: str, req: MemoryRequest) -> bool:
-        """True if a near-identical config (same model, precision, checkpointing, optimizer, mode, quant,
-        attention, LoRA or not; no more frozen layers; batch * length at least as large) OOMed before."""
-        for oom in self._read()["models"].get(model, {}).get("ooms", []):
+    def known_oom(self, key: str, req: MemoryRequest) -> bool:
+        """True if a near-identical config (same key, checkpointing, optimizer, mode, quant, LoRA or not; no
+        more frozen layers; batch x length at least as large) ran out of memory for real before."""
+        for oom in self._read()["keys"].get(key, {}).get("ooms", []):
             old = oom["req"]
             if any(old.get(k) != getattr(req, k) for k in _SAME):
                 continue

@@ -13,7 +13,9 @@ from dataclasses import dataclass, replace
 from hpo.errors import ConfigError
 from hpo.memory.budget import (
     CUBLAS_WORKSPACE,
+    DEFAULT_ALLOCATOR,
     LORA_TARGET_ALIASES,
+    Allocator,
     Budget,
     MemoryRequest,
     device_budget,
@@ -138,7 +140,8 @@ def activation_bytes(spec: ModelSpec, req: MemoryRequest) -> tuple[int, int, int
     # inference (and fully frozen layers): nothing saved, the transients of one layer (MLP, attention scores)
     mlp = 3 * c * i + 4 * r * h if dec else 2 * c * i + 3 * r * h
     attn = a * s * (4 + 2 * c) if eager else (0 if req.attn_impl == "flash" else s * (c + 3))
-    no_grad_tmp = tokens * (mlp + attn + (4 * a * c * _buckets(spec) if deberta else 0))
+    # DeBERTa: c2p/p2c scores; + 16 h per token: deberta-v3-large's eval is 3 % above the rest (meta trace)
+    no_grad_tmp = tokens * (mlp + attn + (4 * a * c * _buckets(spec) + 16 * h if deberta else 0))
     if req.mode == "inference":
         return 0, int(no_grad_tmp), 0
     tw = req.lora_r == 0
@@ -158,8 +161,14 @@ def activation_bytes(spec: ModelSpec, req: MemoryRequest) -> tuple[int, int, int
     return int(saved), int(fwd_tmp), int(bwd_tmp)
 
 
-def estimate(spec: ModelSpec, req: MemoryRequest) -> Budget:
-    """Analytic peak of one step of ``req`` on ``spec`` (pure arithmetic, no torch)."""
+def estimate(spec: ModelSpec, req: MemoryRequest, alloc: Allocator = DEFAULT_ALLOCATOR) -> Budget:
+    """Analytic peak of ``req`` on ``spec`` (pure arithmetic, no torch): the largest of the training step
+    (forward, backward), the optimizer step and, with ``req.eval_batch_size``, evaluation."""
+    return device_budget(phase_tensors(spec, req), "analytic", alloc)
+
+
+def phase_tensors(spec: ModelSpec, req: MemoryRequest) -> dict[str, dict[str, int]]:
+    """Tensor components at the peak of each phase: train, optimizer_step (train mode), eval."""
     counts = param_counts(spec, req)
     c, _, ac = _widths(req)
     wbytes = 2 if req.precision == "bf16_pure" else 4
@@ -167,22 +176,32 @@ def estimate(spec: ModelSpec, req: MemoryRequest) -> Budget:
     weights = counts.quantizable * qbytes + (counts.total - counts.quantizable) * wbytes
     comp = {"weights": int(weights), "adapters": counts.adapters * 4}
     trained_layers = spec.num_layers - min(req.frozen_layers, spec.num_layers)
-    cast = 2 * counts.layer_linear * trained_layers if ac else 0  # autocast's fp16/bf16 weight copies
+    all_casts = 2 * counts.layer_linear * spec.num_layers if ac else 0  # autocast's cached weight copies
+    cast = 2 * counts.layer_linear * trained_layers if ac else 0
     if req.quant:  # dequantized weight of the largest linear, forward and backward
-        cast = 2 * c * max(spec.hidden_size, spec.intermediate_size) * spec.hidden_size
+        cast = all_casts = 2 * c * max(spec.hidden_size, spec.intermediate_size) * spec.hidden_size
     saved, fwd_tmp, bwd_tmp = activation_bytes(spec, req)
     if req.mode == "train":
         comp["gradients"] = counts.trainable * wbytes + counts.adapters * 4
         comp["optimizer"] = _optimizer_bytes(req.optimizer, counts.shapes, wbytes, counts.adapters)
-    # foreach AdamW: sqrt of every second moment at once; foreach Adafactor: every variance estimate
-    step_tmp = (counts.trainable + counts.adapters) * wbytes if req.optimizer in ("adamw", "adafactor") else 0
-    step_tmp = step_tmp if req.mode == "train" else 0
-    fixed = sum(comp.values())
+    ws = CUBLAS_WORKSPACE
     bwd_cast = 2 * counts.layer_linear if ac and req.grad_checkpointing else cast
-    phases = [(saved, fwd_tmp + cast), (saved, bwd_tmp + bwd_cast), (0, step_tmp)]  # forward, backward, step
-    act, tmp = max(phases, key=lambda p: fixed + p[0] + p[1])
-    comp["activations"], comp["temporaries"] = act, tmp + CUBLAS_WORKSPACE
-    return device_budget(comp, "analytic")
+    fwd, bwd = (saved, fwd_tmp + cast), (saved, bwd_tmp + bwd_cast)
+    act, tmp = max(fwd, bwd, key=lambda p: p[0] + p[1])
+    out = {"train": {**comp, "activations": act, "temporaries": tmp + ws}}
+    if req.mode == "train":  # foreach AdamW: sqrt of every second moment at once; Adafactor: every variance
+        largest = max((r * cc for r, cc, _ in counts.shapes), default=0)
+        step = (counts.trainable + counts.adapters) * wbytes if req.foreach else largest * wbytes
+        step = 3 * largest * wbytes if req.optimizer == "adafactor" else step  # transformers': per tensor
+        step = step if req.optimizer in ("adamw", "adafactor") else 0
+        out["optimizer_step"] = {**comp, "activations": 0, "temporaries": step + ws}
+    if req.eval_batch_size:  # no_grad at the eval batch; gradients freed (set_to_none), states resident
+        _, eval_tmp, _ = activation_bytes(
+            spec, replace(req, mode="inference", batch_size=req.eval_batch_size)
+        )
+        resident = {**comp, "gradients": 0}
+        out["eval"] = {**resident, "activations": 0, "temporaries": eval_tmp + all_casts + ws}
+    return out
 
 
 _STATES = {  # optimizer-state bytes of one (rows, cols) tensor whose parameter has w bytes per element
@@ -199,19 +218,26 @@ def _optimizer_bytes(name: str, shapes: tuple[tuple[int, int, int], ...], wbytes
     return sum(_STATES[name](r, c, wbytes) * n for r, c, n in shapes) + adapters * per_adapter
 
 
-def budget(spec: ModelSpec, req: MemoryRequest, method: str = "analytic") -> Budget:
+def budget(
+    spec: ModelSpec, req: MemoryRequest, method: str = "analytic", alloc: Allocator = DEFAULT_ALLOCATOR
+) -> Budget:
     """The estimate by ``method``: analytic (arithmetic) or trace (meta-device run, see trace.py)."""
     if method == "analytic":
-        return estimate(spec, req)
+        return estimate(spec, req, alloc)
     if method == "trace":
         from hpo.memory.trace import trace_estimate  # lazy: the trace imports torch
 
-        return trace_estimate(spec, req)
+        return trace_estimate(spec, req, alloc)
     raise ConfigError(f"unknown estimate method '{method}'", "use analytic or trace")
 
 
 def max_batch_size(
-    spec: ModelSpec, req: MemoryRequest, gpu_bytes: int, headroom_bytes: int, method: str = "analytic"
+    spec: ModelSpec,
+    req: MemoryRequest,
+    gpu_bytes: int,
+    headroom_bytes: int,
+    method: str = "analytic",
+    alloc: Allocator = DEFAULT_ALLOCATOR,
 ) -> int:
     """Largest batch size whose estimate fits (memory is monotone in batch size); 0 if none.
 
@@ -222,12 +248,12 @@ def max_batch_size(
     def ok(batch: int, how: str) -> bool:
         return (
             batch == 0
-            or fits(budget(spec, replace(req, batch_size=batch), how), gpu_bytes, headroom_bytes)[0]
+            or fits(budget(spec, replace(req, batch_size=batch), how, alloc), gpu_bytes, headroom_bytes)[0]
         )
 
     lo, hi = 0, 1 << 16  # ok(lo) and not ok(hi)
     if method != "analytic":
-        guess = max_batch_size(spec, req, gpu_bytes, headroom_bytes)
+        guess = max_batch_size(spec, req, gpu_bytes, headroom_bytes, alloc=alloc)
         lo, hi = max(0, guess // 2), max(2, guess * 2)
         while lo > 0 and not ok(lo, method):
             lo, hi = lo // 2, lo

@@ -8,8 +8,10 @@ from typing import Any
 
 from hpo.gpu import headroom_bytes, load_profile
 from hpo.memory.budget import COMPONENTS, Budget, MemoryRequest, fits
+from hpo.memory.calibrate import Calibration, calibration_key
 from hpo.memory.catalog import ModelSpec, get_spec
 from hpo.memory.estimate import budget, max_batch_size
+from hpo.memory.phases import with_evaluation
 from hpo.units import GIB
 
 _LABELS = {
@@ -24,14 +26,30 @@ _LABELS = {
 }
 
 
+_PHASE_LABELS = {"train": "training step", "optimizer_step": "optimizer step", "eval": "evaluation"}
+
+
 def budget_json(b: Budget) -> dict[str, Any]:
-    """The budget as JSON-ready numbers (GiB)."""
+    """The budget as JSON-ready numbers (GiB); phases: tensors + allocator overhead (device total = their max
+    + the CUDA context)."""
     return {
         "components": {k: round(b.gb(k), 4) for k in COMPONENTS},
+        "phases": {k: round(v / GIB, 4) for k, v in b.phases.items()},
         "total_gb": round(b.total_gb, 4),
         "device_total_gb": round(b.device_total_gb, 4),
         "method": b.method,
+        "calibration_factor": round(b.factor, 4),
     }
+
+
+def phase_lines(b: Budget, req: MemoryRequest) -> list[str]:
+    """One line per phase, the largest marked."""
+    top = max(b.phases, key=lambda ph: b.phases[ph]) if b.phases else ""
+    lines = [f"{'phase (+ allocator)':<22}{'GiB':>10}", "-" * 32]
+    for ph, nbytes in b.phases.items():
+        label = _PHASE_LABELS.get(ph, ph) + (f" (batch {req.eval_batch_size})" if ph == "eval" else "")
+        lines.append(f"{label:<22}{nbytes / GIB:>10.3f}" + ("   <- peak" if ph == top else ""))
+    return lines
 
 
 def _table(
@@ -67,9 +85,13 @@ def _table(
     lines += [
         "-" * 32,
         f"{'tensor peak':<22}{b.total_gb:>10.3f}   (torch.cuda.max_memory_allocated)",
-        f"{'device total':<22}{b.device_total_gb:>10.3f}   (nvidia-smi)",
+        f"{'device total':<22}{b.device_total_gb:>10.3f}   (nvidia-smi: largest phase + CUDA context)",
+        "",
+        *phase_lines(b, req),
         "",
     ]
+    if b.factor != 1.0:
+        lines += [f"calibrated: x{b.factor:.3f} from measured peaks of this model on this card", ""]
     verdict = "fits" if ok else "does NOT fit"
     lines.append(
         f"GPU {gpu_name}: {gpu_bytes / GIB:g} GiB, headroom {headroom / GIB:g} GiB -> {verdict} "
@@ -86,14 +108,26 @@ def run_estimate(
     as_json: bool,
     max_batch: bool,
     headroom_gb: float | None,
+    eval_batch_size: int = 0,
+    calibration: Calibration | None = None,
+    card: str = "",
 ) -> str:
-    """Text for `hpo estimate`: a budget table (or one JSON object), fit verdict, optionally max batch."""
+    """Text for `hpo estimate`: a budget table (or one JSON object), fit verdict, optionally max batch.
+
+    ``eval_batch_size``: the study's evaluation batch; the trial's is chosen within the training peak
+    (hpo.memory.phases). ``calibration``: the correction real measurements on ``card`` (its NVML name) imply,
+    shown when it applies.
+    """
     spec = get_spec(model)
     profile = load_profile(gpu_memory)
+    alloc = profile.allocator
     headroom = headroom_bytes(profile, headroom_gb)
-    b = budget(spec, req, method)
+    req = with_evaluation(spec, req, eval_batch_size, alloc)
+    b = budget(spec, req, method, alloc)
+    if calibration is not None:
+        b = calibration.correct(calibration_key(spec.name, card, profile.memory_bytes, req), b)
     ok, margin = fits(b, profile.memory_bytes, headroom)
-    best = max_batch_size(spec, req, profile.memory_bytes, headroom, method) if max_batch else None
+    best = max_batch_size(spec, req, profile.memory_bytes, headroom, method, alloc) if max_batch else None
     if as_json:
         req_json = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(req).items()}
         out = {

@@ -30,10 +30,18 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from hpo.errors import ConfigError
-from hpo.memory.budget import CUBLAS_WORKSPACE, Budget, MemoryRequest, device_budget, lora_target_names
+from hpo.memory.budget import (
+    CUBLAS_WORKSPACE,
+    DEFAULT_ALLOCATOR,
+    Allocator,
+    Budget,
+    MemoryRequest,
+    device_budget,
+    lora_target_names,
+)
 from hpo.memory.catalog import ModelSpec
+from hpo.memory.meta_optim import make_optimizer
 from hpo.train.model import freeze_layers
-from hpo.train.optim import build_optimizer
 
 _META = torch.device("meta")
 # CUDA autocast lists (the ops HF encoders/decoders use): run in the low dtype / in fp32.
@@ -158,29 +166,6 @@ class _LoraLinear(nn.Module):
         return self.base(x) + update.to(x.dtype) * 2.0
 
 
-class _Adam8bit(torch.optim.Optimizer):
-    """Memory model of bitsandbytes AdamW8bit: uint8 moments + fp32 absmax per 256 (fused, no temporaries)."""
-
-    def __init__(self, params: Any) -> None:
-        super().__init__(params, {})
-
-    @torch.no_grad()
-    def step(self, closure: Any = None) -> None:  # type: ignore[override]
-        for p in (p for group in self.param_groups for p in group["params"]):
-            if p.grad is None or self.state[p]:
-                continue
-            big = p.numel() >= 4096  # smaller tensors keep 32-bit states
-            for name in ("exp_avg", "exp_avg_sq"):
-                self.state[p][name] = torch.zeros_like(p, dtype=torch.uint8 if big else torch.float32)
-                if big:
-                    self.state[p][name + "_absmax"] = p.new_zeros(-(-p.numel() // 256), dtype=torch.float32)
-
-
-def make_optimizer(name: str, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-    """The optimizer as training builds it (foreach: the CUDA default); 8-bit Adam as a memory model."""
-    return _Adam8bit(params) if name == "adamw_8bit" else build_optimizer(name, params, 1e-5, foreach=True)
-
-
 def hf_config(spec: ModelSpec, req: MemoryRequest, layers: int | None = None) -> Any:
     """The transformers config of ``spec`` (local config.json, or built from the catalog dimensions)."""
     from transformers import AutoConfig
@@ -253,7 +238,7 @@ def _run(spec: ModelSpec, req: MemoryRequest, layers: int | None) -> dict[str, d
         ids = torch.zeros(req.batch_size, req.max_length, dtype=torch.long, device=_META)
         mask, labels = torch.ones_like(ids), torch.zeros(req.batch_size, dtype=torch.long, device=_META)
         params = [p for p in model.parameters() if p.requires_grad]
-        opt = make_optimizer(req.optimizer, params) if req.mode == "train" and params else None
+        opt = make_optimizer(req.optimizer, params, req.foreach) if req.mode == "train" and params else None
         for phase in _PHASES:
             live.start(phase)
             if phase.startswith("fwd"):
@@ -270,29 +255,45 @@ def _run(spec: ModelSpec, req: MemoryRequest, layers: int | None) -> dict[str, d
                 states = [t for st in opt.state.values() for t in st.values() if isinstance(t, Tensor)]
                 kinds.update({live.sid(t): "optimizer" for t in states if t.device == _META})
                 opt.zero_grad(set_to_none=True)
+        if req.eval_batch_size and req.mode == "train":  # evaluation: no_grad, optimizer states resident
+            live.start("eval")
+            model.train(False)
+            ids = torch.zeros(req.eval_batch_size, req.max_length, dtype=torch.long, device=_META)
+            with _Autocast(live, low, flash), torch.no_grad():
+                model(input_ids=ids, attention_mask=torch.ones_like(ids))
     return {ph: live.breakdown(ev, kinds) for ph, (_, ev) in live.peaks.items() if ph != "weights"}
 
 
-def _extrapolate(one: dict[str, dict[str, int]], two: dict[str, dict[str, int]], n: int) -> dict[str, int]:
-    """Per-phase linear extrapolation by ``n`` more layers; the breakdown of the largest phase."""
-    phases = [{k: two[ph][k] + n * (two[ph][k] - one[ph][k]) for k in _COMPONENTS} for ph in one.keys() & two]
-    return max(phases, key=lambda comp: sum(comp.values()))
+def _grouped(runs: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """The training step (largest of forward, backward, optimizer step) and evaluation."""
+    train = max((c for ph, c in runs.items() if ph != "eval"), key=lambda c: sum(c.values()))
+    return {"train": train, **({"eval": runs["eval"]} if "eval" in runs else {})}
+
+
+def _extrapolate(
+    one: dict[str, dict[str, int]], two: dict[str, dict[str, int]], n: int
+) -> dict[str, dict[str, int]]:
+    """Per-phase linear extrapolation by ``n`` more layers."""
+    return {
+        ph: {k: two[ph][k] + n * (two[ph][k] - one[ph][k]) for k in _COMPONENTS} for ph in one.keys() & two
+    }
 
 
 @lru_cache(maxsize=256)
-def _cached(spec: ModelSpec, req: MemoryRequest) -> tuple[tuple[str, int], ...]:
+def _cached(spec: ModelSpec, req: MemoryRequest) -> tuple[tuple[str, tuple[tuple[str, int], ...]], ...]:
     k = req.frozen_layers
     if spec.family == "decoder" and spec.num_layers > k + 4:  # 2 and 3 layers: the per-layer cost is steady
-        comp = _extrapolate(_run(spec, req, k + 2), _run(spec, req, k + 3), spec.num_layers - k - 3)
+        runs = _extrapolate(_run(spec, req, k + 2), _run(spec, req, k + 3), spec.num_layers - k - 3)
     else:
-        comp = max(_run(spec, req, None).values(), key=lambda c: sum(c.values()))
-    return tuple(comp.items())
+        runs = _run(spec, req, None)
+    return tuple((ph, tuple(c.items())) for ph, c in _grouped(runs).items())
 
 
-def trace_estimate(spec: ModelSpec, req: MemoryRequest) -> Budget:
-    """Exact logical peak of two training steps traced on the meta device (cached by config key)."""
+def trace_estimate(spec: ModelSpec, req: MemoryRequest, alloc: Allocator = DEFAULT_ALLOCATOR) -> Budget:
+    """Exact logical peak of two training steps (and an evaluation batch) traced on the meta device."""
     if req.quant is not None:
         raise ConfigError("the trace does not cover 4/8-bit base weights", "use --method analytic")
-    comp = dict(_cached(spec, req))
-    comp["temporaries"] += CUBLAS_WORKSPACE
-    return device_budget(comp, "trace")
+    phases = {ph: dict(c) for ph, c in _cached(spec, req)}
+    for comp in phases.values():
+        comp["temporaries"] += CUBLAS_WORKSPACE
+    return device_budget(phases, "trace", alloc)

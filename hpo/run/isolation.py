@@ -7,7 +7,7 @@ estimate runs out of memory itself (and is pruned) instead of taking a neighbour
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 ALLOC_CONF_DEFAULT = "expandable_segments:True"
 # torch >= 2.9 reads PYTORCH_ALLOC_CONF; PYTORCH_CUDA_ALLOC_CONF is its alias. We set the alias, which every
@@ -90,3 +90,28 @@ def _positive_int(value: str | None) -> int:
         return max(0, int(str(value).strip()))
     except ValueError:
         return 0
+
+
+def measure_context(
+    default_bytes: int,
+    process_bytes: Callable[[], int | None],
+    reserved_bytes: Callable[[], int],
+) -> int:
+    """This worker's CUDA context: NVML's usage of the process less what the caching allocator holds, read
+    once after CUDA is initialised; ``default_bytes`` (the GPU profile's) when NVML cannot tell."""
+    used = process_bytes()
+    if used is None or used <= reserved_bytes():
+        return default_bytes
+    return used - reserved_bytes()
+
+
+def cuda_context_bytes(default_bytes: int) -> int:
+    """Initialise CUDA in this process and measure its context (``measure_context`` on the real readers)."""
+    import torch
+
+    from hpo.gpu import process_memory_bytes
+
+    if not torch.cuda.is_available():
+        return default_bytes
+    torch.zeros(1, device="cuda")  # creates the context (and one small allocator block)
+    return measure_context(default_bytes, process_memory_bytes, torch.cuda.memory_reserved)

@@ -30,6 +30,7 @@ from filelock import FileLock
 
 from hpo.errors import HpoError
 from hpo.run.reservations import (
+    FOREIGN_LEASE_S,
     HOST,
     PROCESS,
     TRIAL,
@@ -37,12 +38,12 @@ from hpo.run.reservations import (
     admits,
     held_back,
     new_key,
-    process_alive,
     read_ledger,
+    reclaim,
     reservation_from,
     write_ledger,
 )
-from hpo.trial.admission import NoRoom
+from hpo.trial.admission import AdmissionTimeout, NoRoom
 from hpo.units import human
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class LedgerTooLarge(LedgerError, NoRoom):
     """The request exceeds the GPU budget: it could never be admitted."""
 
 
-class LedgerTimeout(LedgerError):
+class LedgerTimeout(LedgerError, AdmissionTimeout):
     """Gave up waiting for room in the GPU budget."""
 
 
@@ -75,6 +76,7 @@ class Ledger:
         *,
         poll_interval: float = 0.5,
         priority_after: float = 60.0,
+        foreign_lease_s: float = FOREIGN_LEASE_S,
     ) -> None:
         if capacity_bytes < 0:
             raise ValueError(f"capacity_bytes must be >= 0, got {capacity_bytes}")
@@ -83,6 +85,7 @@ class Ledger:
         self.capacity_bytes = int(capacity_bytes)
         self.poll_interval = poll_interval
         self.priority_after = priority_after
+        self.foreign_lease_s = foreign_lease_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = FileLock(str(self.path) + ".lock")
 
@@ -269,21 +272,8 @@ class Ledger:
                 self._write(data)
 
     def _reclaim(self, data: dict[str, Any]) -> int:
-        """Drop entries of dead processes; returns reservations dropped plus waiters dropped."""
-        count = 0
-        for gpu, entry in data.items():
-            alive = []
-            for r in entry.get("reservations", []):
-                if process_alive(int(r["pid"]), float(r["created"]), str(r.get("host", ""))):
-                    alive.append(r)
-                else:
-                    what = f"{human(int(r['bytes']))} on {gpu} from dead process {r['pid']}"
-                    log.warning("reclaimed %s (trial %s)", what, r.get("trial"))
-            waiting = entry.get("waiting", [])
-            live_waiting = [w for w in waiting if process_alive(int(w["pid"]), float(w["since"]), w["host"])]
-            count += len(entry.get("reservations", [])) - len(alive) + len(waiting) - len(live_waiting)
-            entry["reservations"], entry["waiting"] = alive, live_waiting
-        return count
+        """Drop entries of dead processes and stale ones of other hosts; returns how many."""
+        return reclaim(data, self.foreign_lease_s)
 
     def _entry(self, data: dict[str, Any]) -> dict[str, Any]:
         entry = data.setdefault(self.gpu_key, {})

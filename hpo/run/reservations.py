@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import socket
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
@@ -20,6 +21,7 @@ from typing import Any
 
 import psutil
 
+from hpo.errors import HpoError
 from hpo.units import GIB
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,13 @@ HOST = socket.gethostname()
 LEDGER_NAME = "hpo.ledger.json"
 # A live process whose start time is later than this after a reservation was made cannot own it (PID reuse).
 PID_START_TOLERANCE_S = 2.0
+# Another host's entries cannot be checked for liveness: they count for this long after they were made, then
+# are stale (a GPU key belongs to one machine: they come from a renamed host or a shared simulated key).
+FOREIGN_LEASE_S = 6 * 3600.0
+
+
+class LedgerCorrupt(HpoError):
+    """The ledger file cannot be read: never reset silently (it holds live reservations)."""
 
 
 @dataclass(frozen=True)
@@ -65,10 +74,13 @@ def held_back(waiting: Iterable[Mapping[str, Any]], now: float, ticket: str | No
     return 0 if oldest["key"] == ticket else int(oldest["bytes"])
 
 
-def process_alive(pid: int, created: float, host: str = "") -> bool:
-    """Whether the process that reserved at ``created`` still runs (zombies and reused PIDs do not)."""
+def process_alive(
+    pid: int, created: float, host: str = "", lease_s: float = FOREIGN_LEASE_S, now: float | None = None
+) -> bool:
+    """Whether the process that reserved at ``created`` still runs (zombies and reused PIDs do not); another
+    host's process is presumed alive for ``lease_s`` seconds after ``created``, stale afterwards."""
     if host and host != HOST:
-        return True  # another machine's process: we cannot tell, never reclaim it
+        return (time.time() if now is None else now) - created < lease_s
     if pid == os.getpid():
         return True
     try:
@@ -101,13 +113,36 @@ def read_ledger(path: Path) -> dict[str, Any]:
         return {}
     try:
         data = json.loads(text) if text.strip() else {}
-    except json.JSONDecodeError:
-        data = None
-    if not isinstance(data, dict):
-        # Writes are atomic: only a machine crash (no worker survives it) or a foreign edit gets here.
-        log.warning("ledger %s is unreadable; starting it afresh", path)
-        return {}
+    except json.JSONDecodeError as exc:
+        data, why = None, f"not JSON ({exc.msg} at line {exc.lineno})"
+    else:
+        why = "not a JSON object of GPU keys"
+    if not isinstance(data, dict) or not all(isinstance(e, dict) for e in data.values()):
+        # Writes are atomic: only a machine crash or a foreign edit gets here. Resetting would drop live
+        # reservations and over-commit the card, so stop and say which file.
+        raise LedgerCorrupt(
+            f"memory ledger {path} is corrupt: {why}",
+            f"stop every worker of this study, then delete {path} (or restore it) and start again",
+        )
     return data
+
+
+def reclaim(data: dict[str, Any], lease_s: float = FOREIGN_LEASE_S) -> int:
+    """Drop entries of dead processes (and stale ones of other hosts) in place; returns how many."""
+    count = 0
+    for gpu, entry in data.items():
+        alive = []
+        for r in entry.get("reservations", []):
+            if process_alive(int(r["pid"]), float(r["created"]), str(r.get("host", "")), lease_s):
+                alive.append(r)
+            else:
+                what = f"{int(r['bytes']) / GIB:.2f} GiB on {gpu} from process {r['pid']}@{r.get('host', '')}"
+                log.warning("reclaimed %s (trial %s): dead or stale", what, r.get("trial"))
+        waiting = entry.get("waiting", [])
+        live = [w for w in waiting if process_alive(int(w["pid"]), float(w["since"]), w["host"], lease_s)]
+        count += len(entry.get("reservations", [])) - len(alive) + len(waiting) - len(live)
+        entry["reservations"], entry["waiting"] = alive, live
+    return count
 
 
 def write_ledger(path: Path, data: dict[str, Any]) -> None:

@@ -25,6 +25,7 @@ from hpo.progress import Progress
 from hpo.tracking import Tracker, make_tracker
 from hpo.train.data import Splits, clean_splits
 from hpo.train.model import load_tokenizer
+from hpo.train.optim import eight_bit_available
 from hpo.trial.admission import Admission, no_admission
 from hpo.trial.objective import Objective
 from hpo.trial.sizing import MemoryPolicy, Sizer
@@ -39,15 +40,19 @@ def memory_policy(cfg: StudyConfig, device: torch.device, profile: GpuProfile | 
     Headroom: the study's ``headroom_gb`` when set, else the GPU profile's (``hpo.gpu.headroom_bytes``, the
     rule ``hpo estimate`` uses too).
     """
-    headroom = headroom_bytes(profile or load_profile(cfg.gpu_memory), cfg.headroom_gb)
+    profile = profile or load_profile(cfg.gpu_memory)
+    headroom, alloc = headroom_bytes(profile, cfg.headroom_gb), profile.allocator
     if cfg.gpu_memory is not None:
+        simulated = device.type != "cuda"
         return MemoryPolicy(
-            parse_memory(cfg.gpu_memory), headroom, device.type != "cuda", cfg.high_memory_fraction
+            parse_memory(cfg.gpu_memory), headroom, simulated, cfg.high_memory_fraction, allocator=alloc
         )
     if device.type == "cuda":
         info = detect(torch.cuda.current_device())
-        return MemoryPolicy(info.total_bytes, headroom, False, cfg.high_memory_fraction)
-    return MemoryPolicy(None, headroom)
+        return MemoryPolicy(
+            info.total_bytes, headroom, False, cfg.high_memory_fraction, allocator=alloc, card=info.name
+        )
+    return MemoryPolicy(None, headroom, allocator=alloc)
 
 
 @dataclass
@@ -74,6 +79,7 @@ def prepare(cfg: StudyConfig) -> Setup:
         on_cuda=device.type == "cuda",
         profile=profile,
         bf16_supported=device.type == "cuda" and torch.cuda.is_bf16_supported(),
+        eight_bit=device.type == "cuda" and eight_bit_available(),
     )
     validate(space)
     tokenizers = {m: load_tokenizer(get_spec(m)) for m in cfg.models}  # fail fast on unloadable models
@@ -126,7 +132,14 @@ def build_objective(
     data = EncodedData(
         setup.splits, cfg.max_train_examples, cfg.padding, dict(setup.tokenizers), cfg.output_dir / "cache"
     )
-    sizer = Sizer(replace(policy), setup.agent.num_labels, calibration, cfg.prune_by_estimate, data.longest)
+    sizer = Sizer(
+        replace(policy),
+        setup.agent.num_labels,
+        calibration,
+        cfg.prune_by_estimate,
+        eval_batch_size=cfg.eval_batch_size,
+        longest=data.longest,
+    )
     return Objective(
         cfg=cfg,
         agent=setup.agent,

@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,9 @@ from optuna.trial import TrialState
 
 from hpo.config import StudyConfig, load_config
 from hpo.gpu import detect
-from hpo.memory.budget import CUDA_CONTEXT
 from hpo.progress import Progress
 from hpo.run.bootstrap import open_for_worker
-from hpo.run.isolation import apply_memory_cap
+from hpo.run.isolation import apply_memory_cap, cuda_context_bytes
 from hpo.run.ledger import Ledger
 from hpo.run.protocol import WorkerExit, trial_file
 from hpo.run.reservations import Reservation, ledger_path_for
@@ -63,10 +63,15 @@ class LedgerAdmission:
     """
 
     def __init__(
-        self, ledger: Ledger, context_bytes: int, margin_bytes: int, lighter_after: float = 60.0
+        self,
+        ledger: Ledger,
+        context_bytes: int,
+        margin_bytes: int,
+        lighter_after: float = 60.0,
+        timeout: float | None = None,
     ) -> None:
         self.ledger, self.context_bytes, self.margin_bytes = ledger, context_bytes, margin_bytes
-        self.lighter_after = lighter_after
+        self.lighter_after, self.timeout = lighter_after, timeout
         self._hold: Reservation | None = None
 
     def start(self) -> None:
@@ -84,7 +89,12 @@ class LedgerAdmission:
         first, *lighter = (max(0, n - self.context_bytes) for n in sizes)
         label = f"worker pid {os.getpid()}"
         with self.ledger.reserved(
-            first, trial=trial, label=label, lighter=lighter, lighter_after=self.lighter_after
+            first,
+            trial=trial,
+            label=label,
+            lighter=lighter,
+            lighter_after=self.lighter_after,
+            timeout=self.timeout,  # LedgerTimeout: the trial is pruned (admission_timeout)
         ) as res:
             # the context lives outside the caching allocator, which the cap limits
             apply_memory_cap(res.bytes, self.margin_bytes)
@@ -103,7 +113,8 @@ def make_admission(cfg: StudyConfig, policy: MemoryPolicy, gpu_key: str) -> Ledg
     )
     # the caps of all workers together may overshoot their reservations by at most the headroom
     margin = min(CAP_MARGIN_BYTES, policy.headroom_bytes // max(1, cfg.par))
-    return LedgerAdmission(ledger, CUDA_CONTEXT, margin, cfg.elastic_after_s)
+    context = policy.allocator.context_bytes
+    return LedgerAdmission(ledger, context, margin, cfg.elastic_after_s, cfg.admission_timeout_s)
 
 
 def run_worker(cfg: StudyConfig, *, recycle_after: int) -> WorkerExit:
@@ -116,11 +127,15 @@ def run_worker(cfg: StudyConfig, *, recycle_after: int) -> WorkerExit:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
     setup = prepare(cfg)
     policy = memory_policy(cfg, setup.device, setup.space.profile)
+    if setup.device.type == "cuda" and not policy.simulated:  # this worker's own context, measured once
+        measured = cuda_context_bytes(policy.allocator.context_bytes)
+        policy.allocator = replace(policy.allocator, context_bytes=measured)
     info = detect(0)
     admission = make_admission(cfg, policy, info.uuid if info.available else f"simulated-{policy.gpu_bytes}")
     if admission is not None:
         # every other worker's CUDA context stays on the card: a trial must fit beside them
-        policy.resident_bytes = (cfg.par - 1) * CUDA_CONTEXT
+        policy.resident_bytes = (cfg.par - 1) * policy.allocator.context_bytes
+        policy.capped = True  # LedgerAdmission caps the allocator at each trial's reservation
         admission.start()
     marker = trial_file(cfg, os.getpid())
     marker.parent.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,14 @@ from typing import Any
 import torch
 from torch import nn
 
-OPTIMIZERS = ("adamw", "sgd", "adafactor")
+OPTIMIZERS = ("adamw", "sgd", "adafactor", "adamw_8bit")
+
+
+def eight_bit_available() -> bool:
+    """bitsandbytes' 8-bit AdamW needs the library and a CUDA device."""
+    import importlib.util
+
+    return importlib.util.find_spec("bitsandbytes") is not None and torch.cuda.is_available()
 
 
 def optimizer_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -25,7 +32,9 @@ def optimizer_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
 def build_optimizer(
     name: str, params: Iterable[Any], lr: float, *, foreach: bool | None = None
 ) -> torch.optim.Optimizer:
-    """The torch optimizer called ``name`` over ``params`` (tensors or groups); SGD with momentum 0.9.
+    """The optimizer called ``name`` over ``params`` (tensors or groups): torch AdamW, SGD (momentum 0.9),
+    transformers' Adafactor (external learning rate, no relative step; one parameter at a time) or
+    bitsandbytes' AdamW8bit (needs the library and CUDA: ConfigError otherwise).
 
     ``foreach=None`` lets torch choose (the fused-per-list kernels on CUDA, as the trace models with True).
     """
@@ -34,5 +43,15 @@ def build_optimizer(
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9, foreach=foreach)
     if name == "adafactor":
-        return torch.optim.Adafactor(params, lr=lr, foreach=foreach)
-    raise ValueError(f"optimizer {name!r} is not supported by the training loop yet")
+        from transformers.optimization import Adafactor
+
+        return Adafactor(params, lr=lr, scale_parameter=False, relative_step=False, warmup_init=False)
+    if name == "adamw_8bit":
+        if not eight_bit_available():
+            from hpo.errors import ConfigError
+
+            raise ConfigError("adamw_8bit needs bitsandbytes and a CUDA device", "use adamw or adafactor")
+        import bitsandbytes as bnb
+
+        return bnb.optim.AdamW8bit(params, lr=lr)  # type: ignore[no-any-return]
+    raise ValueError(f"optimizer {name!r} is not supported by the training loop")

@@ -23,6 +23,10 @@ class NoRoom(HpoError):
     """Raised by an admission when no form of the trial can ever fit (the trial is pruned by estimate)."""
 
 
+class AdmissionTimeout(HpoError):
+    """Raised by an admission that waited ``--admission-timeout`` for room (the trial is pruned)."""
+
+
 # (device totals of the trial's forms, sampled first; trial number) -> holds room, yields the form's index
 Admission = Callable[[Sequence[int], int], contextlib.AbstractContextManager[int]]
 

@@ -19,6 +19,7 @@ from hpo.oom import (
     OomRecord,
     clear_exception_frames,
     cpu_fallback_allowed,
+    error_head,
     free_memory,
     is_fatal_cuda_error,
     is_oom,
@@ -28,7 +29,7 @@ from hpo.oom import (
 from hpo.tracking import Tracker
 from hpo.train.loop import TrainResult
 from hpo.trial import outcomes
-from hpo.trial.admission import Admission, NoRoom, admitted
+from hpo.trial.admission import Admission, AdmissionTimeout, NoRoom, admitted
 from hpo.trial.context import TrialContext
 from hpo.trial.sizing import Sizer
 from hpo.units import gb
@@ -66,6 +67,8 @@ class Attempts:
                 raise
             except NoRoom as exc:  # the other workers' own memory leaves it no room, ever
                 raise outcomes.pruned_by_estimate(ctx, self.tracker, exc.message, 1.0) from None
+            except AdmissionTimeout as exc:  # waited --admission-timeout for room
+                raise outcomes.admission_timed_out(ctx, self.tracker, exc.message) from None
             except optuna.TrialPruned:
                 outcomes.early_stopped(ctx, self.tracker)
                 raise
@@ -96,6 +99,8 @@ class Attempts:
                 free_memory()  # ...and return the memory before the reservation is released
 
     def _record_oom(self, ctx: TrialContext, exc: BaseException) -> None:
+        on_cuda = ctx.device.type == "cuda"
+        origin = self.sizer.record_oom(ctx.spec, ctx.tcfg, ctx.budget, error_head(exc, 2000), on_cuda)
         ctx.records.append(
             OomRecord.from_trial_config(
                 ctx.tcfg,
@@ -106,9 +111,9 @@ class Attempts:
                 step=ctx.position.step,
                 attempt=len(ctx.records),
                 policy=self.policy,
+                origin=origin,
             )
         )
-        self.sizer.record_oom(ctx.spec, ctx.tcfg, ctx.budget)
 
     def _retry(self, ctx: TrialContext) -> bool:
         """Move ``ctx`` to the next attempt's form and device; False when the policy prunes."""

@@ -42,7 +42,13 @@ RUN_ESTIMATED_PEAK_GB = "run_estimated_peak_gb"
 REASON_MEMORY_ESTIMATE = "memory_estimate"
 REASON_EARLY_STOP = "early_stop"
 REASON_OOM = "oom"
-PRUNED_REASONS: tuple[str, ...] = (REASON_OOM, REASON_MEMORY_ESTIMATE, REASON_EARLY_STOP)
+REASON_ADMISSION_TIMEOUT = "admission_timeout"  # waited --admission-timeout for room in the GPU ledger
+PRUNED_REASONS: tuple[str, ...] = (
+    REASON_OOM,
+    REASON_MEMORY_ESTIMATE,
+    REASON_EARLY_STOP,
+    REASON_ADMISSION_TIMEOUT,
+)
 
 # ---- MLflow -----------------------------------------------------------------------------------------------
 TRIAL_NUMBER_TAG = "trial_number"

@@ -64,6 +64,15 @@ def pruned_by_estimate(
     return optuna.TrialPruned(f"memory estimate: {reason}")
 
 
+def admission_timed_out(ctx: TrialContext, tracker: Tracker, reason: str) -> optuna.TrialPruned:
+    """No room in the GPU ledger within ``--admission-timeout``: pruned before any model is loaded."""
+    ctx.trial.set_user_attr(K.PRUNED_REASON, K.REASON_ADMISSION_TIMEOUT)
+    tracker.end_trial(
+        ctx.run_id, "KILLED", {K.STATE_TAG: "PRUNED", K.PRUNED_REASON: K.REASON_ADMISSION_TIMEOUT}
+    )
+    return optuna.TrialPruned(f"admission timeout: {reason}")
+
+
 def admitted(ctx: TrialContext, tracker: Tracker, asked_at: float, before: TrialConfig, form: int) -> None:
     """The ledger admitted the trial in ``ctx.tcfg`` (``form`` 0: as ``before``, else a lighter form)."""
     now = time.time()

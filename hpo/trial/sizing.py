@@ -10,11 +10,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from hpo.allocator import DEFAULT_ALLOCATOR, Allocator
 from hpo.config import TrialConfig
 from hpo.memory.budget import Budget, MemoryRequest, fits
-from hpo.memory.calibrate import Calibration
+from hpo.memory.calibrate import Calibration, calibration_key, oom_origin
 from hpo.memory.catalog import ModelSpec
 from hpo.memory.estimate import estimate
+from hpo.memory.phases import with_evaluation
 from hpo.memory.trace import trace_estimate
 from hpo.oom import PeakMemory
 from hpo.trial import keys as K
@@ -43,6 +45,14 @@ class MemoryPolicy:
     simulated: bool = False
     high_memory_fraction: float = 0.9
     resident_bytes: int = 0  # held on the card by the other worker processes (their CUDA contexts)
+    allocator: Allocator = DEFAULT_ALLOCATOR  # CUDA context and allocator overhead (the GPU profile's)
+    card: str = ""  # the card's name (NVML) for calibration keys; "" without a real card
+    capped: bool = False  # a --par worker: its allocator is capped at its reservation (+ a margin)
+
+    @property
+    def real(self) -> bool:
+        """A real CUDA card (not simulated, not none): the only source of calibration evidence."""
+        return self.gpu_bytes is not None and not self.simulated
 
     @property
     def limit_bytes(self) -> int:
@@ -59,19 +69,32 @@ class Sizer:
     num_labels: int
     calibration: Calibration | None = None
     prune_by_estimate: bool = True
+    eval_batch_size: int = 64  # the study's; a trial evaluates at the largest batch up to it within its peak
     # (model, max_length) -> the widest batch the data can produce (dynamic padding); None: max_length
     longest: Callable[[ModelSpec, int], int] | None = None
 
     def request(self, spec: ModelSpec, tcfg: TrialConfig) -> MemoryRequest:
-        """The estimator's view of ``tcfg`` at the sequence length its batches can really reach."""
+        """The estimator's view of the trial at the sequence length its batches really reach, with its
+        evaluation phase (hpo.memory.phases)."""
         seq_len = self.longest(spec, tcfg.max_length) if self.longest is not None else None
-        return memory_request(tcfg, self.num_labels, seq_len)
+        req = memory_request(tcfg, self.num_labels, seq_len)
+        return with_evaluation(spec, req, self.eval_batch_size, self.memory.allocator)
+
+    def key(self, spec: ModelSpec, req: MemoryRequest) -> str:
+        """The calibration evidence key of ``req`` on this card."""
+        return calibration_key(spec.name, self.memory.card, self.memory.gpu_bytes or 0, req)
+
+    def eval_batch(self, spec: ModelSpec, tcfg: TrialConfig) -> int:
+        """The evaluation batch the trial runs with (the one its estimate covers)."""
+        return self.request(spec, tcfg).eval_batch_size or self.eval_batch_size
 
     def estimate(self, spec: ModelSpec, tcfg: TrialConfig) -> Budget:
-        """Analytic estimate, corrected by what earlier trials of this model measured."""
+        """Analytic estimate over the trial's phases, corrected by real measurements (calibrate.py)."""
         req = self.request(spec, tcfg)
-        budget = estimate(spec, req)
-        return self.calibration.correct(spec.name, req, budget) if self.calibration is not None else budget
+        budget = estimate(spec, req, self.memory.allocator)
+        if self.calibration is None or not self.memory.real:
+            return budget
+        return self.calibration.correct(self.key(spec, req), budget)
 
     def over_budget(self, spec: ModelSpec, tcfg: TrialConfig, budget: Budget) -> str | None:
         """Why this config cannot run on the GPU budget (None when it fits or there is no budget)."""
@@ -85,26 +108,39 @@ class Sizer:
                 f"estimated peak {budget.device_total_bytes / GIB:.2f} GB > budget "
                 f"{self.memory.limit_bytes / GIB:.2f} GB{beside if self.memory.resident_bytes else ''}"
             )
-        if self.calibration is not None and self.calibration.known_oom(spec.name, self.request(spec, tcfg)):
-            return "a near-identical config ran out of memory before"
+        req = self.request(spec, tcfg)
+        if self.calibration is not None and self.calibration.known_oom(self.key(spec, req), req):
+            return "a near-identical config ran out of memory on this card before"
         return None
 
     def simulated_peak(self, spec: ModelSpec, tcfg: TrialConfig, budget: Budget) -> int:
         """What a simulated card 'really' needs: the exact meta-device trace peak, else the estimate."""
         try:
-            return trace_estimate(spec, self.request(spec, tcfg)).device_total_bytes
+            return trace_estimate(spec, self.request(spec, tcfg), self.memory.allocator).device_total_bytes
         except Exception:  # the trace does not cover every architecture: fall back to the analytic estimate
             return budget.device_total_bytes
 
-    def record_oom(self, spec: ModelSpec, tcfg: TrialConfig, budget: Budget) -> None:
-        """Remember an OOM so near-identical configs are pruned before they run (``over_budget``).
+    def record_oom(
+        self, spec: ModelSpec, tcfg: TrialConfig, budget: Budget, message: str, on_cuda: bool
+    ) -> str:
+        """Classify an OOM (hpo.memory.calibrate.oom_origin) and feed the calibration only with a real one.
 
-        The card size is deliberately not passed: it would raise the model's correction factor for every later
-        config, and one OOM caused by fragmentation or a neighbour must not shrink a days-long study. Measured
-        peaks of finished trials drive the factor instead.
+        Returns the origin, which the trial records whatever it is.
         """
+        neighbours = self.memory.resident_bytes > 0
+        origin = oom_origin(
+            message,
+            on_cuda=on_cuda and self.memory.real,
+            simulated=self.memory.simulated,
+            neighbours=neighbours,
+        )
         if self.calibration is not None:
-            self.calibration.record_oom(spec.name, self.request(spec, tcfg), budget.device_total_bytes)
+            req = self.request(spec, tcfg)
+            estimated = int(budget.device_total_bytes / budget.factor)
+            # what the OOM proves the peak exceeded: the worker's cap (its reservation), else the budget
+            limit = budget.device_total_bytes if self.memory.capped else self.memory.limit_bytes
+            self.calibration.record_oom(self.key(spec, req), req, estimated, limit, origin)
+        return origin
 
     def measured(
         self, spec: ModelSpec, tcfg: TrialConfig, budget: Budget, peak: PeakMemory
@@ -125,8 +161,8 @@ class Sizer:
             out[K.NVML_PROCESS_GB] = gb(peak.nvml_process_bytes)
         if self.memory.gpu_bytes:
             out[K.HIGH_MEMORY] = device_peak > self.memory.high_memory_fraction * self.memory.gpu_bytes
-        if self.calibration is not None:
-            self.calibration.record_peak(
-                spec.name, self.request(spec, tcfg), budget.device_total_bytes, device_peak
-            )
+        if self.calibration is not None and self.memory.real:  # compared with the uncalibrated estimate
+            req = self.request(spec, tcfg)
+            estimated = int(budget.device_total_bytes / budget.factor)
+            self.calibration.record_peak(self.key(spec, req), req, estimated, device_peak)
         return out

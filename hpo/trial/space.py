@@ -8,6 +8,7 @@ the focal loss, precision only on CUDA (CPU trains in fp32).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import optuna
@@ -16,6 +17,8 @@ from hpo.config import SpaceConfig, TrialConfig
 from hpo.errors import ConfigError
 from hpo.gpu import GpuProfile
 from hpo.memory.catalog import ModelSpec, get_spec
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,12 @@ class SpaceContext:
     on_cuda: bool
     profile: GpuProfile | None = None
     bf16_supported: bool = True
+    eight_bit: bool = False  # bitsandbytes and CUDA: adamw_8bit can run
+
+
+def optimizers(ctx: SpaceContext) -> list[str]:
+    """The space's optimizers that can run here (adamw_8bit needs bitsandbytes and CUDA)."""
+    return [o for o in ctx.space.optimizer if o != "adamw_8bit" or ctx.eight_bit] or ["adamw"]
 
 
 def frozen_layers_cap(specs: list[ModelSpec], space: SpaceConfig) -> int:
@@ -69,6 +78,8 @@ def validate(ctx: SpaceContext) -> None:
     """Fail fast (ConfigError/ModelError) on models or bounds that can never be sampled."""
     for model in ctx.models:
         model_bounds(get_spec(model), ctx)
+    if "adamw_8bit" in ctx.space.optimizer and not ctx.eight_bit:
+        log.warning("adamw_8bit left out of the search space: it needs bitsandbytes and a CUDA device")
 
 
 def sample(trial: optuna.Trial, ctx: SpaceContext) -> TrialConfig:
@@ -97,6 +108,8 @@ def sample(trial: optuna.Trial, ctx: SpaceContext) -> TrialConfig:
         values["label_smoothing"] = trial.suggest_float("label_smoothing", *s.label_smoothing)
     if loss == "focal":
         values["focal_gamma"] = trial.suggest_float("focal_gamma", *s.focal_gamma)
+    opts = optimizers(ctx)  # one choice: not a parameter (studies without it keep their parameters)
+    values["optimizer"] = trial.suggest_categorical("optimizer", opts) if len(opts) > 1 else opts[0]
     cap = frozen_layers_cap([get_spec(m) for m in ctx.models], s)
     values["frozen_layers"] = trial.suggest_int("frozen_layers", 0, cap) if cap > 0 else 0
     if ctx.on_cuda:

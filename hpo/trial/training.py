@@ -95,6 +95,8 @@ class Trainer:
             else None
         )
         n_steps = -(-len(train_data["labels"]) // ctx.tcfg.batch_size)
+        # on a (real or simulated) card: the evaluation batch the estimate covers (hpo.memory.phases)
+        eval_batch = self.sizer.eval_batch(ctx.spec, ctx.tcfg) if ctx.on_gpu else self.cfg.eval_batch_size
         metric, epochs = self.agent.metric_name, self.cfg.epochs
 
         def on_step(epoch: int, step: int) -> None:
@@ -123,7 +125,7 @@ class Trainer:
                 patience=self.cfg.patience,
                 device=ctx.device,
                 seed=self.cfg.seed,
-                eval_batch_size=self.cfg.eval_batch_size,
+                eval_batch_size=eval_batch,
                 on_step=on_step,
                 on_epoch=on_epoch,
                 dynamic_padding=self.cfg.padding == "dynamic",

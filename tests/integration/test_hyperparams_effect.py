@@ -146,3 +146,11 @@ def test_every_trial_field_is_covered() -> None:
     }
     sampled = set(TrialConfig.model_fields) - {"optimizer"}  # optimizer is fixed (adamw), never sampled
     assert sampled <= covered
+
+
+@pytest.mark.parametrize("optimizer", ["adafactor", "sgd"])
+def test_optimizer_really_trains(optimizer: str) -> None:
+    """adafactor (transformers' implementation) and sgd train: weights move away from the AdamW run's."""
+    weights, result, _ = run(BASE.model_copy(update={"optimizer": optimizer}))
+    assert result.optimizer_steps > 0 and all(torch.isfinite(w).all() for w in weights.values())
+    assert any(not torch.equal(weights[k], BASE_WEIGHTS[k]) for k in weights)

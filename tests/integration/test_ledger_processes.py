@@ -83,11 +83,12 @@ def test_reclaim_dead_pid_reuse_and_other_hosts(tmp_path: Path) -> None:
             # a live process that started an hour after the reservation: its PID was reused
             {"key": "reused", "pid": young.pid, "bytes": 10, "trial": 2, "created": now - 3600},
             {"key": "live", "pid": young.pid, "bytes": 10, "trial": 3, "created": now + 1},
-            # another machine's process cannot be checked from here: never reclaimed
+            # another machine's process cannot be checked from here: kept for its lease, then stale
             {"key": "remote", "pid": int(dead.stdout), "bytes": 10, "trial": 4, "created": now, "host": "x"},
+            {"key": "gone", "pid": young.pid, "bytes": 10, "trial": 5, "created": now - 86400, "host": "x"},
         ]
         ledger.path.write_text(json.dumps({"GPU-test": {"capacity": 100, "reservations": entries}}))
-        assert ledger.reclaim_dead() == 2
+        assert ledger.reclaim_dead() == 3
         assert sorted(r.key for r in ledger.reservations()) == ["live", "remote"]
     finally:
         young.kill()

@@ -94,3 +94,67 @@ def test_invalid_profile_is_a_config_error(tmp_path: Path) -> None:
     bad.write_text("tiers: [")
     with pytest.raises(ConfigError):
         profiles(tmp_path)
+
+
+class _FakeNvml:
+    """Three cards as NVML sees them (all of them, whatever CUDA_VISIBLE_DEVICES says)."""
+
+    cards = (
+        ("NVIDIA A10", "GPU-aaaa-0000"),
+        ("NVIDIA L4", "GPU-bbbb-1111"),
+        ("NVIDIA H100", "GPU-cccc-2222"),
+    )
+
+    class _Mem:
+        total, used = 24 * 2**30, 2**30
+
+    def nvmlDeviceGetCount(self) -> int:
+        return len(self.cards)
+
+    def nvmlDeviceGetHandleByIndex(self, i: int) -> int:
+        if not 0 <= i < len(self.cards):
+            raise ValueError(i)
+        return i
+
+    def nvmlDeviceGetMemoryInfo(self, h: int) -> object:
+        return self._Mem()
+
+    def nvmlDeviceGetName(self, h: int) -> bytes:
+        return self.cards[h][0].encode()
+
+    def nvmlDeviceGetUUID(self, h: int) -> str:
+        return self.cards[h][1]
+
+
+@pytest.mark.parametrize(
+    ("visible", "torch_index", "uuid"),
+    [
+        (None, 1, "GPU-bbbb-1111"),  # unset: the same numbering
+        ("2,0", 0, "GPU-cccc-2222"),  # torch's cuda:0 is NVML's card 2
+        ("2,0", 1, "GPU-aaaa-0000"),
+        ("GPU-bbbb", 0, "GPU-bbbb-1111"),  # by UUID prefix
+        ("GPU-cccc-2222,GPU-aaaa-0000", 1, "GPU-aaaa-0000"),
+    ],
+)
+def test_detect_names_the_card_by_uuid_honouring_cuda_visible_devices(
+    monkeypatch: pytest.MonkeyPatch, visible: str | None, torch_index: int, uuid: str
+) -> None:
+    import hpo.gpu as gpu
+
+    monkeypatch.setattr(gpu, "_nvml", lambda: _FakeNvml())
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    info = gpu.detect(torch_index)
+    assert info.available and info.uuid == uuid and info.index == torch_index
+    assert info.name == dict((u, n) for n, u in _FakeNvml.cards)[uuid]
+
+
+def test_nvml_index_rejects_a_device_outside_cuda_visible_devices() -> None:
+    from hpo.gpu import nvml_index
+
+    with pytest.raises(IndexError):
+        nvml_index(_FakeNvml(), 1, {"CUDA_VISIBLE_DEVICES": "2"})
+    with pytest.raises(IndexError):
+        nvml_index(_FakeNvml(), 0, {"CUDA_VISIBLE_DEVICES": "GPU-zzzz"})

@@ -109,3 +109,12 @@ def test_cap_makes_this_process_oom() -> None:
     with pytest.raises(torch.OutOfMemoryError):
         torch.empty(512 * 2**20, dtype=torch.uint8, device="cuda")
     torch.cuda.set_per_process_memory_fraction(1.0)
+
+
+def test_worker_context_is_measured_from_nvml_less_the_allocator_blocks() -> None:
+    from hpo.run.isolation import measure_context
+
+    mib = 2**20
+    assert measure_context(512 * mib, lambda: 700 * mib, lambda: 2 * mib) == 698 * mib
+    assert measure_context(512 * mib, lambda: None, lambda: 2 * mib) == 512 * mib  # no NVML: the profile's
+    assert measure_context(512 * mib, lambda: 2 * mib, lambda: 2 * mib) == 512 * mib  # nothing but blocks

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hpo.run.ledger import Ledger, LedgerCancelled, LedgerTimeout, LedgerTooLarge
-from hpo.run.reservations import Reservation, admits, held_back, ledger_path_for
+from hpo.run.reservations import LedgerCorrupt, Reservation, admits, held_back, ledger_path_for, process_alive
 
 
 def make(path: Path, capacity: int = 100, **kw: float) -> Ledger:
@@ -143,10 +143,38 @@ def test_young_waiter_does_not_block_backfill(tmp_path: Path) -> None:
     assert timeouts and ledger.in_use() == 90
 
 
-def test_unreadable_ledger_starts_afresh(tmp_path: Path) -> None:
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"GPU-test": 3}'])
+def test_corrupt_ledger_is_an_error_naming_the_file_never_a_reset(tmp_path: Path, content: str) -> None:
     ledger = make(tmp_path)
-    ledger.path.write_text("{not json")
+    ledger.path.write_text(content)
+    for call in (ledger.in_use, lambda: ledger.try_reserve(10), lambda: ledger.hold_process(5)):
+        with pytest.raises(LedgerCorrupt) as info:
+            call()
+        assert str(ledger.path) in info.value.message and "corrupt" in info.value.message
+    assert ledger.path.read_text() == content  # left as it was for the user to look at
+
+
+def test_empty_ledger_file_is_an_empty_ledger(tmp_path: Path) -> None:
+    ledger = make(tmp_path)
+    ledger.path.write_text("")
     assert ledger.in_use() == 0 and ledger.try_reserve(10) is not None
+
+
+def test_other_hosts_entries_hold_for_their_lease_then_are_stale(tmp_path: Path) -> None:
+    now = time.time()
+    entries = [
+        {"key": "fresh", "pid": 1, "bytes": 30, "trial": 1, "created": now - 60, "host": "elsewhere"},
+        {"key": "stale", "pid": 1, "bytes": 50, "trial": 2, "created": now - 7200, "host": "elsewhere"},
+    ]
+    waiting = [{"key": "w", "pid": 1, "bytes": 20, "since": now - 7200, "host": "elsewhere"}]
+    ledger = make(tmp_path, foreign_lease_s=3600)
+    ledger.path.write_text(
+        json.dumps({"GPU-test": {"capacity": 100, "reservations": entries, "waiting": waiting}})
+    )
+    assert [r.key for r in ledger.reservations()] == ["fresh"]
+    assert ledger.try_reserve(70) is not None  # the stale 50 bytes and the stale waiter are gone
+    assert not process_alive(1, now - 10, "elsewhere", lease_s=5, now=now)
+    assert process_alive(1, now - 10, "elsewhere", lease_s=60, now=now)
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -130,3 +131,34 @@ def test_estimate_is_fast() -> None:
     for _ in range(20):
         estimate(spec, REQ)
     assert (time.perf_counter() - start) / 20 < 0.05  # loose; the bench measures the real figure
+
+
+def test_optimizers_as_training_builds_them() -> None:
+    import torch
+    from transformers.optimization import Adafactor
+
+    from hpo.errors import ConfigError
+    from hpo.train.optim import build_optimizer, eight_bit_available
+
+    params = [torch.nn.Parameter(torch.ones(4, 3))]
+    assert isinstance(build_optimizer("adafactor", params, 1e-3), Adafactor)  # transformers' implementation
+    if not eight_bit_available():  # no bitsandbytes or no CUDA: a clear error, not a crash mid-training
+        with pytest.raises(ConfigError, match="bitsandbytes"):
+            build_optimizer("adamw_8bit", params, 1e-3)
+
+
+def test_gpu_check_on_a_cpu_machine_says_so_and_exits_0(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import runpy
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA machine runs the real grid")
+    script = Path(__file__).resolve().parents[2] / "scripts" / "bench_estimator.py"
+    main = runpy.run_path(str(script))["main"]
+    out = tmp_path / "gpu-check.csv"
+    assert main(["--gpu-check", "--out", str(out), "--calibration", str(tmp_path / "cal.json")]) == 0
+    assert "no CUDA device" in capsys.readouterr().out
+    assert not out.exists()

@@ -34,6 +34,7 @@ VARIANTS = [
     {"lora_r": 8},
     {"frozen_layers": 1},
     {"optimizer": "sgd"},
+    {"optimizer": "adafactor"},
     {"optimizer": "adamw_8bit"},
     {"mode": "inference"},
 ]

@@ -171,6 +171,7 @@ def test_oom_record_from_trial_config() -> None:
         "error_head": "CUDA out of memory. Tried to allocate 2.00 GiB.",
         "attempt": 2,
         "policy": "shrink",
+        "origin": "",
     }
     assert json.loads(json.dumps(d)) == d
     long = OomRecord.from_trial_config(

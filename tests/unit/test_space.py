@@ -91,3 +91,20 @@ def test_validate_rejects_unknown_models_and_empty_bounds() -> None:
     )
     with pytest.raises(ConfigError, match="roberta-large"):
         validate(tight)
+
+
+def test_optimizers_are_sampled_and_8bit_needs_bitsandbytes_and_cuda(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    space = SpaceConfig(optimizer=["adamw", "adafactor", "adamw_8bit"])
+    cpu = SpaceContext(models=("hpo-tiny-bert",), space=space, on_cuda=False)
+    with caplog.at_level("WARNING"):
+        validate(cpu)
+    assert "adamw_8bit left out of the search space" in caplog.text
+    assert {c["cfg"].optimizer for c in sample_many(cpu)} == {"adamw", "adafactor"}
+    able = SpaceContext(models=("hpo-tiny-bert",), space=space, on_cuda=True, eight_bit=True)
+    assert "adamw_8bit" in {c["cfg"].optimizer for c in sample_many(able)}
+    single = SpaceContext(models=("hpo-tiny-bert",), space=SpaceConfig(), on_cuda=False)
+    study = optuna.create_study()
+    trial = study.ask()
+    assert sample(trial, single).optimizer == "adamw" and "optimizer" not in trial.params  # not a parameter

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import optuna
+
 from tests.support import CI_CONFIG
 
 CONFIG = CI_CONFIG
@@ -51,3 +53,43 @@ def test_sizer_keeps_room_for_the_other_workers_contexts() -> None:
     reason = sizer.over_budget(spec, tcfg, sizer.estimate(spec, tcfg))
     assert reason is not None and "beside the other workers' 0.50 GB" in reason
     assert sizer.memory.limit_bytes == card - CUDA_CONTEXT
+
+
+def test_admission_timeout_prunes_the_trial_with_its_reason(tmp_path: Path) -> None:
+    import pytest
+    import torch
+
+    from hpo.config import TrialConfig
+    from hpo.faults import FaultInjector
+    from hpo.memory.catalog import get_spec
+    from hpo.run.ledger import Ledger
+    from hpo.run.worker import LedgerAdmission
+    from hpo.tracking import NullTracker
+    from hpo.trial.attempts import Attempts
+    from hpo.trial.context import TrialContext
+    from hpo.trial.keys import PRUNED_REASON, REASON_ADMISSION_TIMEOUT
+    from hpo.trial.sizing import MemoryPolicy, Sizer
+
+    gib = 2**30
+    ledger = Ledger(tmp_path / "hpo.ledger.json", "GPU-x", 4 * gib, poll_interval=0.01)
+    ledger.try_reserve(3 * gib, label="a neighbour's trial")  # leaves 1 GiB, never released
+    sizer = Sizer(MemoryPolicy(5 * gib, gib, simulated=True), num_labels=2)
+    spec = get_spec("hpo-tiny-bert")
+    tcfg = TrialConfig(model="hpo-tiny-bert", learning_rate=1e-4, batch_size=16, max_length=48)
+    budget = sizer.estimate(spec, tcfg)
+    need = 2 * gib + budget.components["cuda_context"]  # two GiB beyond the context: it waits
+    trial = optuna.create_study().ask()
+    ctx = TrialContext(trial, tcfg, spec, tcfg, budget, torch.device("cpu"), True, FaultInjector(None, 0))
+    ctx.budget = type(budget)(budget.components, budget.total_bytes, need, budget.method, budget.phases)
+    admission = LedgerAdmission(ledger, budget.components["cuda_context"], 0, lighter_after=60.0, timeout=0.2)
+
+    def never(_: TrialContext) -> object:
+        raise AssertionError("a trial that was not admitted must not train")
+
+    attempts = Attempts(never, admission, sizer, NullTracker(), "prune", elastic=False)  # type: ignore[arg-type]
+    with pytest.raises(optuna.TrialPruned, match="admission timeout"):
+        attempts.run(ctx)
+    assert trial.user_attrs[PRUNED_REASON] == REASON_ADMISSION_TIMEOUT
+    assert [r.label for r in ledger.reservations()] == [
+        "a neighbour's trial"
+    ]  # no waiter, no reservation left
