@@ -25,7 +25,7 @@ from hpo.errors import HpoError
 from hpo.run.fingerprint import check_resume
 from hpo.run.setup import Setup, tracker_for
 from hpo.study import create_or_load, open_study
-from hpo.tracking import MLflowTracker, Tracker
+from hpo.tracking import MlflowNotSetUp, MLflowTracker, Tracker
 from hpo.trial import keys as K
 from hpo.trial import outcomes
 
@@ -111,8 +111,15 @@ def start_study(cfg: StudyConfig, setup: Setup) -> tuple[optuna.Study, Tracker]:
 
 
 def open_for_worker(cfg: StudyConfig) -> tuple[optuna.Study, Tracker]:
-    """A worker's study and tracker: open what the starter set up, create nothing."""
-    return open_study(cfg), tracker_for(cfg, create=False)
+    """A worker's study and tracker: open what the starter set up. Only a worker joined by hand with MLflow on
+    for a study that ran without it sets MLflow up, under the setup lock like a starter."""
+    study = open_study(cfg)
+    try:
+        return study, tracker_for(cfg, create=False)
+    except MlflowNotSetUp:
+        with setup_lock(cfg):
+            check_databases(cfg)
+            return study, tracker_for(cfg)
 
 
 def sync_mlflow(study: str, output_dir: Path | None, mlflow_uri: str | None) -> tuple[int, int]:
