@@ -110,10 +110,12 @@ def start_study(cfg: StudyConfig, setup: Setup) -> tuple[optuna.Study, Tracker]:
     return study, tracker
 
 
-def open_for_worker(cfg: StudyConfig) -> tuple[optuna.Study, Tracker]:
-    """A worker's study and tracker: open what the starter set up. Only a worker joined by hand with MLflow on
-    for a study that ran without it sets MLflow up, under the setup lock like a starter."""
+def open_for_worker(cfg: StudyConfig, setup: Setup) -> tuple[optuna.Study, Tracker]:
+    """A worker's study and tracker: open what the starter set up. A worker joined by hand with its own YAML
+    must match the study's fingerprint; if it has MLflow on for a study that ran without it, it sets MLflow
+    up under the setup lock like a starter."""
     study = open_study(cfg)
+    check_resume(study, cfg, setup, cfg.allow_changes)
     try:
         return study, tracker_for(cfg, create=False)
     except MlflowNotSetUp:
