@@ -127,6 +127,9 @@ def open_for_worker(cfg: StudyConfig, setup: Setup) -> tuple[optuna.Study, Track
 def sync_mlflow(study: str, output_dir: Path | None, mlflow_uri: str | None) -> tuple[int, int]:
     """`hpo sync-mlflow`: replay MLflow writes buffered by finished processes; (replayed, still pending)."""
     cfg = StudyConfig(study=study, output_dir=output_dir or DEFAULT_OUTPUT_DIR, mlflow_uri=mlflow_uri)
+    db = sqlite_path(cfg.mlflow_tracking_uri)
+    if db is not None and not db.is_file():
+        raise HpoError(f"no MLflow database at {db}", "pass the --output-dir or --mlflow-uri of the study")
     with setup_lock(cfg):
         mlflow_db = sqlite_path(cfg.mlflow_tracking_uri)
         if mlflow_db is not None:
