@@ -33,6 +33,10 @@ def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+class MlflowNotSetUp(HpoError):
+    """A worker found no experiment or parent run for its study (the starter sets them up)."""
+
+
 class Tracker(Protocol):
     """What the objective logs per trial."""
 
@@ -133,7 +137,7 @@ class MLflowTracker:
         if exp is not None:
             return str(exp.experiment_id)
         if not create:
-            raise HpoError(
+            raise MlflowNotSetUp(
                 f"MLflow has no experiment for study '{self.study_name}' in {self.tracking_uri}",
                 "start the study with `hpo tune` first (it sets MLflow up before any worker)",
             )
@@ -153,7 +157,7 @@ class MLflowTracker:
                 self.client.update_run(run_id, status="RUNNING")  # resumed study
             return run_id
         if not create:
-            raise HpoError(
+            raise MlflowNotSetUp(
                 f"MLflow has no parent run for study '{self.study_name}' in {self.tracking_uri}",
                 "start the study with `hpo tune` first (it sets MLflow up before any worker)",
             )

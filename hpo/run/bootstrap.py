@@ -25,7 +25,7 @@ from hpo.errors import HpoError
 from hpo.run.fingerprint import check_resume
 from hpo.run.setup import Setup, tracker_for
 from hpo.study import create_or_load, open_study
-from hpo.tracking import MLflowTracker, Tracker
+from hpo.tracking import MlflowNotSetUp, MLflowTracker, Tracker
 from hpo.trial import keys as K
 from hpo.trial import outcomes
 
@@ -110,14 +110,26 @@ def start_study(cfg: StudyConfig, setup: Setup) -> tuple[optuna.Study, Tracker]:
     return study, tracker
 
 
-def open_for_worker(cfg: StudyConfig) -> tuple[optuna.Study, Tracker]:
-    """A worker's study and tracker: open what the starter set up, create nothing."""
-    return open_study(cfg), tracker_for(cfg, create=False)
+def open_for_worker(cfg: StudyConfig, setup: Setup) -> tuple[optuna.Study, Tracker]:
+    """A worker's study and tracker: open what the starter set up. A worker joined by hand with its own YAML
+    must match the study's fingerprint; if it has MLflow on for a study that ran without it, it sets MLflow
+    up under the setup lock like a starter."""
+    study = open_study(cfg)
+    check_resume(study, cfg, setup, cfg.allow_changes)
+    try:
+        return study, tracker_for(cfg, create=False)
+    except MlflowNotSetUp:
+        with setup_lock(cfg):
+            check_databases(cfg)
+            return study, tracker_for(cfg)
 
 
 def sync_mlflow(study: str, output_dir: Path | None, mlflow_uri: str | None) -> tuple[int, int]:
     """`hpo sync-mlflow`: replay MLflow writes buffered by finished processes; (replayed, still pending)."""
     cfg = StudyConfig(study=study, output_dir=output_dir or DEFAULT_OUTPUT_DIR, mlflow_uri=mlflow_uri)
+    db = sqlite_path(cfg.mlflow_tracking_uri)
+    if db is not None and not db.is_file():
+        raise HpoError(f"no MLflow database at {db}", "pass the --output-dir or --mlflow-uri of the study")
     with setup_lock(cfg):
         mlflow_db = sqlite_path(cfg.mlflow_tracking_uri)
         if mlflow_db is not None:

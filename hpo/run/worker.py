@@ -143,7 +143,7 @@ def run_worker(cfg: StudyConfig, *, recycle_after: int) -> WorkerExit:
     def on_start(trial: optuna.Trial) -> None:
         marker.write_text(str(trial.number))
 
-    study, tracker = open_for_worker(cfg)  # the launcher set them up; a worker creates nothing
+    study, tracker = open_for_worker(cfg, setup)  # the launcher set them up; a worker creates nothing
     objective = build_objective(
         cfg,
         Progress(live=False),

@@ -130,3 +130,8 @@ def test_injected_disk_full_is_recognised() -> None:
     wrapped = RuntimeError("commit failed")
     wrapped.__cause__ = sqlite3.OperationalError("database or disk is full")
     assert is_disk_full(wrapped) and not is_disk_full(RuntimeError("other"))
+
+
+def test_sync_mlflow_without_a_database(tmp_path: Path) -> None:
+    line = invoke("sync-mlflow", "--study", "s", "--output-dir", str(tmp_path / "none"))
+    assert "no MLflow database" in line and not (tmp_path / "none").exists()

@@ -17,7 +17,7 @@ from hpo.commands import app
 from hpo.config import StudyConfig, load_config
 from hpo.errors import ConfigError
 from hpo.paths import SAMPLE_DATA_DIR
-from hpo.run.bootstrap import fail_dead_trials, start_study
+from hpo.run.bootstrap import fail_dead_trials, open_for_worker, start_study
 from hpo.run.fingerprint import CHANGES_ATTR, check_resume, diff
 from hpo.run.setup import prepare
 from hpo.tracking import NullTracker
@@ -152,3 +152,10 @@ def test_mlflow_runs_of_finished_trials_get_their_status(started: tuple[Path, op
     tracker = OpenRuns({failed.number: "a", pruned.number: "b", running.number: "c"})
     assert close_stale_runs(study, tracker) == 2
     assert tracker.ended == {"a": "FAILED", "b": "KILLED"}
+
+
+def test_a_worker_joined_with_another_space_is_refused(started: tuple[Path, optuna.Study]) -> None:
+    out, _ = started
+    cfg = config(out, space={"batch_size": [8]})
+    with pytest.raises(ConfigError, match=r"space\.batch_size"):
+        open_for_worker(cfg, prepare(cfg))
