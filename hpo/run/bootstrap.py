@@ -112,10 +112,10 @@ def start_study(cfg: StudyConfig, setup: Setup) -> tuple[optuna.Study, Tracker]:
 
 def open_for_worker(cfg: StudyConfig, setup: Setup) -> tuple[optuna.Study, Tracker]:
     """A worker's study and tracker: open what the starter set up. A worker joined by hand with its own YAML
-    must match the study's fingerprint; if it has MLflow on for a study that ran without it, it sets MLflow
-    up under the setup lock like a starter."""
+    must match the study's fingerprint up to compatible changes (epochs, ...); if it has MLflow on for a
+    study that ran without it, it sets MLflow up under the setup lock like a starter."""
     study = open_study(cfg)
-    check_resume(study, cfg, setup, cfg.allow_changes)
+    check_resume(study, cfg, setup, cfg.allow_changes, joining=True)
     try:
         return study, tracker_for(cfg, create=False)
     except MlflowNotSetUp:

@@ -105,11 +105,17 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
     return changes
 
 
-def check_resume(study: optuna.Study, cfg: StudyConfig, setup: Setup, allow_changes: bool) -> list[Change]:
+def check_resume(
+    study: optuna.Study, cfg: StudyConfig, setup: Setup, allow_changes: bool, *, joining: bool = False
+) -> list[Change]:
     """Store the fingerprint on a new study; on a resume, refuse a different one (ConfigError) unless every
-    change is compatible and ``allow_changes`` is set, then record the changes. Returns the changes."""
+    change is compatible and ``allow_changes`` is set, then record the changes. Returns the changes.
+
+    ``joining`` (a worker joining a running study): refuse incompatible changes only, record nothing."""
     new = fingerprint(cfg, setup)
     old = study.user_attrs.get(FINGERPRINT_ATTR)
+    if old is None and joining:
+        return []
     if old is None:  # a new study, or one made before fingerprints: this run defines it
         study.set_user_attr(FINGERPRINT_ATTR, new)
         return []
@@ -125,6 +131,8 @@ def check_resume(study: optuna.Study, cfg: StudyConfig, setup: Setup, allow_chan
             f"study '{cfg.study}' was created with different settings: {what}{more}",
             "pass a new --study name for the new settings, or rerun with the study's original ones",
         )
+    if joining:
+        return changes
     if not allow_changes:
         raise ConfigError(
             f"study '{cfg.study}' was created with different settings: {what}{more}",

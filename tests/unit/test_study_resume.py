@@ -159,3 +159,12 @@ def test_a_worker_joined_with_another_space_is_refused(started: tuple[Path, optu
     cfg = config(out, space={"batch_size": [8]})
     with pytest.raises(ConfigError, match=r"space\.batch_size"):
         open_for_worker(cfg, prepare(cfg))
+
+
+def test_a_worker_joined_with_other_epochs_runs_and_records_nothing(
+    started: tuple[Path, optuna.Study],
+) -> None:
+    out, study = started
+    cfg = config(out, epochs=5)
+    open_for_worker(cfg, prepare(cfg))
+    assert CHANGES_ATTR not in study.user_attrs
