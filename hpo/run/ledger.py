@@ -109,8 +109,7 @@ class Ledger:
         Once the caller has waited ``lighter_after`` seconds (at once if ``nbytes`` can never fit), the
         first form that fits is reserved; ``Reservation.form`` says which (0 = ``nbytes``, k =
         ``lighter[k - 1]``). LedgerTooLarge at once when no form ever can: past the capacity, or past what
-        the live workers' own
-        memory (:meth:`hold_process`) leaves of it.
+        the live workers' own memory (:meth:`hold_process`) leaves of it.
         """
         options = [int(nbytes), *(int(n) for n in lighter)]
         for n in options:
