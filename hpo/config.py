@@ -120,6 +120,7 @@ class StudyConfig(_Strict):
     elastic: bool = True  # --par: run a waiting trial in a lighter equivalent form (hpo/trial/elastic.py)
     elastic_after_s: float = Field(60.0, ge=0.0)  # ...once it has waited this long for room
     recycle_after: int = Field(50, ge=1)
+    max_worker_deaths: int = Field(3, ge=1)  # --par: stop after K worker deaths in a row (hpo/run/deaths.py)
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     pruner: PrunerConfig = Field(default_factory=PrunerConfig)
     space: SpaceConfig = Field(default_factory=SpaceConfig)

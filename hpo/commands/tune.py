@@ -19,7 +19,7 @@ from hpo.commands.common import (
     handles_errors,
     split_list,
 )
-from hpo.commands.exit_codes import INTERRUPTED, POISONED
+from hpo.commands.exit_codes import CRASH_LOOP, POISONED, for_signal
 from hpo.config import storage_url
 
 
@@ -138,8 +138,10 @@ def tune(
     typer.echo("\n".join(report.lines()))
     if report.poisoned:
         raise typer.Exit(code=POISONED)
+    if report.crash_loop:
+        raise typer.Exit(code=CRASH_LOOP)
     if report.interrupted:
-        raise typer.Exit(code=INTERRUPTED)
+        raise typer.Exit(code=for_signal(report.signum))
 
 
 @handles_errors
@@ -150,9 +152,15 @@ def worker(
     config: ConfigOpt = None,
     config_json: Annotated[Path | None, typer.Option("--config-json", hidden=True)] = None,
     recycle_after: Annotated[int, typer.Option("--recycle-after", help="Exit after K trials.")] = 1_000_000,
+    slot: Annotated[int | None, typer.Option("--slot", hidden=True, min=0)] = None,
+    generation: Annotated[int, typer.Option("--generation", hidden=True, min=0)] = 0,
+    launcher_pid: Annotated[int | None, typer.Option("--launcher-pid", hidden=True)] = None,
 ) -> None:
     """Join an existing study from another shell or machine and run its trials."""
+    from hpo.run.protocol import WorkerId
     from hpo.run.worker import run_worker, worker_config  # lazy: imports torch
 
     cfg = worker_config(study, storage_url(storage, output_dir), output_dir, config, config_json)
-    raise typer.Exit(code=int(run_worker(cfg, recycle_after=recycle_after)))
+    wid = WorkerId(slot, generation) if slot is not None else None
+    code = run_worker(cfg, recycle_after=recycle_after, worker=wid, launcher_pid=launcher_pid)
+    raise typer.Exit(code=int(code))

@@ -26,8 +26,10 @@ class TuneReport:
     metric: str = "macro_f1"
     mlflow_uri: str | None = None
     interrupted: bool = False
+    signum: int | None = None  # the signal that interrupted it (SIGINT or SIGTERM)
     stopped_reason: str = ""
     poisoned: bool = False
+    crash_loop: bool = False  # the launcher's crash-loop breaker stopped it (hpo.run.deaths)
     seconds: float = 0.0
 
     def lines(self) -> list[str]:

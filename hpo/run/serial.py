@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
 
 import optuna
 from optuna.trial import TrialState
 
 from hpo.config import StudyConfig
+from hpo.lifecycle import signal_of, stop_on_signals
 from hpo.progress import Progress
 from hpo.run.report import TuneReport, finish
 from hpo.run.setup import build_objective
-from hpo.study import create_or_load, finished_count, trial_by_number
+from hpo.study import create_or_load, finished_count, seed_sampler, trial_by_number
 from hpo.trial import keys as K
 from hpo.trial.objective import Objective
 
@@ -47,11 +46,11 @@ def run_trials(study: optuna.Study, objective: Objective, target: int, timeout: 
 
 def run_serial(cfg: StudyConfig, started: float, progress: Progress | None = None) -> TuneReport:
     """Create or resume the study and run its trials in this process."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C even when started in the background
+    stop_on_signals()  # Ctrl-C (even when started in the background) and SIGTERM stop it the same way
     progress = progress or Progress(total=cfg.n_trials)
     objective = build_objective(cfg, progress)
     study = create_or_load(cfg)
+    objective.sampler_seed = seed_sampler(study, cfg)  # a resumed run does not replay the first proposals
     report = TuneReport(
         study=cfg.study,
         storage=cfg.storage_url,
@@ -61,8 +60,8 @@ def run_serial(cfg: StudyConfig, started: float, progress: Progress | None = Non
     )
     try:
         report.stopped_reason = run_trials(study, objective, cfg.n_trials, cfg.timeout)
-    except KeyboardInterrupt:
-        report.interrupted = True
+    except KeyboardInterrupt as exc:
+        report.interrupted, report.signum = True, signal_of(exc)
         report.stopped_reason = "interrupted: finished trials are kept; rerun the same command to resume"
     finally:
         progress.close()

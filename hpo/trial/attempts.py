@@ -61,8 +61,8 @@ class Attempts:
         while True:
             try:
                 return self._attempt(ctx)
-            except KeyboardInterrupt:
-                outcomes.interrupted(ctx, self.tracker)
+            except KeyboardInterrupt as exc:
+                outcomes.interrupted(ctx, self.tracker, exc)
                 raise
             except NoRoom as exc:  # the other workers' own memory leaves it no room, ever
                 raise outcomes.pruned_by_estimate(ctx, self.tracker, exc.message, 1.0) from None

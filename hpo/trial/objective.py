@@ -25,6 +25,7 @@ from hpo.trial import outcomes
 from hpo.trial.admission import Admission, no_admission
 from hpo.trial.attempts import Attempts
 from hpo.trial.context import TrialContext, WorkerPoisoned
+from hpo.trial.deaths import MAX_DEATHS, deaths_of
 from hpo.trial.sizing import Sizer
 from hpo.trial.space import SpaceContext, sample
 from hpo.trial.training import EncodedData, Trainer
@@ -48,12 +49,21 @@ class Objective:
     on_start: Callable[[optuna.Trial], None] | None = None
     poisoned: bool = False  # a fatal CUDA error happened: this process must stop
     last_number: int = -1  # the number of this process's latest trial
+    worker: str | None = None  # which launcher worker runs this objective (hpo.run.protocol.WorkerId)
+    sampler_seed: int | None = None  # the seed of this process's sampler (hpo.study.seed_sampler)
 
     def __call__(self, trial: optuna.Trial) -> float:
         self.last_number = trial.number
         if self.on_start is not None:
             self.on_start(trial)
-        ctx = self._begin(trial)
+        try:
+            ctx = self._begin(trial)
+        except KeyboardInterrupt as exc:
+            outcomes.interrupted_early(trial, exc)
+            raise
+        deaths = deaths_of(trial.study, ctx.sampled)
+        if deaths >= MAX_DEATHS:  # a died trial is retried once; a config never runs a third time
+            raise outcomes.pruned_by_deaths(ctx, self.tracker, deaths)
         reason = self.sizer.over_budget(ctx.spec, ctx.tcfg, ctx.budget)
         if reason is not None:
             over = (ctx.budget.device_total_bytes - self.sizer.memory.limit_bytes) / GIB
@@ -80,7 +90,7 @@ class Objective:
             on_gpu=self.device.type == "cuda" or self.sizer.memory.simulated,
             injector=FaultInjector(self.faults, trial.number),  # once per trial: a retry must not re-fire it
         )
-        outcomes.started(ctx, self.tracker)
+        outcomes.started(ctx, self.tracker, worker=self.worker, sampler_seed=self.sampler_seed)
         self.progress.trial_started(trial.number, summary(tcfg))
         return ctx
 

@@ -1,0 +1,86 @@
+"""Workers die with their launcher (SIGTERM, SIGKILL) and sample distinct configs (real processes)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+import psutil
+import pytest
+from optuna.trial import TrialState
+
+from tests.integration.test_launcher import load, run_until_a_trial_runs, tune_cmd
+from tests.support import run_cli, wait_for
+
+
+def workers_of(out: Path) -> list[psutil.Process]:
+    """Live `hpo worker` processes of the study under ``out`` (their config file lives there)."""
+    found = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        cmd = p.info["cmdline"] or []
+        if "worker" in cmd and any(str(out) in part for part in cmd) and p.info["status"] != "zombie":
+            found.append(p)
+    return found
+
+
+def _stop_launcher_and_check(tmp_path: Path, sig: signal.Signals) -> tuple[int, str, Path]:
+    out = tmp_path / "runs"
+    seen: list[int] = []
+
+    def stop(proc: subprocess.Popen[str]) -> None:
+        assert wait_for(lambda: len(workers_of(out)) == 2, 60), "two workers did not start"
+        seen.extend(p.pid for p in workers_of(out))
+        proc.send_signal(sig)
+        assert wait_for(lambda: not workers_of(out), 15), f"workers alive 15 s after {sig.name}"
+
+    returncode, stdout = run_until_a_trial_runs(out, 6, stop, timeout=60)
+    assert len(seen) == 2
+    return returncode, stdout, out
+
+
+def _resume_leaves_nothing_running(out: Path) -> None:
+    res = run_cli(tune_cmd(out, "--n-trials", "1"), timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert not [t for t in load(out).trials if t.state == TrialState.RUNNING]
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_workers_fails_their_trials_and_exits_143(tmp_path: Path) -> None:
+    returncode, stdout, out = _stop_launcher_and_check(tmp_path, signal.SIGTERM)
+    assert returncode == 143, stdout[-3000:]
+    assert "stopped by SIGTERM: stopping workers" in stdout
+    trials = load(out).trials
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert failed and all("SIGTERM" in t.user_attrs.get("error", "") for t in failed), [
+        t.user_attrs for t in failed
+    ]
+    _resume_leaves_nothing_running(out)
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_launcher_takes_its_workers_down(tmp_path: Path) -> None:
+    returncode, _, out = _stop_launcher_and_check(tmp_path, signal.SIGKILL)
+    assert returncode == -signal.SIGKILL
+    trials = load(out).trials
+    # each worker failed its own trial on the way out, naming why
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert failed and all("launcher" in t.user_attrs.get("error", "") for t in failed), [
+        t.user_attrs for t in failed
+    ]
+    _resume_leaves_nothing_running(out)
+
+
+def test_two_workers_with_one_seed_propose_different_configs(tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    res = run_cli(tune_cmd(out, "--par", "2", "--n-trials", "2"), timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    trials = load(out).trials
+    assert len(trials) >= 2
+    configs = [json.dumps(t.params, sort_keys=True) for t in trials]
+    assert len(set(configs)) == len(configs), configs
+    workers = {t.user_attrs["worker"] for t in trials}
+    assert {"w0.0", "w1.0"} <= workers
+    assert len({t.user_attrs["sampler_seed"] for t in trials}) >= 2
