@@ -81,12 +81,17 @@ def test_kill_9_worker_trial_is_failed_then_retried(tmp_path: Path) -> None:
     assert "died with exit code" in stdout
     study = load(out)
     failed = [t for t in study.trials if t.state == TrialState.FAIL]
-    assert len(failed) == 1 and failed[0].user_attrs.get("error") == "worker process died"
+    assert len(failed) == 1 and failed[0].user_attrs.get("error", "").startswith("worker process died (")
+    death = failed[0].user_attrs["worker_death"]
+    assert death["signal"] == "SIGKILL" and death["phase"] != "unknown" and death["host_ram_total_gb"] > 0
     retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == failed[0].number]
     assert retried and retried[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
     # the retry re-runs the same config (a kill during sampling leaves the rest to be sampled anew)
     assert failed[0].params.items() <= retried[0].params.items()
     assert len([t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]) >= 4
+    # the replacement worker samples its own stream: no fresh proposal repeats a config already tried
+    fresh = [t for t in study.trials if "failed_trial" not in t.system_attrs]
+    assert len({json.dumps(t.params, sort_keys=True) for t in fresh}) == len(fresh), [t.params for t in fresh]
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.integration.test_launcher import load, run_until_a_trial_runs, tune_cmd
-from tests.support import run_cli, wait_for
+from tests.support import quiet_env, run_cli, wait_for
 
 
 def workers_of(out: Path) -> list[psutil.Process]:
@@ -84,3 +84,32 @@ def test_two_workers_with_one_seed_propose_different_configs(tmp_path: Path) -> 
     workers = {t.user_attrs["worker"] for t in trials}
     assert {"w0.0", "w1.0"} <= workers
     assert len({t.user_attrs["sampler_seed"] for t in trials}) >= 2
+
+
+@pytest.mark.slow
+def test_a_config_that_kills_its_worker_runs_at_most_twice_and_the_breaker_stops(tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    res = run_cli(tune_cmd(out, "--n-trials", "2"), timeout=600)  # two healthy trials first
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    kept = {t.number: (t.state, t.value) for t in load(out).trials}
+    killer = dict(load(out).trials[0].params)
+    for _ in range(3):  # the same config three times in a row
+        load(out).enqueue_trial(killer, skip_if_exists=False)
+    env = quiet_env() | {"HPO_INJECT_KILL": "epoch=0,step=1"}  # every trial's worker is SIGKILLed
+    cmd = tune_cmd(out, "--par", "2", "--n-trials", "12")
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    output = res.stdout + res.stderr
+    assert res.returncode == 4, output[-3000:]
+    assert output.count("worker deaths in a row") == 1, output[-3000:]
+    trials = load(out).trials
+    assert {t.number: (t.state, t.value) for t in trials if t.number in kept} == kept  # intact
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    same = [t for t in trials if t.number not in kept and t.params == killer]
+    ran = [t for t in same if t.state == TrialState.FAIL]
+    assert len(ran) == 2, [(t.number, t.state, t.user_attrs) for t in same]
+    for t in ran:
+        death = t.user_attrs["worker_death"]
+        assert death["signal"] == "SIGKILL" and death["phase"].startswith("training epoch 1/1")
+        assert death["host_ram_available_gb"] > 0 and "OOM killer" in death["likely_cause"]
+    skipped = [t for t in same if t.state == TrialState.PRUNED]
+    assert skipped and all(t.user_attrs["pruned_reason"] == "worker_deaths" for t in skipped)
