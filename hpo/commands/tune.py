@@ -41,6 +41,7 @@ class TuneOptions:
     mlflow_uri: str | None = None
     mlflow: bool | None = None
     gpu_memory: str | None = None
+    host_memory: str | None = None
     on_oom: str | None = None
     device: str | None = None
     par: int | None = None
@@ -75,6 +76,14 @@ def tune(
     mlflow_uri: MlflowUriOpt = None,
     no_mlflow: Annotated[bool, typer.Option("--no-mlflow", help="Do not log to MLflow.")] = False,
     gpu_memory: GpuMemoryOpt = None,
+    host_memory: Annotated[
+        str | None,
+        typer.Option(
+            "--host-memory",
+            help="With --par: host RAM the trials may use, e.g. 8GB (default: what is available at start); "
+            "trials wait for room so their estimated RAM peaks fit.",
+        ),
+    ] = None,
     on_oom: Annotated[str | None, typer.Option("--on-oom", help="prune | shrink | cpu")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
     par: Annotated[
@@ -122,6 +131,7 @@ def tune(
         mlflow_uri=mlflow_uri,
         mlflow=False if no_mlflow else None,
         gpu_memory=gpu_memory,
+        host_memory=host_memory,
         on_oom=on_oom,
         device=device,
         par=par,

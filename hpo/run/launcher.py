@@ -26,6 +26,7 @@ from optuna.trial import TrialState
 from hpo.config import StudyConfig
 from hpo.gpu import detect
 from hpo.lifecycle import Stopped, ignore_stop_signals, stop_on_signals
+from hpo.memory.host import host_available
 from hpo.results.trials import count_states
 from hpo.run.deaths import CrashLoop, evidence, likely_cause, ran_count
 from hpo.run.isolation import worker_env
@@ -36,7 +37,7 @@ from hpo.run.setup import prepare, tracker_for
 from hpo.study import create_or_load, fail_trial, finished_count
 from hpo.trial import keys as K
 from hpo.trial import outcomes
-from hpo.units import GIB
+from hpo.units import GIB, MIB
 
 
 @dataclass
@@ -195,7 +196,9 @@ class Launcher:
         stop_on_signals()  # Ctrl-C (even when started in the background) and SIGTERM: stop the workers
         study = create_or_load(cfg)
         config_path(cfg).parent.mkdir(parents=True, exist_ok=True)
-        config_path(cfg).write_text(json.dumps(cfg.model_dump(mode="json")))
+        # one host-RAM capacity for every worker: --host-memory, else what is available before they start
+        host = cfg.host_memory or f"{host_available() // MIB}MiB"
+        config_path(cfg).write_text(json.dumps(cfg.model_dump(mode="json") | {"host_memory": host}))
         self._say(f"{self.par} workers, recycle after {self.recycle_after} trials, target {cfg.n_trials}")
         last_status = 0.0
         try:

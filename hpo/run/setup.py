@@ -25,7 +25,7 @@ from hpo.progress import Progress
 from hpo.tracking import Tracker, make_tracker
 from hpo.train.data import Splits
 from hpo.train.model import load_tokenizer
-from hpo.trial.admission import Admission, no_admission
+from hpo.trial.admission import Admission, HostAdmission, no_admission, no_host_admission
 from hpo.trial.objective import Objective
 from hpo.trial.sizing import MemoryPolicy, Sizer
 from hpo.trial.space import SpaceContext, validate
@@ -40,14 +40,16 @@ def memory_policy(cfg: StudyConfig, device: torch.device, profile: GpuProfile | 
     rule ``hpo estimate`` uses too).
     """
     headroom = headroom_bytes(profile or load_profile(cfg.gpu_memory), cfg.headroom_gb)
+    host = parse_memory(cfg.host_memory) if cfg.host_memory else None
     if cfg.gpu_memory is not None:
+        simulated = device.type != "cuda"
         return MemoryPolicy(
-            parse_memory(cfg.gpu_memory), headroom, device.type != "cuda", cfg.high_memory_fraction
+            parse_memory(cfg.gpu_memory), headroom, simulated, cfg.high_memory_fraction, 0, host
         )
     if device.type == "cuda":
         info = detect(torch.cuda.current_device())
-        return MemoryPolicy(info.total_bytes, headroom, False, cfg.high_memory_fraction)
-    return MemoryPolicy(None, headroom)
+        return MemoryPolicy(info.total_bytes, headroom, False, cfg.high_memory_fraction, 0, host)
+    return MemoryPolicy(None, headroom, host_bytes=host)
 
 
 @dataclass
@@ -101,6 +103,7 @@ def build_objective(
     setup: Setup | None = None,
     policy: MemoryPolicy | None = None,
     admission: Admission = no_admission,
+    host_admission: HostAdmission = no_host_admission,
     on_start: Callable[[optuna.Trial], None] | None = None,
     calibration_path: Path | None = None,
 ) -> Objective:
@@ -126,5 +129,6 @@ def build_objective(
         sizer=Sizer(replace(policy), setup.agent.num_labels, calibration, cfg.prune_by_estimate),
         faults=faults,
         admission=admission,
+        host_admission=host_admission,
         on_start=on_start,
     )

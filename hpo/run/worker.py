@@ -23,6 +23,7 @@ from hpo.gpu import detect
 from hpo.lifecycle import die_with_parent, parent_alive, stop_on_signals
 from hpo.memory.budget import CUDA_CONTEXT
 from hpo.progress import Progress
+from hpo.run.host import make_host_admission
 from hpo.run.isolation import apply_memory_cap
 from hpo.run.ledger import Ledger
 from hpo.run.protocol import WorkerExit, WorkerId, trial_file, write_marker
@@ -176,12 +177,15 @@ def _trial_loop(cfg: StudyConfig, recycle_after: int, worker: WorkerId) -> Worke
     def on_start(trial: optuna.Trial) -> None:
         write_marker(marker, trial.number, "sampling")
 
+    host = make_host_admission(cfg)
+    host.start()
     objective = build_objective(
         cfg,
         MarkerProgress(marker),
         setup=setup,
         policy=policy,
         admission=admission or no_admission,
+        host_admission=host,
         on_start=on_start,
     )
     study = create_or_load(cfg)
@@ -201,5 +205,6 @@ def _trial_loop(cfg: StudyConfig, recycle_after: int, worker: WorkerId) -> Worke
         return WorkerExit.RECYCLE
     finally:
         marker.unlink(missing_ok=True)
+        host.close()
         if admission is not None:
             admission.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 TRIAL_CONFIG = "trial_config"  # the sampled TrialConfig (model_dump)
 ESTIMATED_PEAK_GB = "estimated_peak_gb"
 ESTIMATE_METHOD = "estimate_method"
+ESTIMATED_HOST_GB = "estimated_host_gb"  # host-RAM peak beyond the worker process (hpo.memory.host)
 MLFLOW_RUN_ID = "mlflow_run_id"
 DEVICE = "device"
 PRUNED_REASON = "pruned_reason"

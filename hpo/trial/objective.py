@@ -22,7 +22,7 @@ from hpo.memory.catalog import get_spec
 from hpo.progress import Progress
 from hpo.tracking import Tracker
 from hpo.trial import outcomes
-from hpo.trial.admission import Admission, no_admission
+from hpo.trial.admission import Admission, HostAdmission, no_admission, no_host_admission
 from hpo.trial.attempts import Attempts
 from hpo.trial.context import TrialContext, WorkerPoisoned
 from hpo.trial.deaths import MAX_DEATHS, deaths_of
@@ -46,6 +46,7 @@ class Objective:
     sizer: Sizer
     faults: FaultPlan | None = None
     admission: Admission = no_admission
+    host_admission: HostAdmission = no_host_admission
     on_start: Callable[[optuna.Trial], None] | None = None
     poisoned: bool = False  # a fatal CUDA error happened: this process must stop
     last_number: int = -1  # the number of this process's latest trial
@@ -90,13 +91,24 @@ class Objective:
             on_gpu=self.device.type == "cuda" or self.sizer.memory.simulated,
             injector=FaultInjector(self.faults, trial.number),  # once per trial: a retry must not re-fire it
         )
-        outcomes.started(ctx, self.tracker, worker=self.worker, sampler_seed=self.sampler_seed)
+        host = self.sizer.host_bytes(spec, tcfg, self.device.type == "cuda")
+        outcomes.started(
+            ctx, self.tracker, host_bytes=host, worker=self.worker, sampler_seed=self.sampler_seed
+        )
         self.progress.trial_started(trial.number, summary(tcfg))
         return ctx
 
     def _attempts(self) -> Attempts:
         trainer = Trainer(self.cfg, self.agent, self.data, self.tracker, self.progress, self.sizer)
-        return Attempts(trainer, self.admission, self.sizer, self.tracker, self.cfg.on_oom, self.cfg.elastic)
+        return Attempts(
+            trainer,
+            self.admission,
+            self.sizer,
+            self.tracker,
+            self.cfg.on_oom,
+            self.cfg.elastic,
+            self.host_admission,
+        )
 
 
 def summary(cfg: TrialConfig) -> str:

@@ -31,7 +31,12 @@ def _attrs(ctx: TrialContext, values: dict[str, Any]) -> None:
 
 
 def started(
-    ctx: TrialContext, tracker: Tracker, *, worker: str | None = None, sampler_seed: int | None = None
+    ctx: TrialContext,
+    tracker: Tracker,
+    *,
+    host_bytes: int = 0,
+    worker: str | None = None,
+    sampler_seed: int | None = None,
 ) -> None:
     """The sampled config and its estimate (and which worker and sampler seed proposed it), on the trial
     and a new MLflow child run."""
@@ -44,6 +49,7 @@ def started(
             K.ESTIMATED_PEAK_GB: estimated,
             K.ESTIMATE_METHOD: ctx.budget.method,
             K.DEVICE: ctx.device.type,
+            K.ESTIMATED_HOST_GB: gb(host_bytes),
         }
         | {k: v for k, v in lineage.items() if v is not None},
     )

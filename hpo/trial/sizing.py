@@ -14,6 +14,7 @@ from hpo.memory.budget import Budget, MemoryRequest, fits
 from hpo.memory.calibrate import Calibration
 from hpo.memory.catalog import ModelSpec
 from hpo.memory.estimate import estimate
+from hpo.memory.host import host_available, host_headroom, host_peak_bytes
 from hpo.memory.trace import trace_estimate
 from hpo.oom import PeakMemory
 from hpo.trial import keys as K
@@ -42,6 +43,7 @@ class MemoryPolicy:
     simulated: bool = False
     high_memory_fraction: float = 0.9
     resident_bytes: int = 0  # held on the card by the other worker processes (their CUDA contexts)
+    host_bytes: int | None = None  # --host-memory: the host RAM the study may use (None: what is available)
 
     @property
     def limit_bytes(self) -> int:
@@ -64,6 +66,15 @@ class Sizer:
         req = memory_request(tcfg, self.num_labels)
         budget = estimate(spec, req)
         return self.calibration.correct(spec.name, req, budget) if self.calibration is not None else budget
+
+    def host_bytes(self, spec: ModelSpec, tcfg: TrialConfig, on_cuda: bool) -> int:
+        """The trial's host-RAM peak beyond its worker process (``hpo.memory.host``)."""
+        return host_peak_bytes(spec, memory_request(tcfg, self.num_labels), on_cuda)
+
+    def host_has_room(self, nbytes: int) -> bool:
+        """Whether the host has ``nbytes`` free now beside its headroom (``--host-memory`` caps it)."""
+        room = host_available(self.memory.host_bytes)
+        return nbytes <= room - host_headroom(self.memory.host_bytes or room)
 
     def over_budget(self, spec: ModelSpec, tcfg: TrialConfig, budget: Budget) -> str | None:
         """Why this config cannot run on the GPU budget (None when it fits or there is no budget)."""
