@@ -113,3 +113,33 @@ def test_a_config_that_kills_its_worker_runs_at_most_twice_and_the_breaker_stops
         assert death["host_ram_available_gb"] > 0 and "OOM killer" in death["likely_cause"]
     skipped = [t for t in same if t.state == TrialState.PRUNED]
     assert skipped and all(t.user_attrs["pruned_reason"] == "worker_deaths" for t in skipped)
+
+
+def _has_trials(out: Path) -> bool:
+    try:
+        return bool(load(out).trials)
+    except Exception:  # the storage or the study does not exist yet
+        return False
+
+
+def test_sigterm_stops_a_serial_run_like_ctrl_c(tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    proc = subprocess.Popen(
+        [*tune_cmd(out, "--n-trials", "3"), "--epochs", "3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=quiet_env(),
+    )
+    try:
+        assert wait_for(lambda: _has_trials(out), 120), "no trial started"
+        proc.send_signal(signal.SIGTERM)
+        stdout, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, stdout[-3000:]
+    trials = load(out).trials
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert all(t.user_attrs.get("error") == "interrupted: stopped by SIGTERM" for t in failed), failed
