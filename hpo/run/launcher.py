@@ -235,6 +235,9 @@ def run_parallel(cfg: StudyConfig, started: float) -> TuneReport:
     """`hpo tune --par N`: N supervised worker processes."""
     setup = prepare(cfg)  # fail here, not once per worker
     study = create_or_load(cfg)
+    # the MLflow schema, experiment and parent run exist before the workers start: workers racing to create
+    # the schema killed one of them ("duplicate column name: step")
+    tracker = tracker_for(cfg)
     before = finished_count(study)
     launch = Launcher(cfg, cfg.par, recycle_after=cfg.recycle_after).run()
     report = TuneReport(
@@ -255,6 +258,6 @@ def run_parallel(cfg: StudyConfig, started: float) -> TuneReport:
         else f"target reached ({launch.started} workers started, {launch.recycled} "
         f"recycled, {launch.crashed} replaced after a crash)"
     )
-    finish(report, study, tracker_for(cfg))
+    finish(report, study, tracker)
     report.seconds = time.monotonic() - started
     return report

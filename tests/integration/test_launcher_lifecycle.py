@@ -9,10 +9,11 @@ from pathlib import Path
 
 import psutil
 import pytest
+from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from tests.integration.test_launcher import load, run_until_a_trial_runs, tune_cmd
-from tests.support import quiet_env, run_cli, wait_for
+from tests.support import CI_CONFIG, hpo_cmd, quiet_env, run_cli, wait_for
 
 
 def workers_of(out: Path) -> list[psutil.Process]:
@@ -75,8 +76,14 @@ def test_sigkill_of_the_launcher_takes_its_workers_down(tmp_path: Path) -> None:
 
 def test_two_workers_with_one_seed_propose_different_configs(tmp_path: Path) -> None:
     out = tmp_path / "runs"
-    res = run_cli(tune_cmd(out, "--par", "2", "--n-trials", "2"), timeout=600)
+    cmd = hpo_cmd("tune", "--config", str(CI_CONFIG), "--output-dir", str(out), "--epochs", "1")
+    res = run_cli([*cmd, "--par", "2", "--n-trials", "2"], timeout=600)  # with MLflow
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    # the launcher creates the MLflow db first: no worker dies racing to create its schema
+    assert "died" not in res.stdout + res.stderr
+    client = MlflowClient(tracking_uri=f"sqlite:///{(out / 'mlflow.db').resolve()}")
+    runs = client.search_runs([client.get_experiment_by_name("ci-tiny").experiment_id])
+    assert len([r for r in runs if r.data.tags.get("hpo.parent") == "true"]) == 1
     trials = load(out).trials
     assert len(trials) >= 2
     configs = [json.dumps(t.params, sort_keys=True) for t in trials]
