@@ -35,13 +35,15 @@ class TuneReport:
     def lines(self) -> list[str]:
         """The closing summary `hpo tune` prints."""
         c = self.counts
+        deaths = c.get("pruned_worker_deaths", 0)
         new = sum(v for k, v in c.items() if k.startswith(("complete", "pruned"))) - self.finished_before
         out = [
             f"\nstudy {self.study}: {self.finished_before + new} finished ({new} new) in "
             f"{self.seconds:.0f}s - {self.stopped_reason}",
             f"  complete {c.get('complete', 0)}, pruned: early stop {c.get('pruned_early_stop', 0)}, "
-            f"memory estimate {c.get('pruned_memory_estimate', 0)}, OOM {c.get('pruned_oom', 0)}; "
-            f"failed {c.get('fail', 0)}",
+            f"memory estimate {c.get('pruned_memory_estimate', 0)}, OOM {c.get('pruned_oom', 0)}"
+            + (f", killed their worker twice {deaths}" if deaths else "")
+            + f"; failed {c.get('fail', 0)}",
         ]
         if self.best_value is not None:
             out.append(

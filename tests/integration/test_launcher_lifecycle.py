@@ -108,6 +108,7 @@ def test_a_config_that_kills_its_worker_runs_at_most_twice_and_the_breaker_stops
     output = res.stdout + res.stderr
     assert res.returncode == 4, output[-3000:]
     assert output.count("worker deaths in a row") == 1, output[-3000:]
+    assert "killed their worker twice" in output  # the closing counts
     trials = load(out).trials
     assert {t.number: (t.state, t.value) for t in trials if t.number in kept} == kept  # intact
     assert not [t for t in trials if t.state == TrialState.RUNNING]
