@@ -10,12 +10,18 @@ from typer.testing import CliRunner
 
 from hpo.commands import app
 from hpo.config import load_config
+from hpo.faults import FaultInjector
 from hpo.memory.budget import MemoryRequest
 from hpo.memory.catalog import get_spec
 from hpo.memory.host import PROCESS_BASELINE, host_available, host_headroom, host_peak_bytes
 from hpo.run.host import HOST_KEY, HostLedgerAdmission, host_capacity
 from hpo.run.ledger import Ledger, LedgerTooLarge
 from hpo.run.reservations import usage_line
+from hpo.tracking import NullTracker
+from hpo.train.loop import TrainResult
+from hpo.trial.admission import no_admission
+from hpo.trial.attempts import Attempts
+from hpo.trial.context import TrialContext
 from hpo.trial.sizing import MemoryPolicy, Sizer
 from tests.support import BASE
 
@@ -70,3 +76,35 @@ def test_bad_host_memory_is_one_error_line(tmp_path: Path, value: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("error:") and "host memory" in lines[0], res.output
     assert "8GB" in lines[0]
     assert not os.listdir(tmp_path)
+
+
+def _ctx_on_simulated_gpu(sizer: Sizer) -> TrialContext:
+    import optuna
+    import torch
+
+    trial = optuna.create_study(storage=optuna.storages.InMemoryStorage()).ask()
+    spec = get_spec(BASE.model)
+    return TrialContext(
+        trial=trial,
+        sampled=BASE,
+        spec=spec,
+        tcfg=BASE,
+        budget=sizer.estimate(spec, BASE),
+        device=torch.device("cpu"),
+        on_gpu=True,  # a (simulated) GPU trial that ran out of memory
+        injector=FaultInjector(None, trial.number),
+    )
+
+
+def _never_trains(ctx: TrialContext) -> TrainResult:
+    raise AssertionError("only the policy between attempts is tested here")
+
+
+@pytest.mark.parametrize(("host_mib", "falls_back"), [(None, True), (1, False)])
+def test_on_oom_cpu_falls_back_only_when_the_host_has_room(host_mib: int | None, falls_back: bool) -> None:
+    policy = MemoryPolicy(24 * GIB, 0, simulated=True, host_bytes=host_mib * MIB if host_mib else None)
+    sizer = Sizer(policy, num_labels=2)
+    attempts = Attempts(_never_trains, no_admission, sizer, NullTracker(), "cpu", elastic=False)
+    ctx = _ctx_on_simulated_gpu(sizer)
+    assert attempts._retry(ctx) is falls_back
+    assert ctx.on_gpu is not falls_back
