@@ -43,14 +43,21 @@ def signal_of(exc: BaseException) -> int:
     return exc.signum if isinstance(exc, Stopped) else int(signal.SIGINT)
 
 
-def stop_on_signals(reason: Callable[[int], str] | None = None) -> bool:
+def stop_on_signals(reason: Callable[[int], str] | None = None, deadline_s: int = 0) -> bool:
     """The first SIGINT or SIGTERM raises :class:`Stopped` (with ``reason(signum)`` when given) in the main
-    thread, later ones are ignored while it cleans up; False (nothing set) outside the main thread."""
+    thread, later ones are ignored while it cleans up; False (nothing set) outside the main thread.
+
+    ``deadline_s`` > 0: the process ends (SIGALRM, by the kernel) that many seconds after the signal even if
+    its cleanup is stuck in native code or waiting on a lock.
+    """
     if threading.current_thread() is not threading.main_thread():
         return False
 
     def handler(signum: int, frame: FrameType | None) -> None:
         ignore_stop_signals()  # once: a second signal must not interrupt the cleanup of the first
+        if deadline_s > 0 and hasattr(signal, "alarm"):
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+            signal.alarm(deadline_s)
         raise Stopped(signum, reason(signum) if reason is not None else "")
 
     for sig in STOP_SIGNALS:

@@ -35,6 +35,7 @@ from hpo.trial.admission import no_admission
 from hpo.trial.sizing import MemoryPolicy
 
 CAP_MARGIN_BYTES = 512 * 1024**2
+STOP_DEADLINE_S = 10  # a stopped worker fails its trial and exits; past this the kernel ends it (SIGALRM)
 
 
 def worker_config(
@@ -152,7 +153,7 @@ def run_worker(
             time.sleep(0.05)
         return f"stopped by {signal.Signals(signum).name}"
 
-    stop_on_signals(why)
+    stop_on_signals(why, deadline_s=STOP_DEADLINE_S)
     if launcher_pid is not None:
         die_with_parent(launcher_pid)
     try:

@@ -90,3 +90,17 @@ def test_a_worker_whose_launcher_is_already_gone_stops_at_once(handlers: None) -
     stop_on_signals()
     assert die_with_parent(os.getppid())  # the real parent: nothing happens
     ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0)
+
+
+@pytest.mark.skipif(not hasattr(signal, "alarm"), reason="no SIGALRM")
+def test_a_stopped_process_gets_a_hard_deadline(handlers: None) -> None:
+    saved = signal.getsignal(signal.SIGALRM)
+    assert stop_on_signals(deadline_s=30)
+    try:
+        with pytest.raises(Stopped):
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert 0 < signal.alarm(0) <= 30  # armed (and cancelled here)
+        assert signal.getsignal(signal.SIGALRM) == signal.SIG_DFL  # the kernel ends the process
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, saved)
