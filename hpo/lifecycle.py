@@ -65,6 +65,32 @@ def stop_on_signals(reason: Callable[[int], str] | None = None, deadline_s: int 
     return True
 
 
+class StopRequest:
+    """The first SIGINT/SIGTERM recorded instead of raised: a loop that talks to a database checks it between
+    steps, so a signal never cuts a transaction (and the SQLite lock it holds) in half."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def install(self) -> bool:
+        """Record SIGINT and SIGTERM from now on (main thread only; False elsewhere)."""
+        if threading.current_thread() is not threading.main_thread():
+            return False
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            if self.signum is None:
+                self.signum = signum
+
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, handler)
+        return True
+
+    def check(self) -> None:
+        """Raise :class:`Stopped` once a signal came."""
+        if self.signum is not None:
+            raise Stopped(self.signum)
+
+
 def ignore_stop_signals() -> None:
     """While shutting down: a second SIGINT/SIGTERM must not cut the cleanup short."""
     if threading.current_thread() is threading.main_thread():

@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 
 from hpo.config import StudyConfig
 from hpo.gpu import detect
-from hpo.lifecycle import Stopped, ignore_stop_signals, stop_on_signals
+from hpo.lifecycle import Stopped, StopRequest, ignore_stop_signals
 from hpo.memory.host import host_available
 from hpo.results.trials import count_states
 from hpo.run.deaths import CrashLoop, evidence, likely_cause, ran_count
@@ -193,7 +193,10 @@ class Launcher:
 
     def run(self) -> LaunchReport:
         cfg = self.cfg
-        stop_on_signals()  # Ctrl-C (even when started in the background) and SIGTERM: stop the workers
+        # Ctrl-C (even when started in the background) and SIGTERM stop the workers; checked between steps:
+        # an exception raised inside a storage call could leave a SQLite lock held that blocks every worker
+        request = StopRequest()
+        request.install()
         study = create_or_load(cfg)
         config_path(cfg).parent.mkdir(parents=True, exist_ok=True)
         # one host-RAM capacity for every worker: --host-memory, else what is available before they start
@@ -203,6 +206,7 @@ class Launcher:
         last_status = 0.0
         try:
             while True:
+                request.check()
                 self.breaker.trial_finished(ran_count(study))
                 self._reap(study)
                 if self.report.crash_loop:

@@ -15,6 +15,7 @@ from hpo.commands.exit_codes import INTERRUPTED, TERMINATED, for_signal
 from hpo.lifecycle import (
     PR_SET_PDEATHSIG,
     Stopped,
+    StopRequest,
     die_with_parent,
     exit_code,
     parent_alive,
@@ -104,3 +105,15 @@ def test_a_stopped_process_gets_a_hard_deadline(handlers: None) -> None:
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, saved)
+
+
+def test_a_stop_request_records_the_signal_until_checked(handlers: None) -> None:
+    request = StopRequest()
+    assert request.install()
+    request.check()  # nothing yet
+    os.kill(os.getpid(), signal.SIGTERM)  # no exception here: only recorded
+    os.kill(os.getpid(), signal.SIGINT)  # the first one counts
+    assert request.signum == signal.SIGTERM
+    with pytest.raises(Stopped) as info:
+        request.check()
+    assert info.value.signum == signal.SIGTERM
