@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from hpo.errors import ConfigError
 from hpo.paths import CONFIG_DIR, SAMPLE_DATA_DIR
+from hpo.units import parse_memory
 
 Precision = Literal["fp32", "fp16", "bf16", "bf16_pure"]
 Scheduler = Literal["linear", "cosine", "constant"]
@@ -110,6 +111,7 @@ class StudyConfig(_Strict):
     mlflow_uri: str | None = None
     mlflow: bool = True
     gpu_memory: str | None = None
+    host_memory: str | None = None  # --par: host RAM the trials may use (None: what is available at start)
     headroom_gb: float | None = Field(None, ge=0.0)  # None: the GPU profile's (hpo.gpu.headroom_bytes)
     high_memory_fraction: float = Field(0.9, gt=0.0, le=1.0)  # trials above it are tagged high_memory
     on_oom: OnOom = "prune"
@@ -128,6 +130,7 @@ class StudyConfig(_Strict):
     elastic_after_s: float = Field(60.0, ge=0.0)  # ...once it has waited this long for room
     admission_timeout_s: float | None = Field(None, gt=0.0)  # --par: prune a trial after waiting this long
     recycle_after: int = Field(50, ge=1)
+    max_worker_deaths: int = Field(3, ge=1)  # --par: stop after K worker deaths in a row (hpo/run/deaths.py)
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     pruner: PrunerConfig = Field(default_factory=PrunerConfig)
     space: SpaceConfig = Field(default_factory=SpaceConfig)
@@ -138,6 +141,16 @@ class StudyConfig(_Strict):
         v = [m.strip() for m in v if m.strip()]
         if not v:
             raise ValueError("needs at least one model")
+        return v
+
+    @field_validator("host_memory")
+    @classmethod
+    def _host_memory(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                parse_memory(v, "host memory")
+            except ConfigError as exc:
+                raise ValueError(f"{exc.message}: write it like 8GB or 512MiB") from None
         return v
 
     @model_validator(mode="after")

@@ -8,6 +8,8 @@ Environment (both optional; unset or empty means no fault):
   ``epoch=0,step=0,trials=1;4``.
 - ``HPO_INJECT_FATAL``: ``epoch``, ``step`` and optionally ``trials``: raise an illegal-memory-access error.
 - ``HPO_INJECT_ENOSPC``: ``epoch``, ``step``: raise ``OSError(ENOSPC)`` (disk full) in every trial there.
+- ``HPO_INJECT_KILL``: ``epoch``, ``step`` and optionally ``trials``: the process sends itself SIGKILL, as
+  the kernel's OOM killer would (for tests of worker deaths; every trial when ``trials`` is not given).
 
 The training loop calls ``check(epoch, step)`` before each micro-batch, ``step`` being the 0-based
 micro-batch index within the epoch. A fault fires at the first check at or after its (epoch, step)
@@ -24,6 +26,7 @@ from __future__ import annotations
 import errno
 import os
 import random
+import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +37,7 @@ from hpo.units import GIB
 OOM_ENV = "HPO_INJECT_OOM"
 FATAL_ENV = "HPO_INJECT_FATAL"
 ENOSPC_ENV = "HPO_INJECT_ENOSPC"
+KILL_ENV = "HPO_INJECT_KILL"
 _FIX = "use e.g. HPO_INJECT_OOM='epoch=1,step=3', 'p=0.3,seed=7' or 'epoch=0,step=0,trials=1;4'"
 _RANDOM_STEPS = 4  # with p and no step, the step is drawn from 0..3
 
@@ -47,13 +51,16 @@ class FaultPlan:
     oom_probability: float = 0.0
     fatal_epoch: int | None = None
     fatal_step: int | None = None
+    kill_epoch: int | None = None
+    kill_step: int | None = None
     seed: int = 0
     trials: frozenset[int] | None = None
     enospc_epoch: int | None = None
     enospc_step: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("oom_epoch", "oom_step", "fatal_epoch", "fatal_step", "enospc_epoch", "enospc_step"):
+        names = ("oom_epoch", "oom_step", "fatal_epoch", "fatal_step", "kill_epoch", "kill_step")
+        for name in (*names, "enospc_epoch", "enospc_step"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
                 raise ConfigError(f"fault plan: {name} must be an integer >= 0, got {value!r}", _FIX)
@@ -68,12 +75,16 @@ class FaultPlan:
     def has_fatal(self) -> bool:
         return self.fatal_epoch is not None or self.fatal_step is not None
 
+    @property
+    def has_kill(self) -> bool:
+        return self.kill_epoch is not None or self.kill_step is not None
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> FaultPlan | None:
-        """Parse ``HPO_INJECT_OOM`` / ``HPO_INJECT_FATAL`` / ``HPO_INJECT_ENOSPC``; None when none is set."""
+        """Parse ``HPO_INJECT_OOM`` / ``_FATAL`` / ``_KILL`` / ``_ENOSPC``; None when none is set."""
         oom_raw, fatal_raw = env.get(OOM_ENV, "").strip(), env.get(FATAL_ENV, "").strip()
-        enospc_raw = env.get(ENOSPC_ENV, "").strip()
-        if not oom_raw and not fatal_raw and not enospc_raw:
+        kill_raw, enospc_raw = env.get(KILL_ENV, "").strip(), env.get(ENOSPC_ENV, "").strip()
+        if not oom_raw and not fatal_raw and not kill_raw and not enospc_raw:
             return None
         d: dict[str, Any] = {}
         if enospc_raw:
@@ -84,12 +95,14 @@ class FaultPlan:
             d.update(oom_epoch=kv.get("epoch"), oom_step=kv.get("step"), seed=kv.get("seed", 0))
             d["oom_probability"] = kv.get("p", 0.0)
             d["trials"] = kv.get("trials")
-        if fatal_raw:
-            kv = _parse(FATAL_ENV, fatal_raw, {"epoch", "step", "trials"})
-            d.update(fatal_epoch=kv.get("epoch", 0), fatal_step=kv.get("step", 0))
+        for var, raw, prefix in ((FATAL_ENV, fatal_raw, "fatal"), (KILL_ENV, kill_raw, "kill")):
+            if not raw:
+                continue
+            kv = _parse(var, raw, {"epoch", "step", "trials"})
+            d.update({f"{prefix}_epoch": kv.get("epoch", 0), f"{prefix}_step": kv.get("step", 0)})
             if "trials" in kv:
                 if d.get("trials") is not None and d["trials"] != kv["trials"]:
-                    raise ConfigError(f"{OOM_ENV} and {FATAL_ENV} name different trials", _FIX)
+                    raise ConfigError(f"{OOM_ENV}, {FATAL_ENV} and {KILL_ENV} name different trials", _FIX)
                 d["trials"] = kv["trials"]
         return cls.from_dict(d)
 
@@ -145,6 +158,7 @@ class FaultInjector:
         self.trial_number = trial_number
         self.oom_at: tuple[int, int] | None = None
         self.fatal_at: tuple[int, int] | None = None
+        self.kill_at: tuple[int, int] | None = None
         self._fatal_fired = False
         self.enospc_at: tuple[int, int] | None = None
         if plan is not None and plan.enospc_epoch is not None:
@@ -153,6 +167,8 @@ class FaultInjector:
             return
         if plan.has_fatal:
             self.fatal_at = (plan.fatal_epoch or 0, plan.fatal_step or 0)
+        if plan.has_kill:
+            self.kill_at = (plan.kill_epoch or 0, plan.kill_step or 0)
         if not plan.has_oom:
             return
         if plan.oom_probability > 0:
@@ -171,6 +187,8 @@ class FaultInjector:
         here = (epoch, step)
         if self.enospc_at is not None and here >= self.enospc_at:
             raise OSError(errno.ENOSPC, f"No space left on device (injected at epoch {epoch}, step {step})")
+        if self.kill_at is not None and here >= self.kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
         if self.fatal_at is not None and (self._fatal_fired or here >= self.fatal_at):
             self._fatal_fired = True
             raise RuntimeError("CUDA error: an illegal memory access was encountered (injected)")

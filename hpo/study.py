@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import warnings
 from pathlib import Path
@@ -81,11 +82,11 @@ def make_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.BaseSto
         ) from exc
 
 
-def make_sampler(cfg: StudyConfig) -> optuna.samplers.BaseSampler:
-    """Seeded TPE: multivariate, grouped, constant liar (parallel workers)."""
+def make_sampler(cfg: StudyConfig, seed: int | None = None) -> optuna.samplers.BaseSampler:
+    """Seeded TPE (``seed``, default the study's): multivariate, grouped, constant liar (parallel workers)."""
     s = cfg.sampler
     return optuna.samplers.TPESampler(
-        seed=cfg.seed,
+        seed=cfg.seed if seed is None else seed,
         n_startup_trials=s.n_startup_trials,
         multivariate=s.multivariate,
         group=s.group,
@@ -146,6 +147,31 @@ def open_study(cfg: StudyConfig) -> optuna.Study:
     )
 
 
+def derive_seed(seed: int, *parts: int) -> int:
+    """A sampler seed for one stream of proposals: ``seed`` itself when every part is 0, else a stable hash.
+
+    Samplers that share a seed (and a history) propose the same configs; Optuna reseeds the copies of its
+    own threads (``BaseSampler.reseed_rng``) for that reason, from OS entropy. Deriving the seed from the
+    study seed and what tells the streams apart keeps each one distinct and reproducible.
+    """
+    if not any(parts):
+        return seed
+    digest = hashlib.sha256(repr((seed, *parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def seed_sampler(study: optuna.Study, cfg: StudyConfig, *stream: int) -> int:
+    """Give ``study`` a sampler of its own for this process; returns the seed.
+
+    The seed depends on the study seed, ``stream`` (a worker's slot and generation) and the number of
+    trials already in the study, so neither a second worker, a replaced one nor a resumed run replays an
+    earlier sequence of proposals.
+    """
+    seed = derive_seed(cfg.seed, *stream, len(study.get_trials(deepcopy=False)))
+    study.sampler = make_sampler(cfg, seed)
+    return seed
+
+
 def load_existing(name: str, storage_url: str) -> optuna.Study:
     """Load a study that must already exist (for `hpo trials`, `hpo best`, `hpo oom`, workers)."""
     db = sqlite_path(storage_url)
@@ -196,13 +222,17 @@ def trial_by_number(study: optuna.Study, number: int) -> optuna.trial.FrozenTria
     return storage_of(study).get_trial(_trial_id(study, number))
 
 
-def fail_trial(study: optuna.Study, number: int, error: str) -> optuna.trial.FrozenTrial | None:
-    """Mark trial ``number`` FAIL with user attr ``error`` if it is still RUNNING; returns it, or None when it
-    had already finished."""
+def fail_trial(
+    study: optuna.Study, number: int, error: str, attrs: dict[str, Any] | None = None
+) -> optuna.trial.FrozenTrial | None:
+    """Mark trial ``number`` FAIL with user attr ``error`` (and ``attrs``) if it is still RUNNING; returns it,
+    or None when it had already finished."""
     storage, trial_id = storage_of(study), _trial_id(study, number)
     if storage.get_trial(trial_id).state != TrialState.RUNNING:
         return None
     try:
+        for key, value in (attrs or {}).items():
+            storage.set_trial_user_attr(trial_id, key, value)
         storage.set_trial_user_attr(trial_id, "error", error)
         storage.set_trial_state_values(trial_id, TrialState.FAIL)
     except optuna.exceptions.UpdateFinishedTrialError:  # it finished in between

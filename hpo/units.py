@@ -23,12 +23,12 @@ _UNITS = {
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 
 
-def parse_memory(text: str) -> int:
+def parse_memory(text: str, what: str = "GPU memory") -> int:
     """ "24GB", "24GiB", "24", "80 GB", "512MiB" -> bytes. GB means GiB; a bare number is GiB too."""
     match = _MEMORY.match(str(text))
     unit = match.group(2).lower() if match else ""
     if match is None or unit not in _UNITS or float(match.group(1)) <= 0:
-        raise ConfigError(f"cannot read GPU memory '{text}'", "write it like 24GB, 40GiB or 80")
+        raise ConfigError(f"cannot read {what} '{text}'", "write it like 24GB, 40GiB or 80")
     return int(float(match.group(1)) * _UNITS[unit])
 
 

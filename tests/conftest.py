@@ -17,6 +17,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.pop("OPTUNA_STORAGE", None)
 os.environ.pop("HPO_INJECT_OOM", None)
 os.environ.pop("HPO_INJECT_FATAL", None)
+os.environ.pop("HPO_INJECT_KILL", None)
 
 import torch
 

@@ -44,6 +44,7 @@ def quiet_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("HPO_INJECT_OOM", None)
     env.pop("HPO_INJECT_FATAL", None)
+    env.pop("HPO_INJECT_KILL", None)
     return env
 
 

@@ -19,7 +19,7 @@ from hpo.commands.common import (
     handles_errors,
     split_list,
 )
-from hpo.commands.exit_codes import INTERRUPTED, PENDING_LEFT, POISONED
+from hpo.commands.exit_codes import CRASH_LOOP, PENDING_LEFT, POISONED, for_signal
 from hpo.config import storage_url
 
 # StudyConfig field -> the flag that sets it (an invalid value is blamed on the flag, not the YAML file)
@@ -55,6 +55,7 @@ class TuneOptions:
     mlflow_uri: str | None = None
     mlflow: bool | None = None
     gpu_memory: str | None = None
+    host_memory: str | None = None
     on_oom: str | None = None
     device: str | None = None
     par: int | None = None
@@ -92,6 +93,14 @@ def tune(
     mlflow_uri: MlflowUriOpt = None,
     no_mlflow: Annotated[bool, typer.Option("--no-mlflow", help="Do not log to MLflow.")] = False,
     gpu_memory: GpuMemoryOpt = None,
+    host_memory: Annotated[
+        str | None,
+        typer.Option(
+            "--host-memory",
+            help="With --par: host RAM the trials may use, e.g. 8GB (default: what is available at start); "
+            "trials wait for room so their estimated RAM peaks fit.",
+        ),
+    ] = None,
     on_oom: Annotated[str | None, typer.Option("--on-oom", help="prune | shrink | cpu")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
     par: Annotated[
@@ -162,6 +171,7 @@ def tune(
         mlflow_uri=mlflow_uri,
         mlflow=False if no_mlflow else None,
         gpu_memory=gpu_memory,
+        host_memory=host_memory,
         on_oom=on_oom,
         device=device,
         par=par,
@@ -181,8 +191,10 @@ def tune(
     typer.echo("\n".join(report.lines()))
     if report.poisoned:
         raise typer.Exit(code=POISONED)
+    if report.crash_loop:
+        raise typer.Exit(code=CRASH_LOOP)
     if report.interrupted:
-        raise typer.Exit(code=INTERRUPTED)
+        raise typer.Exit(code=for_signal(report.signum))
 
 
 @handles_errors
@@ -193,12 +205,18 @@ def worker(
     config: ConfigOpt = None,
     config_json: Annotated[Path | None, typer.Option("--config-json", hidden=True)] = None,
     recycle_after: Annotated[int, typer.Option("--recycle-after", help="Exit after K trials.")] = 1_000_000,
+    slot: Annotated[int | None, typer.Option("--slot", hidden=True, min=0)] = None,
+    generation: Annotated[int, typer.Option("--generation", hidden=True, min=0)] = 0,
+    launcher_pid: Annotated[int | None, typer.Option("--launcher-pid", hidden=True)] = None,
 ) -> None:
     """Join an existing study from another shell or machine and run its trials."""
+    from hpo.run.protocol import WorkerId
     from hpo.run.worker import run_worker, worker_config  # lazy: imports torch
 
     cfg = worker_config(study, storage_url(storage, output_dir), output_dir, config, config_json)
-    raise typer.Exit(code=int(run_worker(cfg, recycle_after=recycle_after)))
+    wid = WorkerId(slot, generation) if slot is not None else None
+    code = run_worker(cfg, recycle_after=recycle_after, worker=wid, launcher_pid=launcher_pid)
+    raise typer.Exit(code=int(code))
 
 
 @handles_errors

@@ -1,9 +1,10 @@
-"""PAR worker processes on one GPU, parent side: start, supervise, replace, recycle, stop on Ctrl-C.
+"""PAR worker processes on one GPU, parent side: start, supervise, replace, recycle, stop on Ctrl-C/SIGTERM.
 
 The parent creates the study, writes the resolved config beside the storage and starts PAR `hpo worker`
 processes (``hpo.run.worker``, each with its own CUDA context and memory-aware admission). It replaces dead
 workers (their running trial is failed at once and retried once), recycles workers after K trials, and on
-Ctrl-C stops them so that no trial is left RUNNING.
+Ctrl-C or SIGTERM stops them so that no trial is left RUNNING. Each worker gets a slot and generation (its
+sampler seed: no two workers replay one sequence) and the launcher's pid: it dies with the launcher.
 """
 
 from __future__ import annotations
@@ -24,15 +25,20 @@ from optuna.trial import TrialState
 
 from hpo.config import StudyConfig
 from hpo.gpu import detect
+from hpo.lifecycle import Stopped, StopRequest, ignore_stop_signals
+from hpo.memory.host import host_available
 from hpo.results.trials import count_states
 from hpo.run.bootstrap import start_study
+from hpo.run.deaths import CrashLoop, evidence, likely_cause, ran_count
 from hpo.run.isolation import worker_env
-from hpo.run.protocol import WorkerExit, config_path, trial_file
+from hpo.run.protocol import WorkerExit, WorkerId, config_path, read_marker, trial_file
 from hpo.run.report import TuneReport, finish, finished_by
 from hpo.run.reservations import ledger_path_for, usage_line
 from hpo.run.setup import prepare
 from hpo.study import fail_trial, finished_count, open_study
-from hpo.units import GIB
+from hpo.trial import keys as K
+from hpo.trial import outcomes
+from hpo.units import GIB, MIB
 
 
 @dataclass
@@ -46,12 +52,18 @@ class LaunchReport:
     retried_trials: list[int] = field(default_factory=list)
     pids: set[int] = field(default_factory=set)  # every worker started
     interrupted: bool = False
+    signum: int | None = None  # the signal that stopped the launcher (SIGINT or SIGTERM)
+    crash_loop: str = ""  # why the crash-loop breaker stopped the launcher (hpo.run.deaths.CrashLoop)
 
 
 @dataclass
 class _Worker:
     proc: subprocess.Popen[bytes]
-    name: str
+    id: WorkerId
+
+    @property
+    def name(self) -> str:
+        return str(self.id)
 
 
 class Launcher:
@@ -72,14 +84,17 @@ class Launcher:
         self.stream = stream or sys.stdout
         self.report = LaunchReport()
         self.workers: list[_Worker] = []
-        self._stopping = False
-        self._n = 0
+        self._generations = [0] * par  # workers started so far per slot
+        self.breaker = CrashLoop(cfg.max_worker_deaths)
 
     def _say(self, text: str) -> None:
         print(f"[launcher] {text}", file=self.stream, flush=True)
 
     def _spawn(self) -> None:
-        self._n += 1
+        busy = {w.id.slot for w in self.workers}
+        slot = next(i for i in range(self.par) if i not in busy)
+        wid = WorkerId(slot, self._generations[slot])
+        self._generations[slot] += 1
         cmd = [
             sys.executable,
             "-m",
@@ -93,23 +108,35 @@ class Launcher:
             str(config_path(self.cfg)),
             "--recycle-after",
             str(self.recycle_after),
+            "--slot",
+            str(wid.slot),
+            "--generation",
+            str(wid.generation),
+            "--launcher-pid",
+            str(os.getpid()),
         ]
+        # its own session: a terminal's Ctrl-C reaches the launcher only, which stops the workers in order
         proc = subprocess.Popen(cmd, env=worker_env(os.environ, self.par), start_new_session=True)
-        self.workers.append(_Worker(proc, f"w{self._n}"))
+        self.workers.append(_Worker(proc, wid))
         self.report.started += 1
         self.report.pids.add(proc.pid)
 
-    def _fail_orphan_trial(self, study: optuna.Study, pid: int) -> None:
-        """A worker died mid-trial: fail its trial now and enqueue one retry (as heartbeats would)."""
-        marker = trial_file(self.cfg, pid)
-        if not marker.is_file():
-            return
-        with contextlib.suppress(ValueError, KeyError, OSError):  # unreadable marker, unknown trial
-            failed = fail_trial(study, int(marker.read_text().strip()), "worker process died")
-            if failed is not None:
-                RetryHeartbeatStaleTrialCallback(max_retry=1)(study, failed)
-                self.report.retried_trials.append(failed.number)
+    def _fail_orphan_trial(self, study: optuna.Study, w: _Worker, rc: int) -> dict[str, Any]:
+        """A worker died mid-trial: fail its trial now with how it died and enqueue one retry (as heartbeats
+        would); returns the evidence (with the trial and its config), empty when it ran no trial."""
+        marker = trial_file(self.cfg, w.proc.pid)
+        found = read_marker(marker)
         marker.unlink(missing_ok=True)
+        if found is None:
+            return {}
+        number, phase = found
+        death = evidence(rc, phase, w.name)
+        failed = outcomes.worker_died(study, number, death)
+        if failed is None:
+            return {}
+        RetryHeartbeatStaleTrialCallback(max_retry=1)(study, failed)
+        self.report.retried_trials.append(failed.number)
+        return death | {"trial": number, "config": failed.user_attrs.get(K.TRIAL_CONFIG)}
 
     def _reap(self, study: optuna.Study) -> None:
         for w in list(self.workers):
@@ -124,8 +151,13 @@ class Launcher:
                 self._say(f"{w.name} stopped after a fatal CUDA error; replacing it")
             elif rc not in (WorkerExit.DONE, WorkerExit.INTERRUPTED):
                 self.report.crashed += 1
-                self._say(f"{w.name} (pid {w.proc.pid}) died with exit code {rc}; replacing it")
-            self._fail_orphan_trial(study, w.proc.pid)
+                death = self._fail_orphan_trial(study, w, rc)
+                cause = death.get("likely_cause") or likely_cause(rc, 0, 0)
+                self._say(f"{w.name} (pid {w.proc.pid}) died with exit code {rc} ({cause}); replacing it")
+                if self.breaker.died(ran_count(study), death or {"likely_cause": cause}):
+                    self.report.crash_loop = self.breaker.message()
+                continue
+            self._fail_orphan_trial(study, w, rc)
 
     def status_line(self, study: optuna.Study) -> str:
         c = count_states(study)
@@ -140,10 +172,11 @@ class Launcher:
             f"failed {c['fail']} | running {c['running']} | workers {len(self.workers)}{gpu}{ledger}"
         )
 
-    def _shutdown(self, study: optuna.Study, grace: float = 30.0) -> None:
+    def _shutdown(self, study: optuna.Study, stop: Stopped, grace: float = 30.0) -> None:
+        ignore_stop_signals()  # a second SIGTERM / Ctrl-C must not cut the cleanup short
         for w in self.workers:
             with contextlib.suppress(ProcessLookupError):
-                w.proc.send_signal(signal.SIGINT)
+                w.proc.send_signal(stop.signum)
         deadline = time.monotonic() + grace
         for w in self.workers:
             try:
@@ -151,24 +184,38 @@ class Launcher:
             except subprocess.TimeoutExpired:
                 w.proc.kill()
                 w.proc.wait()
-        for w in self.workers:
-            self._fail_orphan_trial(study, w.proc.pid)
+        for w in self.workers:  # a worker that could not fail its own trial
+            found = read_marker(trial_file(self.cfg, w.proc.pid))
+            if found is not None:
+                fail_trial(study, found[0], f"interrupted: {stop.reason}")
+            trial_file(self.cfg, w.proc.pid).unlink(missing_ok=True)
         self.workers.clear()
         # anything still RUNNING now has no live process in this launcher
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            fail_trial(study, t.number, "stopped by Ctrl-C")
+            fail_trial(study, t.number, f"interrupted: {stop.reason}")
 
     def run(self) -> LaunchReport:
         cfg = self.cfg
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C even when started in the background
+        # Ctrl-C (even when started in the background) and SIGTERM stop the workers; checked between steps:
+        # an exception raised inside a storage call could leave a SQLite lock held that blocks every worker
+        request = StopRequest()
+        request.install()
         study = open_study(cfg)  # run_parallel set it up (hpo.run.bootstrap)
         config_path(cfg).parent.mkdir(parents=True, exist_ok=True)
-        config_path(cfg).write_text(json.dumps(cfg.model_dump(mode="json")))
+        # one host-RAM capacity for every worker: --host-memory, else what is available before they start
+        host = cfg.host_memory or f"{host_available() // MIB}MiB"
+        config_path(cfg).write_text(json.dumps(cfg.model_dump(mode="json") | {"host_memory": host}))
         self._say(f"{self.par} workers, recycle after {self.recycle_after} trials, target {cfg.n_trials}")
         last_status = 0.0
         try:
             while True:
+                request.check()
+                self.breaker.trial_finished(ran_count(study))
                 self._reap(study)
+                if self.report.crash_loop:
+                    self._say("crash-loop breaker: stopping the workers")
+                    self._shutdown(study, Stopped(signal.SIGTERM, "crash-loop breaker"))
+                    break
                 done = finished_count(study)
                 if done >= cfg.n_trials and not self.workers:
                     break
@@ -182,10 +229,11 @@ class Launcher:
                     self._say(self.status_line(study))
                     last_status = time.monotonic()
                 time.sleep(self.poll)
-        except KeyboardInterrupt:
-            self.report.interrupted = True
-            self._say("interrupted: stopping workers (finished trials are kept; rerun to resume)")
-            self._shutdown(study)
+        except KeyboardInterrupt as exc:
+            stop = exc if isinstance(exc, Stopped) else Stopped(signal.SIGINT)
+            self.report.interrupted, self.report.signum = True, stop.signum
+            self._say(f"{stop.reason}: stopping workers (finished trials are kept; rerun to resume)")
+            self._shutdown(study, stop)
         self._say(self.status_line(study))
         return self.report
 
@@ -204,14 +252,16 @@ def run_parallel(cfg: StudyConfig, started: float) -> TuneReport:
         finished_before=before,
         mlflow_uri=cfg.mlflow_tracking_uri if cfg.mlflow else None,
         interrupted=launch.interrupted,
+        signum=launch.signum,
         metric=setup.agent.metric_name,
         baseline=setup.agent.majority_baseline(setup.splits, "val"),
     )
     report.new = finished_by(study, launch.pids, wall_start)
     report.dropped_rows = setup.dropped_rows
+    report.crash_loop = bool(launch.crash_loop)
     report.stopped_reason = (
-        "interrupted: finished trials are kept; rerun to resume"
-        if launch.interrupted
+        launch.crash_loop or "interrupted: finished trials are kept; rerun to resume"
+        if launch.crash_loop or launch.interrupted
         else f"target reached ({launch.started} workers started, {launch.recycled} "
         f"recycled, {launch.crashed} replaced after a crash)"
     )

@@ -253,12 +253,12 @@ class Ledger:
             return res
 
     def _too_large(self, nbytes: int, resident: int) -> LedgerTooLarge:
-        held = f", {human(resident)} of it held by the workers' CUDA contexts" if resident else ""
+        held = f", {human(resident)} of it held by the worker processes themselves" if resident else ""
         return LedgerTooLarge(
-            f"trial needs {human(nbytes)} but the GPU budget of {self.gpu_key} is "
+            f"trial needs {human(nbytes)} but the memory budget of {self.gpu_key} is "
             f"{human(self.capacity_bytes)}{held}",
             "shrink the trial (batch size, max length, precision, checkpointing), lower PAR or raise "
-            "--gpu-memory",
+            "--gpu-memory (--host-memory for host RAM)",
         )
 
     def _forget(self, key: str) -> None:

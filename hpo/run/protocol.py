@@ -5,6 +5,7 @@ Light on purpose (no torch): the command line imports the exit codes at start.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 
@@ -20,6 +21,17 @@ class WorkerExit(IntEnum):
     INTERRUPTED = 130  # SIGINT / SIGTERM
 
 
+@dataclass(frozen=True)
+class WorkerId:
+    """Which worker of a launcher: its slot (0..PAR-1) and how many workers held that slot before it."""
+
+    slot: int = 0
+    generation: int = 0
+
+    def __str__(self) -> str:
+        return f"w{self.slot}.{self.generation}"
+
+
 def worker_dir(cfg: StudyConfig) -> Path:
     """Where the launcher and its workers of one study keep their files."""
     return cfg.output_dir / "workers" / cfg.study
@@ -31,5 +43,21 @@ def config_path(cfg: StudyConfig) -> Path:
 
 
 def trial_file(cfg: StudyConfig, pid: int) -> Path:
-    """Marker holding the number of the trial worker ``pid`` runs (absent between trials)."""
+    """Marker holding the number of the trial worker ``pid`` runs and its phase (absent between trials)."""
     return worker_dir(cfg) / f"{pid}.trial"
+
+
+def write_marker(path: Path, trial: int, phase: str) -> None:
+    """``TRIAL PHASE``: which trial the worker runs and what it does now (replaced atomically)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f"{trial} {phase}")
+    tmp.replace(path)
+
+
+def read_marker(path: Path) -> tuple[int, str] | None:
+    """The (trial, phase) in a marker; None when it is absent or unreadable."""
+    try:
+        number, _, phase = path.read_text().strip().partition(" ")
+        return int(number), phase or "unknown"
+    except (OSError, ValueError):
+        return None

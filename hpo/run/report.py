@@ -30,8 +30,10 @@ class TuneReport:
     metric: str = "macro_f1"
     mlflow_uri: str | None = None
     interrupted: bool = False
+    signum: int | None = None  # the signal that interrupted it (SIGINT or SIGTERM)
     stopped_reason: str = ""
     poisoned: bool = False
+    crash_loop: bool = False  # the launcher's crash-loop breaker stopped it (hpo.run.deaths)
     seconds: float = 0.0
     new: int | None = None  # finished by this run's processes (None: all finished since the start)
     dropped_rows: int = 0  # dirty data rows dropped (--allow-dirty-data)
@@ -39,6 +41,7 @@ class TuneReport:
     def lines(self) -> list[str]:
         """The closing summary `hpo tune` prints."""
         c = self.counts
+        deaths = c.get("pruned_worker_deaths", 0)
         total = sum(v for k, v in c.items() if k.startswith(("complete", "pruned")))
         new = total - self.finished_before if self.new is None else self.new
         others = total - self.finished_before - new
@@ -47,8 +50,9 @@ class TuneReport:
             f"\nstudy {self.study}: {total} finished ({new} new{by_others}) in "
             f"{self.seconds:.0f}s - {self.stopped_reason}",
             f"  complete {c.get('complete', 0)}, pruned: early stop {c.get('pruned_early_stop', 0)}, "
-            f"memory estimate {c.get('pruned_memory_estimate', 0)}, OOM {c.get('pruned_oom', 0)}; "
-            f"failed {c.get('fail', 0)}",
+            f"memory estimate {c.get('pruned_memory_estimate', 0)}, OOM {c.get('pruned_oom', 0)}"
+            + (f", killed their worker twice {deaths}" if deaths else "")
+            + f"; failed {c.get('fail', 0)}",
         ]
         if self.best_value is not None:
             out.append(

@@ -160,12 +160,16 @@ def usage_line(path: Path) -> str:
     except (OSError, json.JSONDecodeError):
         return ""
     parts = []
-    for entry in data.values() if isinstance(data, dict) else []:
+    entries = (
+        sorted(data.items(), key=lambda kv: kv[0].startswith("host-ram")) if isinstance(data, dict) else []
+    )
+    for key, entry in entries:  # GPU keys first, then host RAM (hpo.run.host)
         reservations = entry.get("reservations", [])
         used = sum(int(r["bytes"]) for r in reservations)
         trials = sum(1 for r in reservations if r.get("kind", TRIAL) == TRIAL)
         parts.append(
-            f"ledger {used / GIB:.1f}/{int(entry.get('capacity', 0)) / GIB:.1f} GB, {trials} admitted, "
+            f"{'host RAM' if key.startswith('host-ram') else 'ledger'} {used / GIB:.1f}/"
+            f"{int(entry.get('capacity', 0)) / GIB:.1f} GB, {trials} admitted, "
             f"{len(entry.get('waiting', []))} waiting"
         )
     return "; ".join(parts)

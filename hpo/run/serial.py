@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import threading
 import time
 
 import optuna
@@ -14,11 +12,12 @@ from optuna.trial import TrialState
 from hpo.config import StudyConfig
 from hpo.dbcheck import is_disk_full
 from hpo.errors import HpoError
+from hpo.lifecycle import signal_of, stop_on_signals
 from hpo.progress import Progress
 from hpo.run.bootstrap import start_study
 from hpo.run.report import TuneReport, finish, finished_by
 from hpo.run.setup import build_objective, prepare
-from hpo.study import fail_trial, finished_count, trial_by_number
+from hpo.study import fail_trial, finished_count, seed_sampler, trial_by_number
 from hpo.trial import keys as K
 from hpo.trial.objective import Objective
 
@@ -74,13 +73,13 @@ def _disk_full_error(cfg: StudyConfig, study: optuna.Study, objective: Objective
 
 def run_serial(cfg: StudyConfig, started: float, progress: Progress | None = None) -> TuneReport:
     """Create or resume the study and run its trials in this process."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C even when started in the background
+    stop_on_signals()  # Ctrl-C (even when started in the background) and SIGTERM stop it the same way
     progress = progress or Progress(total=cfg.n_trials)
     wall_start = time.time()
     setup = prepare(cfg)
     study, tracker = start_study(cfg, setup)
     objective = build_objective(cfg, progress, setup=setup, tracker=tracker)
+    objective.sampler_seed = seed_sampler(study, cfg)  # a resumed run does not replay the first proposals
     report = TuneReport(
         study=cfg.study,
         storage=cfg.storage_url,
@@ -90,8 +89,8 @@ def run_serial(cfg: StudyConfig, started: float, progress: Progress | None = Non
     )
     try:
         report.stopped_reason = run_trials(study, objective, cfg.n_trials, cfg.timeout)
-    except KeyboardInterrupt:
-        report.interrupted = True
+    except KeyboardInterrupt as exc:
+        report.interrupted, report.signum = True, signal_of(exc)
         report.stopped_reason = "interrupted: finished trials are kept; rerun the same command to resume"
     except DiskFull as exc:
         raise _disk_full_error(cfg, study, objective, str(exc)) from None

@@ -26,7 +26,7 @@ from hpo.tracking import Tracker, make_tracker
 from hpo.train.data import Splits, clean_splits
 from hpo.train.model import load_tokenizer
 from hpo.train.optim import eight_bit_available
-from hpo.trial.admission import Admission, no_admission
+from hpo.trial.admission import Admission, HostAdmission, no_admission, no_host_admission
 from hpo.trial.objective import Objective
 from hpo.trial.sizing import MemoryPolicy, Sizer
 from hpo.trial.space import SpaceContext, validate
@@ -42,17 +42,29 @@ def memory_policy(cfg: StudyConfig, device: torch.device, profile: GpuProfile | 
     """
     profile = profile or load_profile(cfg.gpu_memory)
     headroom, alloc = headroom_bytes(profile, cfg.headroom_gb), profile.allocator
+    host = parse_memory(cfg.host_memory) if cfg.host_memory else None
     if cfg.gpu_memory is not None:
         simulated = device.type != "cuda"
         return MemoryPolicy(
-            parse_memory(cfg.gpu_memory), headroom, simulated, cfg.high_memory_fraction, allocator=alloc
+            parse_memory(cfg.gpu_memory),
+            headroom,
+            simulated,
+            cfg.high_memory_fraction,
+            host_bytes=host,
+            allocator=alloc,
         )
     if device.type == "cuda":
         info = detect(torch.cuda.current_device())
         return MemoryPolicy(
-            info.total_bytes, headroom, False, cfg.high_memory_fraction, allocator=alloc, card=info.name
+            info.total_bytes,
+            headroom,
+            False,
+            cfg.high_memory_fraction,
+            host_bytes=host,
+            allocator=alloc,
+            card=info.name,
         )
-    return MemoryPolicy(None, headroom, allocator=alloc)
+    return MemoryPolicy(None, headroom, host_bytes=host, allocator=alloc)
 
 
 @dataclass
@@ -115,6 +127,7 @@ def build_objective(
     tracker: Tracker | None = None,
     policy: MemoryPolicy | None = None,
     admission: Admission = no_admission,
+    host_admission: HostAdmission = no_host_admission,
     on_start: Callable[[optuna.Trial], None] | None = None,
     calibration_path: Path | None = None,
 ) -> Objective:
@@ -151,5 +164,6 @@ def build_objective(
         sizer=sizer,
         faults=faults,
         admission=admission,
+        host_admission=host_admission,
         on_start=on_start,
     )

@@ -11,29 +11,32 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
 from hpo.config import StudyConfig, load_config
 from hpo.gpu import detect
+from hpo.lifecycle import die_with_parent, parent_alive, stop_on_signals
 from hpo.progress import Progress
 from hpo.run.bootstrap import open_for_worker
+from hpo.run.host import make_host_admission
 from hpo.run.isolation import apply_memory_cap, cuda_context_bytes
 from hpo.run.ledger import Ledger
-from hpo.run.protocol import WorkerExit, trial_file
+from hpo.run.protocol import WorkerExit, WorkerId, trial_file, write_marker
 from hpo.run.reservations import Reservation, ledger_path_for
 from hpo.run.serial import run_one
 from hpo.run.setup import build_objective, memory_policy, prepare
-from hpo.study import CONFIG_ATTR, finished_count, load_existing
+from hpo.study import CONFIG_ATTR, finished_count, load_existing, seed_sampler
 from hpo.trial.admission import no_admission
 from hpo.trial.sizing import MemoryPolicy
 
 CAP_MARGIN_BYTES = 512 * 1024**2
+STOP_DEADLINE_S = 10  # a stopped worker fails its trial and exits; past this the kernel ends it (SIGALRM)
 
 
 def worker_config(
@@ -101,6 +104,29 @@ class LedgerAdmission:
             yield res.form
 
 
+class MarkerProgress(Progress):
+    """Plain progress lines that also tell the launcher the trial's phase (in the marker file), so a death
+    is recorded with what the worker was doing."""
+
+    def __init__(self, marker: Path, every_s: float = 2.0) -> None:
+        super().__init__(live=False)
+        self.marker, self.every_s, self._last = marker, every_s, 0.0
+
+    def trial_started(self, number: int, summary: str) -> None:
+        super().trial_started(number, summary)
+        write_marker(self.marker, number, "loading data and model")
+
+    def step(self, number: int, epoch: int, epochs: int, step: int, steps: int) -> None:
+        now = time.monotonic()
+        if step == 0 or now - self._last >= self.every_s:
+            self._last = now
+            write_marker(self.marker, number, f"training epoch {epoch + 1}/{epochs} step {step + 1}/{steps}")
+
+    def epoch(self, number: int, epoch: int, epochs: int, metrics: dict[str, float]) -> None:
+        super().epoch(number, epoch, epochs, metrics)
+        write_marker(self.marker, number, f"after evaluating epoch {epoch + 1}/{epochs}")
+
+
 def make_admission(cfg: StudyConfig, policy: MemoryPolicy, gpu_key: str) -> LedgerAdmission | None:
     """The worker's ledger admission, or None without a GPU budget (a plain CPU run admits everything)."""
     if policy.gpu_bytes is None:
@@ -117,14 +143,39 @@ def make_admission(cfg: StudyConfig, policy: MemoryPolicy, gpu_key: str) -> Ledg
     return LedgerAdmission(ledger, context, margin, cfg.elastic_after_s, cfg.admission_timeout_s)
 
 
-def run_worker(cfg: StudyConfig, *, recycle_after: int) -> WorkerExit:
-    """Run trials until the study target is reached, K trials were run or CUDA is poisoned."""
+def run_worker(
+    cfg: StudyConfig,
+    *,
+    recycle_after: int,
+    worker: WorkerId | None = None,
+    launcher_pid: int | None = None,
+) -> WorkerExit:
+    """Run trials until the study target is reached, K trials were run or CUDA is poisoned.
 
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+    ``worker`` (from the launcher) seeds this process's sampler apart from every other worker's; with
+    ``launcher_pid`` the worker stops, failing its trial, as soon as that launcher dies.
+    """
 
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
+    def why(signum: int) -> str:
+        # the parent-death signal may arrive before this process is re-parented: give it a moment
+        deadline = time.monotonic() + 0.5
+        while launcher_pid is not None and signum == signal.SIGTERM and time.monotonic() < deadline:
+            if not parent_alive(launcher_pid):
+                return f"launcher (pid {launcher_pid}) died"
+            time.sleep(0.05)
+        return f"stopped by {signal.Signals(signum).name}"
+
+    stop_on_signals(why, deadline_s=STOP_DEADLINE_S)
+    if launcher_pid is not None:
+        die_with_parent(launcher_pid)
+    try:
+        # a worker started by hand: its pid tells it apart from the workers of other shells
+        return _trial_loop(cfg, recycle_after, worker or WorkerId(slot=os.getpid()))
+    except KeyboardInterrupt:
+        return WorkerExit.INTERRUPTED
+
+
+def _trial_loop(cfg: StudyConfig, recycle_after: int, worker: WorkerId) -> WorkerExit:
     setup = prepare(cfg)
     policy = memory_policy(cfg, setup.device, setup.space.profile)
     if setup.device.type == "cuda" and not policy.simulated:  # this worker's own context, measured once
@@ -141,18 +192,23 @@ def run_worker(cfg: StudyConfig, *, recycle_after: int) -> WorkerExit:
     marker.parent.mkdir(parents=True, exist_ok=True)
 
     def on_start(trial: optuna.Trial) -> None:
-        marker.write_text(str(trial.number))
+        write_marker(marker, trial.number, "sampling")
 
     study, tracker = open_for_worker(cfg, setup)  # the launcher set them up; a worker creates nothing
+    host = make_host_admission(cfg)
+    host.start()
     objective = build_objective(
         cfg,
-        Progress(live=False),
+        MarkerProgress(marker),
         setup=setup,
         tracker=tracker,
         policy=policy,
         admission=admission or no_admission,
+        host_admission=host,
         on_start=on_start,
     )
+    objective.worker = str(worker)
+    objective.sampler_seed = seed_sampler(study, cfg, worker.slot + 1, worker.generation)
     done = 0
     try:
         while done < recycle_after:
@@ -165,10 +221,9 @@ def run_worker(cfg: StudyConfig, *, recycle_after: int) -> WorkerExit:
             if objective.poisoned:
                 return WorkerExit.POISONED
         return WorkerExit.RECYCLE
-    except KeyboardInterrupt:
-        return WorkerExit.INTERRUPTED
     finally:
         marker.unlink(missing_ok=True)
         tracker.flush()  # MLflow writes buffered while MLflow was unavailable
+        host.close()
         if admission is not None:
             admission.close()

@@ -29,6 +29,8 @@ class AdmissionTimeout(HpoError):
 
 # (device totals of the trial's forms, sampled first; trial number) -> holds room, yields the form's index
 Admission = Callable[[Sequence[int], int], contextlib.AbstractContextManager[int]]
+# (host-RAM bytes of the trial, trial number) -> holds room in the host's RAM while the block runs
+HostAdmission = Callable[[int, int], contextlib.AbstractContextManager[object]]
 
 
 def no_admission(sizes: Sequence[int], trial: int) -> contextlib.AbstractContextManager[int]:
@@ -36,12 +38,24 @@ def no_admission(sizes: Sequence[int], trial: int) -> contextlib.AbstractContext
     return contextlib.nullcontext(0)
 
 
+def no_host_admission(nbytes: int, trial: int) -> contextlib.AbstractContextManager[object]:
+    """Admit at once (one process: one trial at a time)."""
+    return contextlib.nullcontext()
+
+
 @contextlib.contextmanager
 def admitted(
-    ctx: TrialContext, admission: Admission, sizer: Sizer, tracker: Tracker, *, elastic: bool
+    ctx: TrialContext,
+    admission: Admission,
+    sizer: Sizer,
+    tracker: Tracker,
+    *,
+    elastic: bool,
+    host: HostAdmission = no_host_admission,
 ) -> Iterator[None]:
-    """Hold room for the trial while the block runs; ``ctx.tcfg``/``ctx.budget`` become the admitted form."""
-    if admission is no_admission:
+    """Hold room for the trial while the block runs, in the host's RAM first (``host``), then on the GPU
+    (``admission``); ``ctx.tcfg``/``ctx.budget`` become the admitted form."""
+    if admission is no_admission and host is no_host_admission:
         yield
         return
     before = ctx.tcfg
@@ -52,7 +66,8 @@ def admitted(
     sizes = [b.device_total_bytes if ctx.on_gpu else 0 for _, b in forms]
     asked, holding = time.time(), False
     try:
-        with admission(sizes, ctx.number) as k:
+        host_bytes = sizer.host_bytes(ctx.spec, ctx.tcfg, ctx.device.type == "cuda")
+        with host(host_bytes, ctx.number), admission(sizes, ctx.number) as k:
             holding = True
             ctx.tcfg, ctx.budget = forms[k]
             outcomes.admitted(ctx, tracker, asked, before, k)

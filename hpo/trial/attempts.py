@@ -29,7 +29,14 @@ from hpo.oom import (
 from hpo.tracking import Tracker
 from hpo.train.loop import TrainResult
 from hpo.trial import outcomes
-from hpo.trial.admission import Admission, AdmissionTimeout, NoRoom, admitted
+from hpo.trial.admission import (
+    Admission,
+    AdmissionTimeout,
+    HostAdmission,
+    NoRoom,
+    admitted,
+    no_host_admission,
+)
 from hpo.trial.context import TrialContext
 from hpo.trial.sizing import Sizer
 from hpo.units import gb
@@ -57,13 +64,14 @@ class Attempts:
     tracker: Tracker
     policy: OnOom
     elastic: bool
+    host: HostAdmission = no_host_admission
 
     def run(self, ctx: TrialContext) -> TrainResult:
         while True:
             try:
                 return self._attempt(ctx)
-            except KeyboardInterrupt:
-                outcomes.interrupted(ctx, self.tracker)
+            except KeyboardInterrupt as exc:
+                outcomes.interrupted(ctx, self.tracker, exc)
                 raise
             except NoRoom as exc:  # the other workers' own memory leaves it no room, ever
                 raise outcomes.pruned_by_estimate(ctx, self.tracker, exc.message, 1.0) from None
@@ -88,7 +96,7 @@ class Attempts:
                 raise
 
     def _attempt(self, ctx: TrialContext) -> TrainResult:
-        with admitted(ctx, self.admission, self.sizer, self.tracker, elastic=self.elastic):
+        with admitted(ctx, self.admission, self.sizer, self.tracker, elastic=self.elastic, host=self.host):
             try:
                 return self.train(ctx)
             except BaseException as exc:
@@ -116,9 +124,12 @@ class Attempts:
         )
 
     def _retry(self, ctx: TrialContext) -> bool:
-        """Move ``ctx`` to the next attempt's form and device; False when the policy prunes."""
+        """Move ``ctx`` to the next attempt's form and device; False when the policy prunes (or a CPU
+        fallback would not fit the host's free RAM)."""
         nxt = next_attempt(self.policy, ctx.tcfg, ctx.spec, ctx.on_gpu)
         if nxt is None:
+            return False
+        if not nxt[1] and not self.sizer.host_has_room(self.sizer.host_bytes(ctx.spec, nxt[0], False)):
             return False
         ctx.tcfg, stays = nxt
         if not stays:

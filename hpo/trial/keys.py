@@ -10,6 +10,7 @@ from __future__ import annotations
 TRIAL_CONFIG = "trial_config"  # the sampled TrialConfig (model_dump)
 ESTIMATED_PEAK_GB = "estimated_peak_gb"
 ESTIMATE_METHOD = "estimate_method"
+ESTIMATED_HOST_GB = "estimated_host_gb"  # host-RAM peak beyond the worker process (hpo.memory.host)
 MLFLOW_RUN_ID = "mlflow_run_id"
 HOST = "host"  # where the trial's process runs (a start fails RUNNING trials whose process is gone)
 PID = "pid"
@@ -37,17 +38,22 @@ RELEASED_AT = "released_at"
 ELASTIC_FORM = "elastic_form"  # a lighter equivalent form ran (hpo.trial.elastic)
 RUN_CONFIG = "run_config"
 RUN_ESTIMATED_PEAK_GB = "run_estimated_peak_gb"
+WORKER = "worker"  # the launcher's worker that ran it: slot.generation (hpo.run.protocol.WorkerId)
+SAMPLER_SEED = "sampler_seed"  # the seed of the sampler that proposed it (hpo.study.seed_sampler)
+WORKER_DEATH = "worker_death"  # how its worker died: exit code / signal, host RAM, phase, likely cause
 
 # ---- values of PRUNED_REASON ------------------------------------------------------------------------------
 REASON_MEMORY_ESTIMATE = "memory_estimate"
 REASON_EARLY_STOP = "early_stop"
 REASON_OOM = "oom"
 REASON_ADMISSION_TIMEOUT = "admission_timeout"  # waited --admission-timeout for room in the GPU ledger
+REASON_WORKER_DEATHS = "worker_deaths"  # the config killed its worker twice (hpo.trial.deaths)
 PRUNED_REASONS: tuple[str, ...] = (
     REASON_OOM,
     REASON_MEMORY_ESTIMATE,
     REASON_EARLY_STOP,
     REASON_ADMISSION_TIMEOUT,
+    REASON_WORKER_DEATHS,
 )
 
 # ---- MLflow -----------------------------------------------------------------------------------------------

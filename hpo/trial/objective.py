@@ -23,9 +23,10 @@ from hpo.memory.catalog import get_spec
 from hpo.progress import Progress
 from hpo.tracking import Tracker
 from hpo.trial import outcomes
-from hpo.trial.admission import Admission, no_admission
+from hpo.trial.admission import Admission, HostAdmission, no_admission, no_host_admission
 from hpo.trial.attempts import Attempts
 from hpo.trial.context import TrialContext, WorkerPoisoned
+from hpo.trial.deaths import MAX_DEATHS, deaths_of
 from hpo.trial.sizing import Sizer
 from hpo.trial.space import SpaceContext, sample
 from hpo.trial.training import EncodedData, Trainer
@@ -46,16 +47,26 @@ class Objective:
     sizer: Sizer
     faults: FaultPlan | None = None
     admission: Admission = no_admission
+    host_admission: HostAdmission = no_host_admission
     on_start: Callable[[optuna.Trial], None] | None = None
     poisoned: bool = False  # a fatal CUDA error happened: this process must stop
     disk_full: bool = False  # a trial failed on a full disk: the run must stop
     last_number: int = -1  # the number of this process's latest trial
+    worker: str | None = None  # which launcher worker runs this objective (hpo.run.protocol.WorkerId)
+    sampler_seed: int | None = None  # the seed of this process's sampler (hpo.study.seed_sampler)
 
     def __call__(self, trial: optuna.Trial) -> float:
         self.last_number = trial.number
         if self.on_start is not None:
             self.on_start(trial)
-        ctx = self._begin(trial)
+        try:
+            ctx = self._begin(trial)
+        except KeyboardInterrupt as exc:
+            outcomes.interrupted_early(trial, exc)
+            raise
+        deaths = deaths_of(trial.study, ctx.sampled)
+        if deaths >= MAX_DEATHS:  # a died trial is retried once; a config never runs a third time
+            raise outcomes.pruned_by_deaths(ctx, self.tracker, deaths)
         reason = self.sizer.over_budget(ctx.spec, ctx.tcfg, ctx.budget)
         if reason is not None:
             over = (ctx.budget.device_total_bytes - self.sizer.memory.limit_bytes) / GIB
@@ -87,13 +98,24 @@ class Objective:
             on_gpu=self.device.type == "cuda" or self.sizer.memory.simulated,
             injector=FaultInjector(self.faults, trial.number),  # once per trial: a retry must not re-fire it
         )
-        outcomes.started(ctx, self.tracker)
+        host = self.sizer.host_bytes(spec, tcfg, self.device.type == "cuda")
+        outcomes.started(
+            ctx, self.tracker, host_bytes=host, worker=self.worker, sampler_seed=self.sampler_seed
+        )
         self.progress.trial_started(trial.number, summary(tcfg))
         return ctx
 
     def _attempts(self) -> Attempts:
         trainer = Trainer(self.cfg, self.agent, self.data, self.tracker, self.progress, self.sizer)
-        return Attempts(trainer, self.admission, self.sizer, self.tracker, self.cfg.on_oom, self.cfg.elastic)
+        return Attempts(
+            trainer,
+            self.admission,
+            self.sizer,
+            self.tracker,
+            self.cfg.on_oom,
+            self.cfg.elastic,
+            self.host_admission,
+        )
 
 
 def summary(cfg: TrialConfig) -> str:

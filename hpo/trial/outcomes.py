@@ -33,9 +33,18 @@ def _attrs(ctx: TrialContext, values: dict[str, Any]) -> None:
         ctx.trial.set_user_attr(key, value)
 
 
-def started(ctx: TrialContext, tracker: Tracker) -> None:
-    """The sampled config and its estimate, on the trial and a new MLflow child run."""
+def started(
+    ctx: TrialContext,
+    tracker: Tracker,
+    *,
+    host_bytes: int = 0,
+    worker: str | None = None,
+    sampler_seed: int | None = None,
+) -> None:
+    """The sampled config and its estimate (and which worker and sampler seed proposed it), on the trial
+    and a new MLflow child run."""
     estimated = gb(ctx.budget.device_total_bytes)
+    lineage = {K.WORKER: worker, K.SAMPLER_SEED: sampler_seed}
     _attrs(
         ctx,
         {
@@ -45,7 +54,9 @@ def started(ctx: TrialContext, tracker: Tracker) -> None:
             K.DEVICE: ctx.device.type,
             K.HOST: socket.gethostname(),
             K.PID: os.getpid(),
-        },
+            K.ESTIMATED_HOST_GB: gb(host_bytes),
+        }
+        | {k: v for k, v in lineage.items() if v is not None},
     )
     params = {**ctx.sampled.model_dump(), "effective_batch": ctx.sampled.effective_batch}
     ctx.run_id = tracker.start_trial(ctx.number, {**params, K.ESTIMATED_PEAK_GB: estimated})
@@ -121,9 +132,32 @@ def early_stopped(ctx: TrialContext, tracker: Tracker) -> None:
     tracker.end_trial(ctx.run_id, "KILLED", {K.STATE_TAG: "PRUNED", K.PRUNED_REASON: K.REASON_EARLY_STOP})
 
 
-def interrupted(ctx: TrialContext, tracker: Tracker) -> None:
-    """Ctrl-C / SIGTERM: Optuna marks the trial FAIL; leave no MLflow run RUNNING either."""
+def interrupted(ctx: TrialContext, tracker: Tracker, exc: BaseException) -> None:
+    """Ctrl-C / SIGTERM / launcher gone: Optuna marks the trial FAIL; the reason goes on the trial and no
+    MLflow run is left RUNNING either."""
+    interrupted_early(ctx.trial, exc)
     tracker.end_trial(ctx.run_id, "KILLED", {K.STATE_TAG: "FAIL", K.ERROR: "interrupted"})
+
+
+def interrupted_early(trial: optuna.Trial, exc: BaseException) -> None:
+    """Interrupted while sampling or estimating (no MLflow run yet): the reason on the FAIL trial."""
+    trial.set_user_attr(K.ERROR, f"interrupted: {exc}" if str(exc) else "interrupted")
+
+
+def pruned_by_deaths(ctx: TrialContext, tracker: Tracker, deaths: int) -> optuna.TrialPruned:
+    """The config (or a near-identical one) already killed its worker ``deaths`` times: not run again."""
+    ctx.trial.set_user_attr(K.PRUNED_REASON, K.REASON_WORKER_DEATHS)
+    ctx.trial.set_constraint(MEMORY_CONSTRAINT, 1.0)
+    tracker.end_trial(ctx.run_id, "KILLED", {K.STATE_TAG: "PRUNED", K.PRUNED_REASON: K.REASON_WORKER_DEATHS})
+    return optuna.TrialPruned(f"this config killed its worker {deaths} times: not run a third time")
+
+
+def worker_died(
+    study: optuna.Study, number: int, evidence: dict[str, Any]
+) -> optuna.trial.FrozenTrial | None:
+    """A launcher saw trial ``number``'s worker die: FAIL it with how (``evidence``); None if it ended."""
+    cause = evidence.get("likely_cause", "")
+    return fail_trial(study, number, f"worker process died ({cause})", {K.WORKER_DEATH: evidence})
 
 
 def oom_retry(ctx: TrialContext, tracker: Tracker) -> None:

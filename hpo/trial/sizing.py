@@ -16,6 +16,7 @@ from hpo.memory.budget import Budget, MemoryRequest, fits
 from hpo.memory.calibrate import Calibration, calibration_key, oom_origin
 from hpo.memory.catalog import ModelSpec
 from hpo.memory.estimate import estimate
+from hpo.memory.host import host_available, host_headroom, host_peak_bytes
 from hpo.memory.phases import with_evaluation
 from hpo.memory.trace import trace_estimate
 from hpo.oom import PeakMemory
@@ -53,6 +54,8 @@ class MemoryPolicy:
     def real(self) -> bool:
         """A real CUDA card (not simulated, not none): the only source of calibration evidence."""
         return self.gpu_bytes is not None and not self.simulated
+
+    host_bytes: int | None = None  # --host-memory: the host RAM the study may use (None: what is available)
 
     @property
     def limit_bytes(self) -> int:
@@ -95,6 +98,15 @@ class Sizer:
         if self.calibration is None or not self.memory.real:
             return budget
         return self.calibration.correct(self.key(spec, req), budget)
+
+    def host_bytes(self, spec: ModelSpec, tcfg: TrialConfig, on_cuda: bool) -> int:
+        """The trial's host-RAM peak beyond its worker process (``hpo.memory.host``)."""
+        return host_peak_bytes(spec, memory_request(tcfg, self.num_labels), on_cuda)
+
+    def host_has_room(self, nbytes: int) -> bool:
+        """Whether the host has ``nbytes`` free now beside its headroom (``--host-memory`` caps it)."""
+        room = host_available(self.memory.host_bytes)
+        return nbytes <= room - host_headroom(self.memory.host_bytes or room)
 
     def over_budget(self, spec: ModelSpec, tcfg: TrialConfig, budget: Budget) -> str | None:
         """Why this config cannot run on the GPU budget (None when it fits or there is no budget)."""

@@ -81,12 +81,17 @@ def test_kill_9_worker_trial_is_failed_then_retried(tmp_path: Path) -> None:
     assert "died with exit code" in stdout
     study = load(out)
     failed = [t for t in study.trials if t.state == TrialState.FAIL]
-    assert len(failed) == 1 and failed[0].user_attrs.get("error") == "worker process died"
+    assert len(failed) == 1 and failed[0].user_attrs.get("error", "").startswith("worker process died (")
+    death = failed[0].user_attrs["worker_death"]
+    assert death["signal"] == "SIGKILL" and death["phase"] != "unknown" and death["host_ram_total_gb"] > 0
     retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == failed[0].number]
     assert retried and retried[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
     # the retry re-runs the same config (a kill during sampling leaves the rest to be sampled anew)
     assert failed[0].params.items() <= retried[0].params.items()
     assert len([t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]) >= 4
+    # the replacement worker samples its own stream: no fresh proposal repeats a config already tried
+    fresh = [t for t in study.trials if "failed_trial" not in t.system_attrs]
+    assert len({json.dumps(t.params, sort_keys=True) for t in fresh}) == len(fresh), [t.params for t in fresh]
 
 
 @pytest.mark.slow
@@ -156,7 +161,28 @@ def test_ledger_admits_one_trial_at_a_time_when_two_do_not_fit(tmp_path: Path) -
     assert all(end <= nxt for (_, end), (nxt, _) in itertools.pairwise(held)), held  # never together
     assert sum(t.user_attrs["admission_wait_s"] for t in trials) > 0.3  # one worker waited for the other
     ledger = json.loads((out / "hpo.ledger.json").read_text())
-    assert [e["reservations"] + e["waiting"] for e in ledger.values()] == [[]]
+    assert [e["reservations"] + e["waiting"] for e in ledger.values()] == [[], []]  # the GPU, host RAM
     assert (
         "| ledger 0.0/" in res.stdout and "0 admitted, 0 waiting" in res.stdout
     )  # the launcher's status  # trials and contexts released
+
+
+@pytest.mark.slow
+def test_host_memory_for_one_trial_at_a_time_runs_them_one_after_the_other(tmp_path: Path) -> None:
+    """--host-memory with room for both workers' baselines and ONE tiny trial (53-80 MiB estimated each)."""
+    from hpo.memory.host import PROCESS_BASELINE
+
+    out = tmp_path / "runs"
+    # capacity = host memory less a tenth: 2 baselines + 90 MiB
+    host_mib = round((2 * PROCESS_BASELINE // 2**20 + 90) / 0.9)
+    cmd = [*tune_cmd(out, "--par", "2", "--n-trials", "4"), "--host-memory", f"{host_mib}MiB"]
+    res = run_cli(cmd, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    study = load(out)
+    assert not [t for t in study.trials if t.state in (TrialState.FAIL, TrialState.RUNNING)]
+    trials = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(trials) >= 4 and all(0.04 < t.user_attrs["estimated_host_gb"] < 0.09 for t in trials)
+    held = sorted((t.user_attrs["admitted_at"], t.user_attrs["released_at"]) for t in trials)
+    assert all(end <= nxt for (_, end), (nxt, _) in itertools.pairwise(held)), held  # never together
+    assert sum(t.user_attrs["admission_wait_s"] for t in trials) > 0.3  # one worker waited for the other
+    assert "host RAM 0.0/1.1 GB, 0 admitted, 0 waiting" in res.stdout

@@ -68,7 +68,7 @@ def test_gpus_are_separate(tmp_path: Path) -> None:
 
 def test_too_large_and_negative(tmp_path: Path) -> None:
     ledger = make(tmp_path)
-    with pytest.raises(LedgerTooLarge, match="GPU budget"):
+    with pytest.raises(LedgerTooLarge, match="memory budget"):
         ledger.reserve(101, timeout=None)
     assert ledger.try_reserve(101) is None
     with pytest.raises(ValueError):
@@ -235,7 +235,7 @@ def test_process_hold_is_recorded_without_waiting_and_counts_against_trials(tmp_
 def test_trial_that_never_fits_beside_the_workers_memory_is_too_large(tmp_path: Path) -> None:
     ledger = make(tmp_path)
     ledger.hold_process(30)
-    with pytest.raises(LedgerTooLarge, match="30 bytes of it held by the workers' CUDA contexts"):
+    with pytest.raises(LedgerTooLarge, match="30 bytes of it held by the worker processes themselves"):
         ledger.reserve(71, timeout=5)  # fits the capacity, but never beside the context
     assert json.loads(ledger.path.read_text())["GPU-test"]["waiting"] == []
     assert ledger.try_reserve(71) is None

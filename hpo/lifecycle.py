@@ -1,0 +1,122 @@
+"""Process lifecycle: SIGINT and SIGTERM stop a run like Ctrl-C, and workers die with their launcher.
+
+``timeout``, Slurm, Kubernetes and systemd stop a job with SIGTERM; a terminal sends SIGINT. Both raise
+:class:`Stopped` (a ``KeyboardInterrupt``, so Optuna fails the running trial and every ``except
+KeyboardInterrupt`` cleans up) carrying the signal, so the command exits with 128 + signal (130 / 143).
+
+On Linux a worker asks the kernel for SIGTERM when its parent dies (``prctl(PR_SET_PDEATHSIG)``) and then
+checks that its parent is still the launcher that started it: a launcher that died before the ``prctl``
+call would otherwise leave the worker running as an orphan.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from types import FrameType
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Stopped(KeyboardInterrupt):
+    """The process was asked to stop by ``signum``."""
+
+    def __init__(self, signum: int, reason: str = "") -> None:
+        self.signum = signum
+        self.reason = reason or f"stopped by {signal.Signals(signum).name}"
+        super().__init__(self.reason)
+
+
+def exit_code(signum: int) -> int:
+    """The shell's exit status for a process ended by ``signum`` (130 for SIGINT, 143 for SIGTERM)."""
+    return 128 + int(signum)
+
+
+def signal_of(exc: BaseException) -> int:
+    """The signal behind an interrupt: a :class:`Stopped`'s, else SIGINT (a plain KeyboardInterrupt)."""
+    return exc.signum if isinstance(exc, Stopped) else int(signal.SIGINT)
+
+
+def stop_on_signals(reason: Callable[[int], str] | None = None, deadline_s: int = 0) -> bool:
+    """The first SIGINT or SIGTERM raises :class:`Stopped` (with ``reason(signum)`` when given) in the main
+    thread, later ones are ignored while it cleans up; False (nothing set) outside the main thread.
+
+    ``deadline_s`` > 0: the process ends (SIGALRM, by the kernel) that many seconds after the signal even if
+    its cleanup is stuck in native code or waiting on a lock.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return False
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        ignore_stop_signals()  # once: a second signal must not interrupt the cleanup of the first
+        if deadline_s > 0 and hasattr(signal, "alarm"):
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+            signal.alarm(deadline_s)
+        raise Stopped(signum, reason(signum) if reason is not None else "")
+
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, handler)
+    return True
+
+
+class StopRequest:
+    """The first SIGINT/SIGTERM recorded instead of raised: a loop that talks to a database checks it between
+    steps, so a signal never cuts a transaction (and the SQLite lock it holds) in half."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def install(self) -> bool:
+        """Record SIGINT and SIGTERM from now on (main thread only; False elsewhere)."""
+        if threading.current_thread() is not threading.main_thread():
+            return False
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            if self.signum is None:
+                self.signum = signum
+
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, handler)
+        return True
+
+    def check(self) -> None:
+        """Raise :class:`Stopped` once a signal came."""
+        if self.signum is not None:
+            raise Stopped(self.signum)
+
+
+def ignore_stop_signals() -> None:
+    """While shutting down: a second SIGINT/SIGTERM must not cut the cleanup short."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+
+
+def parent_death_signal(signum: int = signal.SIGTERM) -> bool:
+    """Ask the kernel to send ``signum`` to this process when its parent dies (Linux); False elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    return int(libc.prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0)) == 0
+
+
+def parent_alive(parent_pid: int) -> bool:
+    """Is ``parent_pid`` still this process's parent (False once it died and the process was re-parented)?"""
+    return os.getppid() == parent_pid
+
+
+def die_with_parent(parent_pid: int) -> bool:
+    """Stop (SIGTERM to self) when the launcher ``parent_pid`` dies, or at once if it already has.
+
+    Returns whether the kernel watches the parent (Linux); elsewhere only the check at start applies.
+    """
+    watched = parent_death_signal(signal.SIGTERM)
+    if not parent_alive(parent_pid):  # it died before prctl: the kernel will not tell us
+        os.kill(os.getpid(), signal.SIGTERM)
+    return watched
