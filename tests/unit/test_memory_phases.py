@@ -1,5 +1,5 @@
 """Phases of a trial: the evaluation batch is chosen within the training peak and the estimate is the
-maximum over phases (the meta-device traces of large models: tests/integration/test_memory_phases_trace.py)."""
+maximum over phases (meta-device traces of large models: tests/integration/test_memory_phases_trace.py)."""
 
 from __future__ import annotations
 
