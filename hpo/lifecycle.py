@@ -43,6 +43,17 @@ def signal_of(exc: BaseException) -> int:
     return exc.signum if isinstance(exc, Stopped) else int(signal.SIGINT)
 
 
+_pending: list[Stopped] = []  # a stop that was raised (it may have been swallowed, see check_stop)
+
+
+def check_stop() -> None:
+    """Raise the stop a signal already raised. A signal handler's exception is swallowed when it lands in a
+    finalizer or a weakref callback ("Exception ignored in ..."); the training step hook and the trial loops
+    call this so such a stop still takes effect at the next step."""
+    if _pending:
+        raise _pending[0]
+
+
 def stop_on_signals(reason: Callable[[int], str] | None = None, deadline_s: int = 0) -> bool:
     """The first SIGINT or SIGTERM raises :class:`Stopped` (with ``reason(signum)`` when given) in the main
     thread, later ones are ignored while it cleans up; False (nothing set) outside the main thread.
@@ -58,8 +69,10 @@ def stop_on_signals(reason: Callable[[int], str] | None = None, deadline_s: int 
         if deadline_s > 0 and hasattr(signal, "alarm"):
             signal.signal(signal.SIGALRM, signal.SIG_DFL)
             signal.alarm(deadline_s)
-        raise Stopped(signum, reason(signum) if reason is not None else "")
+        _pending.append(Stopped(signum, reason(signum) if reason is not None else ""))
+        raise _pending[0]
 
+    _pending.clear()
     for sig in STOP_SIGNALS:
         signal.signal(sig, handler)
     return True

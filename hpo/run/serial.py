@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 from hpo.config import StudyConfig
 from hpo.dbcheck import is_disk_full
 from hpo.errors import HpoError
-from hpo.lifecycle import signal_of, stop_on_signals
+from hpo.lifecycle import check_stop, signal_of, stop_on_signals
 from hpo.progress import Progress
 from hpo.run.bootstrap import start_study
 from hpo.run.report import TuneReport, finish, finished_by
@@ -37,6 +37,7 @@ def run_trials(study: optuna.Study, objective: Objective, target: int, timeout: 
     """Run trials one at a time until ``target`` finished trials; returns why it stopped."""
     start, failures = time.monotonic(), 0
     while True:
+        check_stop()
         running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         if finished_count(study) + running >= target:  # trials of other processes count: no overshoot
             break

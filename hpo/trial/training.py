@@ -13,6 +13,7 @@ import torch
 from hpo.agents.base import Agent
 from hpo.config import StudyConfig
 from hpo.faults import SimulatedGpu
+from hpo.lifecycle import check_stop
 from hpo.memory.catalog import ModelSpec
 from hpo.progress import Progress
 from hpo.tracking import Tracker
@@ -100,6 +101,7 @@ class Trainer:
         metric, epochs = self.agent.metric_name, self.cfg.epochs
 
         def on_step(epoch: int, step: int) -> None:
+            check_stop()  # a SIGINT/SIGTERM whose exception a finalizer swallowed
             ctx.position.epoch, ctx.position.step = epoch, step
             ctx.injector.check(epoch, step)
             if simulated is not None:

@@ -117,3 +117,26 @@ def test_a_stop_request_records_the_signal_until_checked(handlers: None) -> None
     with pytest.raises(Stopped) as info:
         request.check()
     assert info.value.signum == signal.SIGTERM
+
+
+def test_a_swallowed_stop_is_raised_again_at_the_next_check() -> None:
+    """A signal's exception can be lost in a finalizer; check_stop (step hook, trial loops) raises it."""
+    import contextlib
+    import os
+    import signal as sig
+
+    from hpo.lifecycle import Stopped, check_stop, stop_on_signals
+
+    previous = {s: sig.getsignal(s) for s in (sig.SIGINT, sig.SIGTERM)}
+    try:
+        assert stop_on_signals()
+        check_stop()  # nothing pending yet
+        with contextlib.suppress(Stopped):  # as if a weakref callback had swallowed it
+            os.kill(os.getpid(), sig.SIGTERM)
+        with pytest.raises(Stopped, match="SIGTERM"):
+            check_stop()
+        assert stop_on_signals()  # a new run starts with nothing pending
+        check_stop()
+    finally:
+        for s, handler in previous.items():
+            sig.signal(s, handler)
