@@ -21,26 +21,32 @@ from hpo.memory.estimate import estimate
 from hpo.units import MIB
 
 
+def published_rows(table: Path) -> list[dict[str, str]]:
+    """The rows of a published-peaks table (``#`` lines are its sources and notes)."""
+    lines = [line for line in table.read_text().splitlines() if line and not line.startswith("#")]
+    return list(csv.DictReader(lines))
+
+
+def predicted_bytes(row: dict[str, str]) -> int:
+    """The estimate's device peak for one published row, with that card's measured CUDA context."""
+    req = MemoryRequest(
+        batch_size=int(row["batch_size"]),
+        max_length=int(row["max_length"]),
+        precision=row["precision"],
+        optimizer=row["optimizer"],
+        grad_checkpointing=row["grad_checkpointing"] == "true",
+        attn_impl=row["attn_impl"],
+        foreach=row["foreach"] == "true",
+    )
+    alloc = Allocator(
+        int(row["context_mib"]) * MIB, DEFAULT_ALLOCATOR.transient, DEFAULT_ALLOCATOR.persistent
+    )
+    return estimate(get_spec(row["model"]), req, alloc).device_total_bytes
+
+
 def published_ratios(table: Path) -> list[float]:
     """measured / estimated device peak for each row of a published-peaks table (its own CUDA context)."""
-    lines = [line for line in table.read_text().splitlines() if line and not line.startswith("#")]
-    ratios = []
-    for row in csv.DictReader(lines):
-        req = MemoryRequest(
-            batch_size=int(row["batch_size"]),
-            max_length=int(row["max_length"]),
-            precision=row["precision"],
-            optimizer=row["optimizer"],
-            grad_checkpointing=row["grad_checkpointing"] == "true",
-            attn_impl=row["attn_impl"],
-            foreach=row["foreach"] == "true",
-        )
-        alloc = Allocator(
-            int(row["context_mib"]) * MIB, DEFAULT_ALLOCATOR.transient, DEFAULT_ALLOCATOR.persistent
-        )
-        predicted = estimate(get_spec(row["model"]), req, alloc).device_total_bytes
-        ratios.append(int(row["measured_mib"]) * MIB / predicted)
-    return ratios
+    return [int(row["measured_mib"]) * MIB / predicted_bytes(row) for row in published_rows(table)]
 
 
 def error_model(spec: str, table: Path | None = None) -> tuple[Error | None, str]:

@@ -10,12 +10,12 @@ it is not an independent validation. Decoder rows (7B LoRA / QLoRA) are left out
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
 
-from hpo.allocator import DEFAULT_ALLOCATOR, Allocator
+from hpo.allocator import Allocator
+from hpo.bench.error import predicted_bytes, published_rows
 from hpo.memory.budget import MemoryRequest
 from hpo.memory.catalog import get_spec
 from hpo.memory.estimate import estimate
@@ -26,26 +26,11 @@ WITHIN, NEVER_UNDER = 0.15, 0.10
 
 
 def rows() -> list[dict[str, str]]:
-    lines = [line for line in TABLE.read_text().splitlines() if line and not line.startswith("#")]
-    return list(csv.DictReader(lines))
+    return published_rows(TABLE)
 
 
 def predicted_mib(row: dict[str, str]) -> float:
-    req = MemoryRequest(
-        batch_size=int(row["batch_size"]),
-        max_length=int(row["max_length"]),
-        precision=row["precision"],
-        optimizer=row["optimizer"],
-        grad_checkpointing=row["grad_checkpointing"] == "true",
-        attn_impl=row["attn_impl"],
-        foreach=row["foreach"] == "true",
-    )
-    alloc = Allocator(
-        context_bytes=int(row["context_mib"]) * MIB,
-        transient=DEFAULT_ALLOCATOR.transient,
-        persistent=DEFAULT_ALLOCATOR.persistent,
-    )
-    return estimate(get_spec(row["model"]), req, alloc).device_total_bytes / MIB
+    return predicted_bytes(row) / MIB
 
 
 def errors() -> list[float]:
