@@ -49,6 +49,8 @@ test: install
 gpu-check: install
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python scripts/bench_estimator.py --gpu-check \
 		--out runs/gpu-check.csv --calibration runs/gpu-check-calibration.json
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python scripts/bench_estimator.py --gpu-check --grid lora \
+		--out runs/gpu-check-lora.csv
 
 test-integration: install
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)

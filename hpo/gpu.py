@@ -176,6 +176,8 @@ def read_profile(path: Path) -> GpuProfile:
             context_bytes=int(float(data.get("cuda_context_mb", CUDA_CONTEXT / MIB)) * MIB),
             transient=float(alloc.get("transient", DEFAULT_ALLOCATOR.transient)),
             persistent=float(alloc.get("persistent", DEFAULT_ALLOCATOR.persistent)),
+            floor_bytes=int(float(alloc.get("floor_mb", DEFAULT_ALLOCATOR.floor_bytes / MIB)) * MIB),
+            eval_transient=float(alloc.get("eval_transient", DEFAULT_ALLOCATOR.eval_transient)),
         )
         profile = GpuProfile(
             str(data["name"]),

@@ -2,13 +2,16 @@
 
     python scripts/bench_estimator.py [--out results.json|results.csv] [--quick] [--models a,b]
     python scripts/bench_estimator.py --gpu-check [--out runs/gpu-check.csv] [--calibration FILE]
+    python scripts/bench_estimator.py --gpu-check --grid lora [--out runs/gpu-check-lora.csv]
 
 On CPU it compares ``estimate()`` with ``trace_estimate()`` over a grid (models x batch x length x precision
 x gradient checkpointing) and prints the table, the median / max relative error of analytic vs trace and the
 time of one ``estimate()`` call. With CUDA it also runs 2 real optimizer steps (2 micro-steps each) per
-configuration and compares with ``torch.cuda.max_memory_allocated`` (tensor peak) and the device peak
-(NVML process memory, else max_memory_reserved + CUDA context). Goal on a GPU: median |error| <= 5% on the
-device peak and never under by more than 5%.
+configuration, then one evaluation batch after returning the cached blocks as the trainer does, and compares
+with ``torch.cuda.max_memory_allocated`` (tensor peak) and the device peak (NVML process memory, else
+max_memory_reserved + CUDA context). ``--grid lora`` measures Llama-2-7B (weights from its config) with
+peft LoRA adapters. Goal on a GPU: median |error| <= 5% on the device peak and never under by more than 5%.
+Rows measured on an H200 are kept in tests/data/gpu/ and checked by tests/unit/test_gpu_measured.py.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import gc
+import importlib.util
 import itertools
 import json
 import statistics
@@ -40,9 +44,15 @@ from hpo.units import GIB
 MODELS = ("hpo-tiny-bert", "bert-base-uncased", "bert-large-uncased")
 BATCHES, LENGTHS = (8, 32), (128, 512)
 PRECISIONS, CHECKPOINTING = ("fp32", "fp16", "bf16_pure"), (False, True)
+# decoder LoRA grid (--grid lora): bf16 base weights, adapters on q/v, rank 16, as LoRA guides train 7B models
+LORA_MODELS, LORA_R = ("Llama-2-7B",), 16
+LORA_CONFIGS = [(b, s, "bf16_pure", c) for b in (1, 4) for s in (512, 2048) for c in (False, True)] + [
+    (4, 512, "bf16", False),
+    (4, 512, "bf16", True),
+]
 
 
-def measure_cuda(spec: ModelSpec, req: MemoryRequest) -> dict[str, float]:
+def measure_cuda(spec: ModelSpec, req: MemoryRequest) -> dict[str, Any]:
     """Real peaks on the GPU in GiB: 2 optimizer steps (train), then, with ``req.eval_batch_size``, one
     no_grad evaluation batch with the optimizer state resident (eval); allocated, reserved and device
     (NVML process memory, else reserved + context) per phase, and the overall tensor and device peaks."""
@@ -50,7 +60,7 @@ def measure_cuda(spec: ModelSpec, req: MemoryRequest) -> dict[str, float]:
     import torch.nn.functional as F
 
     torch.cuda.empty_cache()
-    model = model_from_config(spec, req, device="cuda")
+    model = _peft_model(spec, req) if req.lora_r else model_from_config(spec, req, device="cuda")
     model.train(req.mode == "train")
     if req.grad_checkpointing:
         model.gradient_checkpointing_enable({"use_reentrant": False})
@@ -73,7 +83,7 @@ def measure_cuda(spec: ModelSpec, req: MemoryRequest) -> dict[str, float]:
         opt.step()
         opt.zero_grad(set_to_none=True)
     torch.cuda.synchronize()
-    out: dict[str, float] = {}
+    out: dict[str, Any] = {}
 
     def phase(name: str) -> None:
         allocated, reserved = torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()
@@ -82,7 +92,10 @@ def measure_cuda(spec: ModelSpec, req: MemoryRequest) -> dict[str, float]:
         out[f"{name}_device_gb"] = (nvml if nvml else reserved + CUDA_CONTEXT) / GIB
 
     phase("train")
+    out["card"] = torch.cuda.get_device_name(0)
+    out["torch"] = torch.__version__
     if req.eval_batch_size:
+        torch.cuda.empty_cache()  # as the trainer does: training's cached blocks go back before evaluation
         torch.cuda.reset_peak_memory_stats()
         model.eval()
         eval_ids = torch.randint(1, spec.vocab_size, (req.eval_batch_size, req.max_length), device="cuda")
@@ -99,15 +112,43 @@ def measure_cuda(spec: ModelSpec, req: MemoryRequest) -> dict[str, float]:
     return out
 
 
-def grid(models: list[str], quick: bool) -> list[tuple[str, MemoryRequest]]:
+def _peft_model(spec: ModelSpec, req: MemoryRequest, device: str = "cuda") -> Any:
+    """The classifier with real peft LoRA adapters (what a LoRA trial trains): frozen base, adapters on the
+    request's targets and the trainable score head."""
+    from peft import LoraConfig, get_peft_model
+
+    from hpo.memory.budget import lora_target_names
+
+    base = model_from_config(spec, replace(req, lora_r=0), device=device)
+    targets = list(lora_target_names(spec, req.lora_targets))
+    lora = LoraConfig(r=req.lora_r, lora_alpha=2 * req.lora_r, target_modules=targets, task_type="SEQ_CLS")
+    return get_peft_model(base, lora)
+
+
+def grid(models: list[str], quick: bool, kind: str = "encoders") -> list[tuple[str, MemoryRequest]]:
+    if kind == "lora":
+        return [
+            (m, MemoryRequest(b, s, precision=p, grad_checkpointing=c, lora_r=LORA_R))
+            for m in models
+            for b, s, p, c in LORA_CONFIGS
+        ]
     batches, lengths = ((8,), (128,)) if quick else (BATCHES, LENGTHS)
     combos = itertools.product(models, batches, lengths, PRECISIONS, CHECKPOINTING)
     return [(m, MemoryRequest(b, s, precision=p, grad_checkpointing=c)) for m, b, s, p, c in combos]
 
 
-def run(models: list[str], quick: bool, cuda: bool, eval_batch: int = 0) -> list[dict[str, Any]]:
-    rows = []
-    for name, req in grid(models, quick):
+def run(
+    models: list[str],
+    quick: bool,
+    cuda: bool,
+    eval_batch: int = 0,
+    kind: str = "encoders",
+    out: Path | None = None,
+) -> list[dict[str, Any]]:
+    """Estimate (and on CUDA measure) every configuration of the grid; with ``out``, the rows so far are
+    rewritten after each one, so a run cut short keeps what it measured."""
+    rows: list[dict[str, Any]] = []
+    for name, req in grid(models, quick, kind):
         spec = get_spec(name)
         req = with_evaluation(spec, req, eval_batch)  # the eval batch a trial would run with
         start = time.perf_counter()
@@ -118,6 +159,9 @@ def run(models: list[str], quick: bool, cuda: bool, eval_batch: int = 0) -> list
             "length": req.max_length,
             "precision": req.precision,
             "ckpt": req.grad_checkpointing,
+            "lora_r": req.lora_r,
+            "optimizer": req.optimizer,
+            "eval_batch": req.eval_batch_size,
             "analytic_gb": analytic.total_gb,
             "trace_gb": traced.total_gb,
             "analytic_device_gb": analytic.device_total_gb,
@@ -133,6 +177,8 @@ def run(models: list[str], quick: bool, cuda: bool, eval_batch: int = 0) -> list
                 row["measured_error"] = str(exc).splitlines()[0]
         rows.append(row)
         print_row(row)
+        if out:
+            write(out, rows, {})
     return rows
 
 
@@ -189,7 +235,7 @@ def calibrate(rows: list[dict[str, Any]], path: Path) -> int:
 
     card, cal, n = detect(0), Calibration(path), 0
     for row in rows:
-        if "measured_device_gb" not in row:
+        if "measured_device_gb" not in row or row.get("lora_r"):
             continue
         req = MemoryRequest(
             row["batch"], row["length"], precision=row["precision"], grad_checkpointing=row["ckpt"]
@@ -204,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="write the rows to this .json or .csv file")
     parser.add_argument("--quick", action="store_true", help="batch 8, length 128 only")
-    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated catalog names")
+    parser.add_argument("--models", help="comma-separated catalog names (default: the grid's models)")
+    parser.add_argument("--grid", choices=("encoders", "lora"), default="encoders", help="which grid to run")
     parser.add_argument("--gpu-check", action="store_true", help="real trainings on CUDA; exit 0 without")
     parser.add_argument("--calibration", type=Path, help="with --gpu-check: write measured peaks here")
     args = parser.parse_args(argv)
@@ -224,8 +271,12 @@ def main(argv: list[str] | None = None) -> int:
     header = f"{'model':18} {'batch':>5} {'length':>6} {'precision':>9} {'':>4} {'analytic':>9} {'trace':>9}"
     header += f" {'err':>8}"
     print(header + (f" {'measured':>9} {'err':>8} {'device':>9} {'err':>8}" if cuda else ""))
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    rows = run(models, args.quick, cuda, eval_batch=64 if args.gpu_check else 0)
+    if args.grid == "lora" and cuda and importlib.util.find_spec("peft") is None:
+        print("gpu-check: the LoRA grid needs peft (pip install peft); nothing measured")
+        return 0
+    default = LORA_MODELS if args.grid == "lora" else MODELS
+    models = [m.strip() for m in (args.models or ",".join(default)).split(",") if m.strip()]
+    rows = run(models, args.quick, cuda, 64 if args.gpu_check else 0, args.grid, args.out)
     summary = summarize(rows, per_call)
     print()
     for key, value in summary.items():

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import csv
 import math
+from dataclasses import replace
 from pathlib import Path
 
-from hpo.allocator import DEFAULT_ALLOCATOR, Allocator
+from hpo.allocator import DEFAULT_ALLOCATOR
 from hpo.bench.mix import Error
 from hpo.errors import ConfigError
 from hpo.memory.budget import MemoryRequest
@@ -38,9 +39,7 @@ def predicted_bytes(row: dict[str, str]) -> int:
         attn_impl=row["attn_impl"],
         foreach=row["foreach"] == "true",
     )
-    alloc = Allocator(
-        int(row["context_mib"]) * MIB, DEFAULT_ALLOCATOR.transient, DEFAULT_ALLOCATOR.persistent
-    )
+    alloc = replace(DEFAULT_ALLOCATOR, context_bytes=int(row["context_mib"]) * MIB)
     return estimate(get_spec(row["model"]), req, alloc).device_total_bytes
 
 

@@ -176,17 +176,24 @@ def phase_tensors(spec: ModelSpec, req: MemoryRequest) -> dict[str, dict[str, in
     weights = counts.quantizable * qbytes + (counts.total - counts.quantizable) * wbytes
     comp = {"weights": int(weights), "adapters": counts.adapters * 4}
     trained_layers = spec.num_layers - min(req.frozen_layers, spec.num_layers)
-    all_casts = 2 * counts.layer_linear * spec.num_layers if ac else 0  # autocast's cached weight copies
-    cast = 2 * counts.layer_linear * trained_layers if ac else 0
+    # autocast's low-precision weight copies: it caches those of trainable leaf weights for the whole forward
+    # (also under no_grad); a frozen weight's copy lives one layer, unless autograd saves it for backward
+    # (no checkpointing: every trained layer's, LoRA's frozen base included). Measured on an H200: a 7B LoRA
+    # with checkpointing holds one layer's copies (tests/data/gpu/h200_lora.csv).
+    layer_cast = 2 * counts.layer_linear if ac else 0
+    cast = layer_cast * trained_layers
+    cached = cast if req.lora_r == 0 else 0
+    fwd_cast = layer_cast if req.grad_checkpointing and req.lora_r else cast
+    all_casts = cached + (layer_cast if req.lora_r or trained_layers < spec.num_layers else 0)
     if req.quant:  # dequantized weight of the largest linear, forward and backward
-        cast = all_casts = 2 * c * max(spec.hidden_size, spec.intermediate_size) * spec.hidden_size
+        cast = fwd_cast = all_casts = 2 * c * max(spec.hidden_size, spec.intermediate_size) * spec.hidden_size
     saved, fwd_tmp, bwd_tmp = activation_bytes(spec, req)
     if req.mode == "train":
         comp["gradients"] = counts.trainable * wbytes + counts.adapters * 4
         comp["optimizer"] = _optimizer_bytes(req.optimizer, counts.shapes, wbytes, counts.adapters)
     ws = CUBLAS_WORKSPACE
-    bwd_cast = 2 * counts.layer_linear if ac and req.grad_checkpointing else cast
-    fwd, bwd = (saved, fwd_tmp + cast), (saved, bwd_tmp + bwd_cast)
+    bwd_cast = layer_cast if ac and req.grad_checkpointing else cast
+    fwd, bwd = (saved, fwd_tmp + fwd_cast), (saved, bwd_tmp + bwd_cast)
     act, tmp = max(fwd, bwd, key=lambda p: p[0] + p[1])
     out = {"train": {**comp, "activations": act, "temporaries": tmp + ws}}
     if req.mode == "train":  # foreach AdamW: sqrt of every second moment at once; Adafactor: every variance

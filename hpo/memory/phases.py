@@ -17,8 +17,8 @@ from hpo.memory.catalog import ModelSpec
 from hpo.memory.estimate import phase_tensors
 
 
-def _sized(comp: dict[str, int], alloc: Allocator) -> int:
-    return sum(comp.values()) + alloc.overhead(comp)
+def _sized(comp: dict[str, int], alloc: Allocator, phase: str) -> int:
+    return sum(comp.values()) + alloc.overhead(comp, phase)
 
 
 def eval_batch_size(
@@ -26,10 +26,11 @@ def eval_batch_size(
 ) -> int:
     """Largest evaluation batch <= ``configured`` whose phase stays within the training peak (at least 1)."""
     training = phase_tensors(spec, replace(req, eval_batch_size=0))
-    ceiling = max(_sized(c, alloc) for c in training.values())
+    ceiling = max(_sized(c, alloc, ph) for ph, c in training.items())
 
     def fits(batch: int) -> bool:
-        return _sized(phase_tensors(spec, replace(req, eval_batch_size=batch))["eval"], alloc) <= ceiling
+        eval_phase = phase_tensors(spec, replace(req, eval_batch_size=batch))["eval"]
+        return _sized(eval_phase, alloc, "eval") <= ceiling
 
     lo, hi = 1, configured  # memory grows with the batch: binary search for the last one that fits
     if fits(hi):

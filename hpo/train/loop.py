@@ -81,6 +81,17 @@ def evaluate(
     return num / den if den else 0.0, labels_all, preds_all
 
 
+def release_cached_blocks(device: torch.device) -> None:
+    """Return the caching allocator's free blocks to the driver (CUDA only), between training and evaluation.
+
+    Blocks cached for training's activations cannot serve evaluation's larger no_grad batch and stay reserved
+    beside the new ones: measured on an H200, a Llama-2-7B LoRA trial (batch 1, length 2048) peaked at
+    39.3 GiB with them and 28.7 GiB without (tests/data/gpu/h200_lora*.csv). The estimate assumes this.
+    """
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def _autocast(device: torch.device, precision: str) -> Any:
     if device.type == "cuda" and precision in AMP_DTYPES:
         return torch.autocast(device_type="cuda", dtype=AMP_DTYPES[precision])
@@ -184,7 +195,9 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             result.optimizer_steps += 1
 
+        release_cached_blocks(device)
         val_loss, gold, pred = evaluate(model, val_loader, loss_fn, device, cfg.precision, dynamic_padding)
+        release_cached_blocks(device)  # training's next epoch starts from the state its first one did
         epoch_result = EpochResult(
             epoch=epoch,
             train_loss=loss_num / loss_den if loss_den else 0.0,

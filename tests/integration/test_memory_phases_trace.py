@@ -29,8 +29,8 @@ EVAL_HEAVY = [
 ]
 
 
-def _sized(comp: dict[str, int]) -> int:
-    return sum(comp.values()) + DEFAULT_ALLOCATOR.overhead(comp)
+def _sized(comp: dict[str, int], phase: str = "train") -> int:
+    return sum(comp.values()) + DEFAULT_ALLOCATOR.overhead(comp, phase)
 
 
 @pytest.mark.parametrize("model,tcfg", EVAL_HEAVY, ids=["base-len512", "large-len256"])
@@ -42,7 +42,9 @@ def test_eval_at_the_study_batch_would_dominate_the_estimate_covers_what_runs(
     sizer = Sizer(MemoryPolicy(80 * GIB, 0, simulated=True), num_labels=2, eval_batch_size=64)
     plain = sizer.request(spec, tcfg)
     at_64 = phase_tensors(spec, replace(plain, eval_batch_size=64))
-    assert _sized(at_64["eval"]) > max(_sized(at_64["train"]), _sized(at_64["optimizer_step"]))  # dominates
+    assert _sized(at_64["eval"], "eval") > max(
+        _sized(at_64["train"]), _sized(at_64["optimizer_step"])
+    )  # dominates
     chosen = sizer.eval_batch(spec, tcfg)
     assert 1 <= chosen < 64
     budget = sizer.estimate(spec, tcfg)

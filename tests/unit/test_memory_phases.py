@@ -14,17 +14,17 @@ from hpo.memory.phases import eval_batch_size, with_evaluation
 # large encoder / long length / small training batch: evaluation at 64 needs far more than training
 
 
-def _sized(comp: dict[str, int]) -> int:
-    return sum(comp.values()) + DEFAULT_ALLOCATOR.overhead(comp)
+def _sized(comp: dict[str, int], phase: str = "train") -> int:
+    return sum(comp.values()) + DEFAULT_ALLOCATOR.overhead(comp, phase)
 
 
 def test_eval_batch_is_the_largest_within_the_training_peak() -> None:
     spec = get_spec("deberta-v3-base")
     req = MemoryRequest(batch_size=4, max_length=512, grad_checkpointing=True)
     chosen = eval_batch_size(spec, req, 64)
-    train_peak = max(_sized(c) for c in phase_tensors(spec, req).values())
-    assert _sized(phase_tensors(spec, replace(req, eval_batch_size=chosen))["eval"]) <= train_peak
-    assert _sized(phase_tensors(spec, replace(req, eval_batch_size=chosen + 1))["eval"]) > train_peak
+    train_peak = max(_sized(c, ph) for ph, c in phase_tensors(spec, req).items())
+    assert _sized(phase_tensors(spec, replace(req, eval_batch_size=chosen))["eval"], "eval") <= train_peak
+    assert _sized(phase_tensors(spec, replace(req, eval_batch_size=chosen + 1))["eval"], "eval") > train_peak
     light = replace(req, batch_size=16, grad_checkpointing=False)
     assert (
         eval_batch_size(spec, light, 64) == 64

@@ -42,7 +42,7 @@ def test_does_not_fit_and_max_batch_zero() -> None:
 
 
 def test_trace_method_and_max_batch_on_a_tiny_model() -> None:
-    args = ("hpo-tiny-bert", MemoryRequest(8, 128), "1GB")
+    args = ("hpo-tiny-bert", MemoryRequest(8, 128), "2GB")
     traced = json.loads(run_estimate(*args, "trace", True, True, 0.3))
     analytic = json.loads(run_estimate(*args, "analytic", True, True, 0.3))
     assert traced["method"] == "trace" and traced["max_batch_size"] >= 8

@@ -2,10 +2,10 @@
 
 Each row states the model, batch, length, precision, optimizer (and its implementation), checkpointing,
 attention and the card's measured CUDA context; the estimate must be within 15 % of the measured peak and
-never under it by more than 10 %. The allocator's transient fragmentation (hpo/allocator.py) was fitted to
-these same rows (one parameter), so this table checks that fit and guards every other change against them;
-it is not an independent validation. Decoder rows (7B LoRA / QLoRA) are left out until decoders train
-(issue 14).
+never under it by more than 10 %. The allocator's overhead (hpo/allocator.py) was fitted to these rows
+together with the H200 measurements (test_gpu_measured.py), so this table checks that fit and guards every
+other change against them; it is not an independent validation. Decoder rows (7B LoRA / QLoRA) are left
+out until decoders train (issue 14).
 """
 
 from __future__ import annotations
