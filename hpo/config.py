@@ -64,6 +64,8 @@ class SpaceConfig(_Strict):
     precision: list[Precision] = ["fp32", "fp16", "bf16"]
     optimizer: list[Optimizer] = ["adamw"]  # adamw_8bit only where bitsandbytes and CUDA exist
     frozen_layers_max: int = Field(4, ge=0)
+    lora_r: list[int] = [8, 16, 32]  # decoders train LoRA adapters (peft) on the attention's q/v projections
+    lora_alpha: list[int] = [16, 32]
 
     @field_validator(
         "learning_rate", "weight_decay", "warmup_ratio", "dropout", "label_smoothing", "focal_gamma"
@@ -84,6 +86,8 @@ class SpaceConfig(_Strict):
         "max_grad_norm",
         "class_weighting",
         "grad_checkpointing",
+        "lora_r",
+        "lora_alpha",
     )
     @classmethod
     def _non_empty(cls, v: list[Any]) -> list[Any]:
@@ -274,6 +278,8 @@ class TrialConfig(_Strict):
     precision: Precision = "fp32"
     frozen_layers: int = 0
     optimizer: Optimizer = "adamw"
+    lora_r: int = Field(0, ge=0)  # > 0: LoRA adapters of this rank (decoders); 0: full fine-tuning
+    lora_alpha: int = Field(16, ge=1)
 
     @property
     def effective_batch(self) -> int:

@@ -53,6 +53,8 @@ def evaluate_best(cfg: StudyConfig, study: optuna.Study, trial: FrozenTrial) -> 
         dropout=tcfg.dropout,
         grad_checkpointing=tcfg.grad_checkpointing,
         frozen_layers=tcfg.frozen_layers,
+        lora_r=tcfg.lora_r,
+        lora_alpha=tcfg.lora_alpha,
         seed=cfg.seed,
     )
     scheduled = int(trial.user_attrs.get(K.EPOCHS_SCHEDULED, cfg.epochs))

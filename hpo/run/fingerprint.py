@@ -82,6 +82,11 @@ def _widens(old: Any, new: Any) -> bool:
     )
 
 
+def _default(name: str) -> Any:
+    """A SpaceConfig field's default as the fingerprint stores it (None for an unknown field)."""
+    return SpaceConfig().model_dump(mode="json").get(name)
+
+
 def diff(old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
     """The fields of ``new`` that differ from ``old`` (space and data field by field)."""
     changes = []
@@ -89,6 +94,8 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
         a, b = old.get(key), new.get(key)
         if key == "space" and isinstance(a, dict) and isinstance(b, dict):
             for name in sorted(set(a) | set(b)):
+                if name not in a and b.get(name) == _default(name):
+                    continue  # a space field added after the study was made, at its default: same space
                 if a.get(name) != b.get(name):
                     ok = name in FLOAT_RANGES and _widens(a.get(name), b.get(name))
                     changes.append(Change(f"space.{name}", a.get(name), b.get(name), ok))

@@ -49,9 +49,12 @@ def load_tokenizer(spec: ModelSpec) -> Any:
 
     _quiet_transformers()
     try:
-        return AutoTokenizer.from_pretrained(spec.load_path())
+        tokenizer = AutoTokenizer.from_pretrained(spec.load_path())
     except (OSError, ValueError) as exc:
         raise _load_error(spec, "tokenizer", exc) from exc
+    if tokenizer.pad_token is None:  # decoders (Llama, Mistral): pad with EOS, as their classifiers expect
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def _model_config(spec: ModelSpec, num_labels: int, dropout: float) -> Any:
@@ -124,8 +127,12 @@ def build_model(
     grad_checkpointing: bool,
     frozen_layers: int,
     seed: int,
+    lora_r: int = 0,
+    lora_alpha: int = 16,
 ) -> nn.Module:
-    """Build the classifier: pretrained weights (hub/package/local) or random ones (config-only models)."""
+    """Build the classifier: pretrained weights (hub/package/local) or random ones (config-only models);
+    with ``lora_r`` > 0, peft LoRA adapters on the attention's q/v projections, base frozen (only the
+    adapters and the classification head train)."""
     from transformers import AutoModelForSequenceClassification
 
     _quiet_transformers()
@@ -150,7 +157,25 @@ def build_model(
         else:  # pragma: no cover - transformers 4.x
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     freeze_layers(model, frozen_layers)
-    return model
+    return add_lora(model, spec, lora_r, lora_alpha) if lora_r > 0 else model
+
+
+def add_lora(model: nn.Module, spec: ModelSpec, rank: int, alpha: int) -> nn.Module:
+    """Wrap ``model`` with peft LoRA adapters (the estimator's targets: q and v of every layer)."""
+    from peft import LoraConfig, get_peft_model
+
+    from hpo.memory.budget import lora_target_names
+
+    names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    targets = [t for t in lora_target_names(spec, ("query", "value")) if t in names]
+    if not targets:
+        raise ModelError(
+            f"'{spec.name}' has no query/value projections for LoRA adapters", "set lora_r to 0 for it"
+        )
+    config = LoraConfig(
+        r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets, task_type="SEQ_CLS"
+    )
+    return get_peft_model(model, config)
 
 
 def trainable_parameters(model: nn.Module) -> int:

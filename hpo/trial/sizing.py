@@ -34,6 +34,7 @@ def memory_request(cfg: TrialConfig, num_labels: int, seq_len: int | None = None
         grad_checkpointing=cfg.grad_checkpointing,
         num_labels=num_labels,
         frozen_layers=cfg.frozen_layers,
+        lora_r=cfg.lora_r,
     )
 
 

@@ -3,7 +3,8 @@
 Bounds come from the study's SpaceConfig, narrowed by the GPU profile (configs/gpus/*.yaml) for the sampled
 model's parameter count and by the model's own limits (position embeddings, number of layers). Only values
 that change training are sampled: label smoothing only with the label-smoothed loss, focal gamma only with
-the focal loss, precision only on CUDA (CPU trains in fp32).
+the focal loss, precision only on CUDA (CPU trains in fp32), LoRA rank and alpha only for decoders (which
+train LoRA adapters; encoders are fine-tuned whole and sample frozen layers instead).
 """
 
 from __future__ import annotations
@@ -110,8 +111,12 @@ def sample(trial: optuna.Trial, ctx: SpaceContext) -> TrialConfig:
         values["focal_gamma"] = trial.suggest_float("focal_gamma", *s.focal_gamma)
     opts = optimizers(ctx)  # one choice: not a parameter (studies without it keep their parameters)
     values["optimizer"] = trial.suggest_categorical("optimizer", opts) if len(opts) > 1 else opts[0]
-    cap = frozen_layers_cap([get_spec(m) for m in ctx.models], s)
-    values["frozen_layers"] = trial.suggest_int("frozen_layers", 0, cap) if cap > 0 else 0
+    if spec.family == "decoder":  # LoRA on a frozen base: frozen layers would change nothing
+        values["lora_r"] = trial.suggest_categorical("lora_r", list(s.lora_r))
+        values["lora_alpha"] = trial.suggest_categorical("lora_alpha", list(s.lora_alpha))
+    else:
+        cap = frozen_layers_cap([get_spec(m) for m in ctx.models if get_spec(m).family != "decoder"], s)
+        values["frozen_layers"] = trial.suggest_int("frozen_layers", 0, cap) if cap > 0 else 0
     if ctx.on_cuda:
         precisions = [p for p in s.precision if p not in ("bf16", "bf16_pure") or ctx.bf16_supported]
         values["precision"] = trial.suggest_categorical("precision", precisions or ["fp32"])

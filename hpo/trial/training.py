@@ -87,6 +87,8 @@ class Trainer:
             dropout=ctx.tcfg.dropout,
             grad_checkpointing=ctx.tcfg.grad_checkpointing,
             frozen_layers=ctx.tcfg.frozen_layers,
+            lora_r=ctx.tcfg.lora_r,
+            lora_alpha=ctx.tcfg.lora_alpha,
             seed=self.cfg.seed,
         )
         memory = self.sizer.memory

@@ -108,3 +108,16 @@ def test_optimizers_are_sampled_and_8bit_needs_bitsandbytes_and_cuda(
     study = optuna.create_study()
     trial = study.ask()
     assert sample(trial, single).optimizer == "adamw" and "optimizer" not in trial.params  # not a parameter
+
+
+def test_decoders_sample_lora_and_encoders_frozen_layers() -> None:
+    ctx = SpaceContext(models=("hpo-tiny-llama", "bert-base-uncased"), space=SpaceConfig(), on_cuda=False)
+    rows = sample_many(ctx)
+    for row in rows:
+        cfg, params = row["cfg"], row["params"]
+        if cfg.model == "hpo-tiny-llama":  # type: ignore[attr-defined]
+            assert cfg.lora_r in (8, 16, 32) and cfg.lora_alpha in (16, 32)  # type: ignore[attr-defined]
+            assert cfg.frozen_layers == 0 and "frozen_layers" not in params  # type: ignore[attr-defined]
+        else:
+            assert cfg.lora_r == 0 and "lora_r" not in params  # type: ignore[attr-defined]
+    assert {r["cfg"].model for r in rows} == {"hpo-tiny-llama", "bert-base-uncased"}  # type: ignore[attr-defined]

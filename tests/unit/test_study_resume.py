@@ -107,6 +107,14 @@ def test_only_a_widened_float_range_is_compatible() -> None:
     assert [c.compatible for c in wider + narrower + choices] == [True, False, False]
 
 
+def test_a_space_field_added_later_at_its_default_is_no_change() -> None:
+    """Studies made before the LoRA fields resume; a non-default value of a new field is still a change."""
+    old = {"space": {"batch_size": [16, 32]}}
+    assert diff(old, {"space": {"batch_size": [16, 32], "lora_r": [8, 16, 32]}}) == []
+    (change,) = diff(old, {"space": {"batch_size": [16, 32], "lora_r": [4]}})
+    assert change.field == "space.lora_r" and not change.compatible
+
+
 def _dead_pid() -> int:
     pid = 4_194_000
     while psutil.pid_exists(pid):
