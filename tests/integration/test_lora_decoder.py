@@ -45,19 +45,37 @@ def test_lora_rank_changes_the_trainable_count() -> None:
     assert trainable_parameters(lora_model(0)) > 10 * counts[2]  # rank 0: the whole model (no adapters)
 
 
-def test_training_changes_only_adapters_and_head() -> None:
-    cfg = BASE.model_copy(update={"model": "hpo-tiny-llama", "lora_r": 8, "learning_rate": 5e-3})
-    model = lora_model(8)
+def lora_training(alpha: int = 16) -> tuple[torch.nn.Module, dict[str, torch.Tensor], int]:
+    """One epoch of LoRA rank 8 on the tiny decoder: the model, its weights before, optimizer steps."""
+    cfg = BASE.model_copy(update={"model": "hpo-tiny-llama", "lora_r": 8, "lora_alpha": alpha})
+    cfg = cfg.model_copy(update={"learning_rate": 5e-3})
+    model = build_model(
+        LLAMA, num_labels=2, dropout=0.0, grad_checkpointing=False, frozen_layers=0, seed=0, lora_r=8,
+        lora_alpha=alpha,
+    )  # fmt: skip
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
     data = encode_pairs(load_tokenizer(LLAMA), TRAIN, cfg.max_length, "longest")
     result = train(
         model, cfg, data, data, score=AGENT.score, num_labels=2, epochs=1, patience=9,
         device=torch.device("cpu"), seed=0,
     )  # fmt: skip
-    assert result.optimizer_steps > 0
+    return model, before, result.optimizer_steps
+
+
+def test_training_changes_only_adapters_and_head() -> None:
+    model, before, steps = lora_training()
+    assert steps > 0
     changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
     assert changed and all("lora_B" in k or "lora_A" in k or ".score." in k for k in changed)
     assert any("lora_B" in k for k in changed)  # B starts at zero: it moved, so the adapters trained
+
+
+def test_lora_alpha_changes_training() -> None:
+    """alpha scales the adapters' update (alpha / r): same seed and data, different weights."""
+    low, _, _ = lora_training(16)
+    high, _, _ = lora_training(32)
+    a, b = low.state_dict(), high.state_dict()
+    assert any(not torch.allclose(a[k], b[k]) for k in a if "lora_B" in k or ".score." in k)
 
 
 def test_tune_runs_lora_trials_of_the_tiny_decoder(tmp_path: Path) -> None:
