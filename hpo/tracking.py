@@ -12,78 +12,26 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any
 
 from hpo.errors import HpoError
+from hpo.tracking_base import MlflowNotSetUp, NullTracker, RunStatus, Tracker, flatten
 from hpo.tracking_buffer import Op, Outbox, replay_folder
 
-RunStatus = Literal["FINISHED", "KILLED", "FAILED"]
+__all__ = [
+    "MLflowTracker",
+    "MlflowNotSetUp",
+    "NullTracker",
+    "RunStatus",
+    "Tracker",
+    "flatten",
+    "make_tracker",
+]
+
 PARENT_TAG = "hpo.parent"
-
-
-def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    """Flatten nested dicts into dotted keys with string values (MLflow params are strings)."""
-    out: dict[str, str] = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{name}."))
-        else:
-            out[name] = str(value)[:6000]
-    return out
-
-
-class MlflowNotSetUp(HpoError):
-    """A worker found no experiment or parent run for its study (the starter sets them up)."""
-
-
-class Tracker(Protocol):
-    """What the objective logs per trial."""
-
-    def start_trial(
-        self, number: int, params: dict[str, Any], tags: dict[str, str] | None = None
-    ) -> str | None: ...
-
-    def log_metrics(self, run_id: str | None, metrics: dict[str, float], step: int | None = None) -> None: ...
-
-    def log_params(self, run_id: str | None, params: dict[str, Any]) -> None: ...
-
-    def log_json(self, run_id: str | None, data: dict[str, Any], name: str) -> None: ...
-
-    def end_trial(
-        self, run_id: str | None, status: RunStatus, tags: dict[str, str] | None = None
-    ) -> None: ...
-
-    def open_trial_runs(self) -> dict[int, str]: ...
-
-    def flush(self) -> bool: ...
-
-
-class NullTracker:
-    """Tracks nothing (``--no-mlflow``)."""
-
-    def start_trial(
-        self, number: int, params: dict[str, Any], tags: dict[str, str] | None = None
-    ) -> str | None:
-        return None
-
-    def log_metrics(self, run_id: str | None, metrics: dict[str, float], step: int | None = None) -> None:
-        return None
-
-    def log_params(self, run_id: str | None, params: dict[str, Any]) -> None:
-        return None
-
-    def log_json(self, run_id: str | None, data: dict[str, Any], name: str) -> None:
-        return None
-
-    def end_trial(self, run_id: str | None, status: RunStatus, tags: dict[str, str] | None = None) -> None:
-        return None
-
-    def open_trial_runs(self) -> dict[int, str]:
-        return {}
-
-    def flush(self) -> bool:
-        return True
+# MLflow 3's UI opens an experiment on the view its kind names; this one is the training-runs table
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 
 def _quiet_mlflow() -> None:
@@ -135,6 +83,8 @@ class MLflowTracker:
     def _experiment(self, artifact_root: Path | None, create: bool) -> str:
         exp = self.client.get_experiment_by_name(self.study_name)
         if exp is not None:
+            if create and EXPERIMENT_KIND_TAG not in exp.tags:  # made by an hpo before the tag existed
+                self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
             return str(exp.experiment_id)
         if not create:
             raise MlflowNotSetUp(
@@ -142,7 +92,8 @@ class MLflowTracker:
                 "start the study with `hpo tune` first (it sets MLflow up before any worker)",
             )
         location = artifact_root.resolve().as_uri() if artifact_root is not None else None
-        return str(self.client.create_experiment(self.study_name, artifact_location=location))
+        kind = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        return str(self.client.create_experiment(self.study_name, artifact_location=location, tags=kind))
 
     def _parent_run(self, study_params: dict[str, Any], create: bool) -> str:
         runs = self.client.search_runs(
@@ -186,6 +137,8 @@ class MLflowTracker:
             )
         elif kind == "log_text":
             self.client.log_text(run, op["text"], op["name"])
+        elif kind == "log_artifact":
+            self.client.log_artifact(run, op["path"])
         elif kind == "terminate":
             self.client.set_terminated(run, op["status"])
         return None
@@ -203,7 +156,12 @@ class MLflowTracker:
             **(tags or {}),
         }
         ref = self.outbox.new_ref()
-        op = {"op": "create_run", "ref": ref, "experiment": self.experiment_id, "name": f"trial-{number}"}
+        op = {
+            "op": "create_run",
+            "ref": ref,
+            "experiment": self.experiment_id,
+            "name": f"trial {number} · running",
+        }
         run_id = self.outbox.submit({**op, "tags": all_tags})
         self.log_params(run_id, params)
         return run_id
@@ -257,6 +215,10 @@ class MLflowTracker:
     def replay_pending(self) -> tuple[int, int]:
         """Replay the writes buffered by processes that are gone: (replayed, still pending)."""
         return replay_folder(self.outbox.folder, self._execute, _permanent)
+
+    def log_study_report(self, path: Path) -> None:
+        """The study's `hpo report` page as an artifact of its parent run (replaced at each end of a run)."""
+        self.outbox.submit({"op": "log_artifact", "run": self.parent_run_id, "path": str(path.resolve())})
 
     def end_study(self, best: dict[str, Any] | None) -> None:
         """Log the best trial so far on the parent run (the parent stays open for resumes)."""
