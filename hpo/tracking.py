@@ -1,8 +1,9 @@
 """Experiment tracking behind a small interface: MLflowTracker (MlflowClient, explicit run ids), NullTracker.
 
-One parent run per study, one child run per trial. Statuses are set explicitly (a ``with start_run()`` block
-would mark pruned trials FAILED): complete -> FINISHED, pruned by estimate/early stop -> KILLED, OOM or
-error -> FAILED. The child run stores the trial number as a tag; the trial stores the run id as a user attr.
+One study run per study, one run per trial (linked by tag ``hpo.parent_run_id``). Statuses are set
+explicitly (a ``with start_run()`` block would mark pruned trials FAILED): complete -> FINISHED, pruned by
+estimate/early stop -> KILLED, OOM or error -> FAILED. The trial run stores the trial number as a tag and is
+renamed to its outcome when it ends; the trial stores the run id as a user attr.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ __all__ = [
 ]
 
 PARENT_TAG = "hpo.parent"
+# A trial run names its study's run in this tag, not in mlflow.parentRunId: the UI folds child runs under
+# their parent, and the trial runs are what the runs view should show when it opens
+PARENT_RUN_TAG = "hpo.parent_run_id"
 # MLflow 3's UI opens an experiment on the view its kind names; this one is the training-runs table
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
@@ -146,10 +150,8 @@ class MLflowTracker:
     def start_trial(
         self, number: int, params: dict[str, Any], tags: dict[str, str] | None = None
     ) -> str | None:
-        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
-
         all_tags = {
-            MLFLOW_PARENT_RUN_ID: self.parent_run_id,
+            PARENT_RUN_TAG: self.parent_run_id,
             "hpo.study": self.study_name,
             "trial_number": str(number),
             "state": "RUNNING",
@@ -230,6 +232,11 @@ class MLflowTracker:
             self.outbox.submit({"op": "log_batch", "run": self.parent_run_id, "tags": tag})
         self.outbox.submit({"op": "terminate", "run": self.parent_run_id, "status": "FINISHED"})
         self.outbox.flush()
+
+
+def runs_view_url(experiment_id: str, base: str = "http://127.0.0.1:5000") -> str:
+    """The `mlflow ui` page of a study's trial runs (MLflow 3.17 otherwise opens on its GenAI overview)."""
+    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def _safe(name: str) -> str:

@@ -11,7 +11,7 @@ import optuna
 from hpo.config import StudyConfig
 from hpo.results.trials import count_states
 from hpo.study import FINISHED_STATES
-from hpo.tracking import Tracker
+from hpo.tracking import Tracker, runs_view_url
 from hpo.trial import keys as K
 from hpo.trial import outcomes
 
@@ -31,6 +31,7 @@ class TuneReport:
     baseline: float | None = None
     metric: str = "macro_f1"
     mlflow_uri: str | None = None
+    mlflow_experiment: str | None = None  # its id: the runs view's address
     interrupted: bool = False
     signum: int | None = None  # the signal that interrupted it (SIGINT or SIGTERM)
     stopped_reason: str = ""
@@ -71,6 +72,8 @@ class TuneReport:
             out.append(f"warning: {self.dropped_rows} dirty data row(s) dropped (--allow-dirty-data)")
         if self.mlflow_uri:
             out.append(f"MLflow: mlflow ui --backend-store-uri {self.mlflow_uri}")
+            if self.mlflow_experiment is not None:
+                out.append(f"  trial runs: {runs_view_url(self.mlflow_experiment)}")
         out.append(f"trials: hpo trials --study {self.study} --storage {self.storage}")
         if self.report_error:
             out.append(f"warning: report not written: {self.report_error}")
@@ -107,6 +110,7 @@ def finish(report: TuneReport, study: optuna.Study, tracker: Tracker, path: Path
         report.best_value, report.best_trial, report.best_params = best.value, best.number, dict(best.params)
     except ValueError:
         pass
+    report.mlflow_experiment = getattr(tracker, "experiment_id", None)
     if path is not None:
         _write_report(report, study, tracker, path)
     end_study = getattr(tracker, "end_study", None)
