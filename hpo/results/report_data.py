@@ -2,7 +2,7 @@
 
 Only what the objective records (``hpo.trial.keys``) is shown: a measured peak is taken from the trial's user
 attrs where training measured one and is None otherwise, never filled in from the estimate. What a study does
-not record (the card size when it was detected rather than given, the GPU of each trial, the ledger file's own
+not record (the card size in studies from before it was recorded, the GPU of each trial, the ledger file's own
 history) is listed in ``ReportData.not_recorded`` so the report can say so.
 """
 
@@ -179,7 +179,12 @@ class ReportData:
         return [e for e in (p.error for p in self.points) if e is not None]
 
 
-def _card(study: optuna.Study) -> tuple[float | None, float | None]:
+def _card(study: optuna.Study, trials: list[FrozenTrial]) -> tuple[float | None, float | None]:
+    """The card and headroom the latest trial was sized against, else the study's --gpu-memory."""
+    for t in sorted(trials, key=lambda t: -t.number):
+        card = _float(t.user_attrs.get(K.GPU_GB))
+        if card is not None:
+            return card, _float(t.user_attrs.get(K.HEADROOM_GB))
     cfg = study.user_attrs.get(CONFIG_ATTR) or {}
     given = cfg.get("gpu_memory")
     if not given:
@@ -199,10 +204,10 @@ def build(study: optuna.Study, now: float) -> ReportData:
     trials = study.get_trials(deepcopy=False)
     points = [memory_point(t) for t in trials if t.state != TrialState.WAITING]
     spans, t0 = _spans(trials, now)
-    card, headroom = _card(study)
+    card, headroom = _card(study, trials)
     missing = []
     if card is None:
-        missing.append("card size (the study did not set --gpu-memory; the detected card is not stored)")
+        missing.append("card size (no trial recorded one and the study did not set --gpu-memory)")
     missing.append("which GPU each trial ran on (hpo records the device type only)")
     if not any(p.device_gb is not None for p in points):
         missing.append("measured peaks (no trial trained on a GPU)")

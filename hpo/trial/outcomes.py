@@ -51,11 +51,14 @@ def started(
     host_bytes: int = 0,
     worker: str | None = None,
     sampler_seed: int | None = None,
+    card: tuple[int, int] | None = None,
 ) -> None:
-    """The sampled config and its estimate (and which worker and sampler seed proposed it), on the trial
-    and a new MLflow child run."""
+    """The sampled config and its estimate (and which worker and sampler seed proposed it, and the card and
+    headroom it was sized against), on the trial and a new MLflow child run."""
     estimated = gb(ctx.budget.device_total_bytes)
-    lineage = {K.WORKER: worker, K.SAMPLER_SEED: sampler_seed}
+    lineage: dict[str, Any] = {K.WORKER: worker, K.SAMPLER_SEED: sampler_seed}
+    if card is not None:
+        lineage |= {K.GPU_GB: gb(card[0]), K.HEADROOM_GB: gb(card[1])}
     _attrs(
         ctx,
         {

@@ -136,3 +136,10 @@ def test_card_and_headroom_from_the_study_config(study: optuna.Study) -> None:
 
 def test_reserved_over_time_empty_without_admissions() -> None:
     assert reserved_over_time([]) == []
+
+
+def test_card_recorded_on_the_trials_wins(study: optuna.Study) -> None:
+    study.set_user_attr(CONFIG_ATTR, {"gpu_memory": "24GB"})
+    study.add_trial(_trial(TrialState.COMPLETE, {K.GPU_GB: 79.2, K.HEADROOM_GB: 2.5}, 0.1))
+    data = build(study, now=0)
+    assert (data.card_gb, data.headroom_gb) == (79.2, 2.5)
