@@ -98,7 +98,8 @@ class Span:
     wait_s: float | None  # waited for GPU memory before admission (--par)
     admitted_s: float | None
     released_s: float | None
-    reserved_gb: float | None  # the estimate the ledger held between admission and release
+    reserved_gb: float | None  # the device estimate the GPU ledger held (None: trained on CPU, held none)
+    host_gb: float | None  # the host-RAM estimate the host ledger held (--par)
     ran_as: str
     oom: bool
 
@@ -127,7 +128,8 @@ def _spans(trials: list[FrozenTrial], now: float) -> tuple[list[Span], float]:
                 wait_s=_float(a.get(K.ADMISSION_WAIT_S)),
                 admitted_s=None if admitted is None else admitted - t0,
                 released_s=None if released is None else released - t0,
-                reserved_gb=_float(a.get(K.RUN_ESTIMATED_PEAK_GB)) or _float(a.get(K.ESTIMATED_PEAK_GB)),
+                reserved_gb=_device_reservation(a),
+                host_gb=_float(a.get(K.ESTIMATED_HOST_GB)),
                 ran_as=str(a.get(K.ELASTIC_FORM, "")),
                 oom=a.get(K.OOM) is True or bool(a.get(K.OOM_ATTEMPTS)),
             )
@@ -135,15 +137,24 @@ def _spans(trials: list[FrozenTrial], now: float) -> tuple[list[Span], float]:
     return sorted(out, key=lambda s: s.number), t0
 
 
-def reserved_over_time(spans: list[Span]) -> list[tuple[float, float]]:
-    """(seconds, GB held) steps: the sum of admitted trials' estimates between admission and release."""
+def _device_reservation(a: dict[str, Any]) -> float | None:
+    """What the GPU ledger held for a trial: its (lighter form's) estimate, only when it trained on a GPU."""
+    if a.get(K.DEVICE) != "cuda":
+        return None
+    return _float(a.get(K.RUN_ESTIMATED_PEAK_GB)) or _float(a.get(K.ESTIMATED_PEAK_GB))
+
+
+def reserved_over_time(spans: list[Span], host: bool = False) -> list[tuple[float, float]]:
+    """(seconds, GB held) steps: the sum of admitted trials' device estimates (``host``: host-RAM estimates)
+    between admission and release."""
     events: list[tuple[float, float]] = []
     for s in spans:
-        if s.admitted_s is None or s.reserved_gb is None:
+        held = s.host_gb if host else s.reserved_gb
+        if s.admitted_s is None or held is None:
             continue
-        events.append((s.admitted_s, s.reserved_gb))
+        events.append((s.admitted_s, held))
         if s.released_s is not None:
-            events.append((s.released_s, -s.reserved_gb))
+            events.append((s.released_s, -held))
     held, out = 0.0, []
     for when, delta in sorted(events):
         held += delta
@@ -166,7 +177,8 @@ class ReportData:
     outcomes: dict[str, int]
     points: list[MemoryPoint]
     spans: list[Span]
-    reserved: list[tuple[float, float]]
+    reserved: list[tuple[float, float]]  # GPU ledger (device estimates of trials that trained on a GPU)
+    host_reserved: list[tuple[float, float]]  # host ledger (host-RAM estimates), --par only
     now_s: float  # when the report was built, in seconds since the first trial started
     card_gb: float | None
     headroom_gb: float | None
@@ -214,7 +226,10 @@ def build(study: optuna.Study, now: float) -> ReportData:
     if not any(s.admitted_s is not None for s in spans):
         missing.append("memory reservations (no memory ledger: the study ran without --par)")
     else:
-        missing.append("the ledger file's own history: reservations are rebuilt from each trial's admission")
+        missing.append(
+            "the ledger file's own history: reservations are rebuilt from each trial's admission and release "
+            "(each worker's CUDA context, which the GPU ledger also holds, is not recorded per trial)"
+        )
     return ReportData(
         study=study.study_name,
         n_trials=len(trials),
@@ -223,6 +238,7 @@ def build(study: optuna.Study, now: float) -> ReportData:
         points=points,
         spans=spans,
         reserved=reserved_over_time(spans),
+        host_reserved=reserved_over_time(spans, host=True),
         now_s=now - t0,
         card_gb=card,
         headroom_gb=headroom,

@@ -183,13 +183,20 @@ def timeline(data: ReportData) -> go.Figure | None:
 
 
 def reserved_memory(data: ReportData) -> go.Figure | None:
-    """The memory the admitted trials held over time (the sum of their estimates) against the card."""
-    if not data.reserved:
+    """The memory the admitted trials held over time (the sum of their estimates): on the GPU, against the
+    card, and in host RAM."""
+    if not data.reserved and not data.host_reserved:
         return None
-    xs, ys = zip(*data.reserved, strict=True)
-    fig = go.Figure(go.Scatter(x=list(xs), y=list(ys), mode="lines", line_shape="hv", name="reserved"))
-    _card_lines(fig, data)
-    fig.update_layout(title="Reserved memory over time", xaxis_title="seconds", yaxis_title="GB")
+    fig = go.Figure()
+    for steps, name in ((data.reserved, "GPU ledger (trial estimates)"), (data.host_reserved, "host RAM")):
+        if steps:
+            xs, ys = zip(*steps, strict=True)
+            fig.add_trace(go.Scatter(x=list(xs), y=list(ys), mode="lines", line_shape="hv", name=name))
+    if data.reserved:
+        _card_lines(fig, data)
+    fig.update_layout(
+        title="Reserved memory over time", xaxis_title="seconds", yaxis_title="GB", showlegend=True
+    )
     return fig
 
 

@@ -102,13 +102,15 @@ def test_lighter_form_uses_its_own_estimate_and_config() -> None:
 def test_timeline_and_reservations_from_admissions() -> None:
     s = optuna.create_study(direction="maximize")
     t0 = T0.timestamp()
-    a = {K.WORKER: "w0.0", K.ESTIMATED_PEAK_GB: 4.0, K.ADMISSION_WAIT_S: 0.0, K.ADMITTED_AT: t0 + 1}
-    b = {K.WORKER: "w1.1", K.ESTIMATED_PEAK_GB: 6.0, K.ADMISSION_WAIT_S: 3.0, K.ADMITTED_AT: t0 + 5}
+    gpu = {K.DEVICE: "cuda", K.ESTIMATED_HOST_GB: 1.0}
+    a = {K.WORKER: "w0.0", K.ESTIMATED_PEAK_GB: 4.0, K.ADMISSION_WAIT_S: 0.0, K.ADMITTED_AT: t0 + 1, **gpu}
+    b = {K.WORKER: "w1.1", K.ESTIMATED_PEAK_GB: 6.0, K.ADMISSION_WAIT_S: 3.0, K.ADMITTED_AT: t0 + 5, **gpu}
+    cpu = {K.WORKER: "w0.0", K.DEVICE: "cpu", K.ESTIMATED_PEAK_GB: 5.0, K.ESTIMATED_HOST_GB: 2.0}
     s.add_trials(
         [
             _trial(TrialState.COMPLETE, {**a, K.RELEASED_AT: t0 + 9}, 0.5, start=0),
             _trial(TrialState.PRUNED, {**b, K.PRUNED_REASON: K.REASON_EARLY_STOP}, start=2),  # no release
-            _trial(TrialState.RUNNING, {K.WORKER: "w0.0"}, start=11),
+            _trial(TrialState.RUNNING, {**cpu, K.ADMITTED_AT: t0 + 13}, start=11),
         ]
     )
     data = build(s, now=t0 + 20)
@@ -116,6 +118,8 @@ def test_timeline_and_reservations_from_admissions() -> None:
     assert data.spans[1].wait_s == 3.0 and data.spans[2].end_s is None
     # the pruned trial's reservation ends when it finished (12 s), as the trial recorded no release
     assert data.reserved == [(1.0, 4.0), (5.0, 10.0), (9.0, 6.0), (12.0, 0.0)]
+    # the CPU trial held host RAM only: the GPU ledger reserved nothing for it
+    assert data.host_reserved == [(1.0, 1.0), (5.0, 2.0), (9.0, 1.0), (12.0, 0.0), (13.0, 2.0)]
     assert data.recycled == ["w1.1"]
     assert data.now_s == pytest.approx(20.0)
 
