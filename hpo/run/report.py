@@ -111,7 +111,7 @@ def finish(report: TuneReport, study: optuna.Study, tracker: Tracker, path: Path
     except ValueError:
         pass
     report.mlflow_experiment = getattr(tracker, "experiment_id", None)
-    if path is not None:
+    if path is not None and not report.interrupted:  # a stopped run exits at once: `hpo report` later
         _write_report(report, study, tracker, path)
     end_study = getattr(tracker, "end_study", None)
     if end_study is not None:
