@@ -43,7 +43,7 @@ def _optuna_figures(study: optuna.Study) -> list[tuple[str, Any, str]]:
     """(title, figure or None, why none) for the three study plots optuna.visualization draws."""
     import optuna.visualization as vis
 
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     out: list[tuple[str, Any, str]] = []
     if complete:
         out.append(("Optimization history (best so far)", vis.plot_optimization_history(study), ""))
