@@ -21,7 +21,7 @@ N_TRIALS_CRITERIA ?= 5000
 GPU_MEMORY ?=
 CONFIG ?=
 
-.PHONY: install demo test test-integration test-all lint format bench gpu-check clean help tune-criteria-max tune-criteria-supermax
+.PHONY: report-screenshot install demo test test-integration test-all lint format bench gpu-check clean help tune-criteria-max tune-criteria-supermax
 
 help:
 	@echo "make demo | test | test-integration | test-all | lint | format | bench | gpu-check | clean | install [TORCH_SPEC=...]"
@@ -90,3 +90,7 @@ tune-criteria-supermax: install
 clean:
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info mlflow.db mlruns
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# The README's screenshot of the demo study's report (after `make demo`; needs Debian chromium).
+report-screenshot: install
+	$(BIN)/python scripts/report_screenshot.py --study criteria-demo --output-dir runs/demo --png docs/report.png

@@ -114,6 +114,7 @@ class StudyConfig(_Strict):
     storage: str | None = None
     mlflow_uri: str | None = None
     mlflow: bool = True
+    report: bool = True  # write `hpo report` at the end of `hpo tune` and log it on the MLflow parent run
     gpu_memory: str | None = None
     host_memory: str | None = None  # --par: host RAM the trials may use (None: what is available at start)
     headroom_gb: float | None = Field(None, ge=0.0)  # None: the GPU profile's (hpo.gpu.headroom_bytes)

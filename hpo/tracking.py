@@ -1,8 +1,9 @@
 """Experiment tracking behind a small interface: MLflowTracker (MlflowClient, explicit run ids), NullTracker.
 
-One parent run per study, one child run per trial. Statuses are set explicitly (a ``with start_run()`` block
-would mark pruned trials FAILED): complete -> FINISHED, pruned by estimate/early stop -> KILLED, OOM or
-error -> FAILED. The child run stores the trial number as a tag; the trial stores the run id as a user attr.
+One study run per study, one run per trial (linked by tag ``hpo.parent_run_id``). Statuses are set
+explicitly (a ``with start_run()`` block would mark pruned trials FAILED): complete -> FINISHED, pruned by
+estimate/early stop -> KILLED, OOM or error -> FAILED. The trial run stores the trial number as a tag and is
+renamed to its outcome when it ends; the trial stores the run id as a user attr.
 """
 
 from __future__ import annotations
@@ -12,78 +13,29 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any
 
 from hpo.errors import HpoError
+from hpo.tracking_base import MlflowNotSetUp, NullTracker, RunStatus, Tracker, flatten
 from hpo.tracking_buffer import Op, Outbox, replay_folder
 
-RunStatus = Literal["FINISHED", "KILLED", "FAILED"]
+__all__ = [
+    "MLflowTracker",
+    "MlflowNotSetUp",
+    "NullTracker",
+    "RunStatus",
+    "Tracker",
+    "flatten",
+    "make_tracker",
+]
+
 PARENT_TAG = "hpo.parent"
-
-
-def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    """Flatten nested dicts into dotted keys with string values (MLflow params are strings)."""
-    out: dict[str, str] = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{name}."))
-        else:
-            out[name] = str(value)[:6000]
-    return out
-
-
-class MlflowNotSetUp(HpoError):
-    """A worker found no experiment or parent run for its study (the starter sets them up)."""
-
-
-class Tracker(Protocol):
-    """What the objective logs per trial."""
-
-    def start_trial(
-        self, number: int, params: dict[str, Any], tags: dict[str, str] | None = None
-    ) -> str | None: ...
-
-    def log_metrics(self, run_id: str | None, metrics: dict[str, float], step: int | None = None) -> None: ...
-
-    def log_params(self, run_id: str | None, params: dict[str, Any]) -> None: ...
-
-    def log_json(self, run_id: str | None, data: dict[str, Any], name: str) -> None: ...
-
-    def end_trial(
-        self, run_id: str | None, status: RunStatus, tags: dict[str, str] | None = None
-    ) -> None: ...
-
-    def open_trial_runs(self) -> dict[int, str]: ...
-
-    def flush(self) -> bool: ...
-
-
-class NullTracker:
-    """Tracks nothing (``--no-mlflow``)."""
-
-    def start_trial(
-        self, number: int, params: dict[str, Any], tags: dict[str, str] | None = None
-    ) -> str | None:
-        return None
-
-    def log_metrics(self, run_id: str | None, metrics: dict[str, float], step: int | None = None) -> None:
-        return None
-
-    def log_params(self, run_id: str | None, params: dict[str, Any]) -> None:
-        return None
-
-    def log_json(self, run_id: str | None, data: dict[str, Any], name: str) -> None:
-        return None
-
-    def end_trial(self, run_id: str | None, status: RunStatus, tags: dict[str, str] | None = None) -> None:
-        return None
-
-    def open_trial_runs(self) -> dict[int, str]:
-        return {}
-
-    def flush(self) -> bool:
-        return True
+# A trial run names its study's run in this tag, not in mlflow.parentRunId: the UI folds child runs under
+# their parent, and the trial runs are what the runs view should show when it opens
+PARENT_RUN_TAG = "hpo.parent_run_id"
+# MLflow 3's UI opens an experiment on the view its kind names; this one is the training-runs table
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 
 def _quiet_mlflow() -> None:
@@ -135,6 +87,8 @@ class MLflowTracker:
     def _experiment(self, artifact_root: Path | None, create: bool) -> str:
         exp = self.client.get_experiment_by_name(self.study_name)
         if exp is not None:
+            if create and EXPERIMENT_KIND_TAG not in exp.tags:  # made by an hpo before the tag existed
+                self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
             return str(exp.experiment_id)
         if not create:
             raise MlflowNotSetUp(
@@ -142,7 +96,8 @@ class MLflowTracker:
                 "start the study with `hpo tune` first (it sets MLflow up before any worker)",
             )
         location = artifact_root.resolve().as_uri() if artifact_root is not None else None
-        return str(self.client.create_experiment(self.study_name, artifact_location=location))
+        kind = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        return str(self.client.create_experiment(self.study_name, artifact_location=location, tags=kind))
 
     def _parent_run(self, study_params: dict[str, Any], create: bool) -> str:
         runs = self.client.search_runs(
@@ -186,6 +141,8 @@ class MLflowTracker:
             )
         elif kind == "log_text":
             self.client.log_text(run, op["text"], op["name"])
+        elif kind == "log_artifact":
+            self.client.log_artifact(run, op["path"])
         elif kind == "terminate":
             self.client.set_terminated(run, op["status"])
         return None
@@ -193,17 +150,20 @@ class MLflowTracker:
     def start_trial(
         self, number: int, params: dict[str, Any], tags: dict[str, str] | None = None
     ) -> str | None:
-        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
-
         all_tags = {
-            MLFLOW_PARENT_RUN_ID: self.parent_run_id,
+            PARENT_RUN_TAG: self.parent_run_id,
             "hpo.study": self.study_name,
             "trial_number": str(number),
             "state": "RUNNING",
             **(tags or {}),
         }
         ref = self.outbox.new_ref()
-        op = {"op": "create_run", "ref": ref, "experiment": self.experiment_id, "name": f"trial-{number}"}
+        op = {
+            "op": "create_run",
+            "ref": ref,
+            "experiment": self.experiment_id,
+            "name": f"trial {number} · running",
+        }
         run_id = self.outbox.submit({**op, "tags": all_tags})
         self.log_params(run_id, params)
         return run_id
@@ -258,6 +218,10 @@ class MLflowTracker:
         """Replay the writes buffered by processes that are gone: (replayed, still pending)."""
         return replay_folder(self.outbox.folder, self._execute, _permanent)
 
+    def log_study_report(self, path: Path) -> None:
+        """The study's `hpo report` page as an artifact of its parent run (replaced at each end of a run)."""
+        self.outbox.submit({"op": "log_artifact", "run": self.parent_run_id, "path": str(path.resolve())})
+
     def end_study(self, best: dict[str, Any] | None) -> None:
         """Log the best trial so far on the parent run (the parent stays open for resumes)."""
         if best:
@@ -268,6 +232,11 @@ class MLflowTracker:
             self.outbox.submit({"op": "log_batch", "run": self.parent_run_id, "tags": tag})
         self.outbox.submit({"op": "terminate", "run": self.parent_run_id, "status": "FINISHED"})
         self.outbox.flush()
+
+
+def runs_view_url(experiment_id: str, base: str = "http://127.0.0.1:5000") -> str:
+    """The `mlflow ui` page of a study's trial runs (MLflow 3.17 otherwise opens on its GenAI overview)."""
+    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def _safe(name: str) -> str:

@@ -25,6 +25,7 @@ app.command("sync-mlflow")(tune.sync_mlflow)
 app.command()(inspect.trials)
 app.command()(inspect.best)
 app.command()(inspect.oom)
+app.command()(inspect.report)
 app.command()(estimate.estimate)
 
 

@@ -1,7 +1,8 @@
-"""`hpo trials`, `hpo best`, `hpo oom`: read a study back (from any shell or host reaching its storage)."""
+"""`hpo trials`, `hpo best`, `hpo oom`, `hpo report`: read a study back (from any shell or host)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -70,3 +71,20 @@ def oom(
 
     url, uri = storage_url(storage, output_dir), resolve_mlflow_uri(mlflow_uri, output_dir)
     typer.echo(show_oom(study, url, source, uri, as_json))
+
+
+@handles_errors
+def report(
+    study: StudyNameOpt,
+    storage: StorageOpt = None,
+    output_dir: OutputOpt = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="The HTML file to write (default: <study>-report.html).")
+    ] = None,
+) -> None:
+    """One self-contained HTML report of a study (running or finished): history, importances, top trials,
+    the memory map, the estimator's error, the timeline, reserved memory, outcomes and OOM trials."""
+    from hpo.results.report_html import show_report
+
+    path = show_report(study, storage_url(storage, output_dir), out)
+    typer.echo(f"report: {path}")

@@ -54,6 +54,7 @@ class TuneOptions:
     output_dir: Path | None = None
     mlflow_uri: str | None = None
     mlflow: bool | None = None
+    report: bool | None = None
     gpu_memory: str | None = None
     host_memory: str | None = None
     on_oom: str | None = None
@@ -92,6 +93,12 @@ def tune(
     output_dir: OutputOpt = None,
     mlflow_uri: MlflowUriOpt = None,
     no_mlflow: Annotated[bool, typer.Option("--no-mlflow", help="Do not log to MLflow.")] = False,
+    no_report: Annotated[
+        bool,
+        typer.Option(
+            "--no-report", help="Skip the HTML report (hpo report) written and logged to MLflow at the end."
+        ),
+    ] = False,
     gpu_memory: GpuMemoryOpt = None,
     host_memory: Annotated[
         str | None,
@@ -170,6 +177,7 @@ def tune(
         output_dir=output_dir,
         mlflow_uri=mlflow_uri,
         mlflow=False if no_mlflow else None,
+        report=False if no_report else None,
         gpu_memory=gpu_memory,
         host_memory=host_memory,
         on_oom=on_oom,

@@ -32,7 +32,7 @@ from hpo.run.bootstrap import start_study
 from hpo.run.deaths import CrashLoop, evidence, likely_cause, ran_count
 from hpo.run.isolation import worker_env
 from hpo.run.protocol import WorkerExit, WorkerId, config_path, read_marker, trial_file
-from hpo.run.report import TuneReport, finish, finished_by
+from hpo.run.report import TuneReport, finish, finished_by, report_path
 from hpo.run.reservations import ledger_path_for, usage_line
 from hpo.run.setup import prepare
 from hpo.study import fail_trial, finished_count, open_study
@@ -265,6 +265,6 @@ def run_parallel(cfg: StudyConfig, started: float) -> TuneReport:
         else f"target reached ({launch.started} workers started, {launch.recycled} "
         f"recycled, {launch.crashed} replaced after a crash)"
     )
-    finish(report, study, tracker)
+    finish(report, study, tracker, report_path(cfg))
     report.seconds = time.monotonic() - started
     return report

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import optuna
 
+from hpo.config import StudyConfig
 from hpo.results.trials import count_states
 from hpo.study import FINISHED_STATES
-from hpo.tracking import Tracker
+from hpo.tracking import Tracker, runs_view_url
 from hpo.trial import keys as K
 from hpo.trial import outcomes
 
@@ -29,6 +31,7 @@ class TuneReport:
     baseline: float | None = None
     metric: str = "macro_f1"
     mlflow_uri: str | None = None
+    mlflow_experiment: str | None = None  # its id: the runs view's address
     interrupted: bool = False
     signum: int | None = None  # the signal that interrupted it (SIGINT or SIGTERM)
     stopped_reason: str = ""
@@ -37,6 +40,8 @@ class TuneReport:
     seconds: float = 0.0
     new: int | None = None  # finished by this run's processes (None: all finished since the start)
     dropped_rows: int = 0  # dirty data rows dropped (--allow-dirty-data)
+    report_path: Path | None = None  # the `hpo report` page written at the end (None: --no-report)
+    report_error: str = ""  # why it could not be written (the run itself still succeeded)
 
     def lines(self) -> list[str]:
         """The closing summary `hpo tune` prints."""
@@ -67,12 +72,37 @@ class TuneReport:
             out.append(f"warning: {self.dropped_rows} dirty data row(s) dropped (--allow-dirty-data)")
         if self.mlflow_uri:
             out.append(f"MLflow: mlflow ui --backend-store-uri {self.mlflow_uri}")
+            if self.mlflow_experiment is not None:
+                out.append(f"  trial runs: {runs_view_url(self.mlflow_experiment)}")
         out.append(f"trials: hpo trials --study {self.study} --storage {self.storage}")
+        if self.report_error:
+            out.append(f"warning: report not written: {self.report_error}")
+        elif self.report_path is not None:
+            out.append(f"report: {self.report_path}")
         return out
 
 
-def finish(report: TuneReport, study: optuna.Study, tracker: Tracker) -> None:
-    """Fill the outcome counts and the best trial; log the best on the study's MLflow parent run."""
+def report_path(cfg: StudyConfig) -> Path | None:
+    """Where `hpo tune` writes the study's report (None with --no-report)."""
+    return cfg.output_dir / f"{cfg.study}-report.html" if cfg.report else None
+
+
+def _write_report(report: TuneReport, study: optuna.Study, tracker: Tracker, path: Path) -> None:
+    from hpo.results.report_html import write_report  # lazy: imports plotly
+
+    try:
+        report.report_path = write_report(study, path)
+    except Exception as exc:  # the report never fails a run that trained
+        report.report_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        return
+    log = getattr(tracker, "log_study_report", None)
+    if log is not None:
+        log(report.report_path)
+
+
+def finish(report: TuneReport, study: optuna.Study, tracker: Tracker, path: Path | None = None) -> None:
+    """Fill the outcome counts and the best trial; write the study's report to ``path`` (if given); log the
+    best and the report on the study's MLflow parent run."""
     outcomes.close_stale_runs(study, tracker)  # trials failed by heartbeat, a dead worker or Ctrl-C
     report.counts = count_states(study)
     try:
@@ -80,6 +110,9 @@ def finish(report: TuneReport, study: optuna.Study, tracker: Tracker) -> None:
         report.best_value, report.best_trial, report.best_params = best.value, best.number, dict(best.params)
     except ValueError:
         pass
+    report.mlflow_experiment = getattr(tracker, "experiment_id", None)
+    if path is not None and not report.interrupted:  # a stopped run exits at once: `hpo report` later
+        _write_report(report, study, tracker, path)
     end_study = getattr(tracker, "end_study", None)
     if end_study is not None:
         end_study(

@@ -15,7 +15,7 @@ from hpo.errors import HpoError
 from hpo.lifecycle import check_stop, signal_of, stop_on_signals
 from hpo.progress import Progress
 from hpo.run.bootstrap import start_study
-from hpo.run.report import TuneReport, finish, finished_by
+from hpo.run.report import TuneReport, finish, finished_by, report_path
 from hpo.run.setup import build_objective, prepare
 from hpo.study import fail_trial, finished_count, seed_sampler, trial_by_number
 from hpo.trial import keys as K
@@ -106,6 +106,6 @@ def run_serial(cfg: StudyConfig, started: float, progress: Progress | None = Non
     report.dropped_rows = setup.dropped_rows
     report.baseline = objective.agent.majority_baseline(objective.data.splits, "val")
     report.metric = objective.agent.metric_name
-    finish(report, study, objective.tracker)
+    finish(report, study, objective.tracker, report_path(cfg))
     report.seconds = time.monotonic() - started
     return report

@@ -15,6 +15,8 @@ MLFLOW_RUN_ID = "mlflow_run_id"
 HOST = "host"  # where the trial's process runs (a start fails RUNNING trials whose process is gone)
 PID = "pid"
 DEVICE = "device"
+GPU_GB = "gpu_gb"  # the card size the trial was sized against (given by --gpu-memory or detected)
+HEADROOM_GB = "headroom_gb"  # kept free on that card
 PRUNED_REASON = "pruned_reason"
 OOM = "oom"  # True when the trial ran out of memory
 OOM_CONFIG = "oom_config"  # OomRecord.to_dict() of the last attempt
@@ -58,7 +60,14 @@ PRUNED_REASONS: tuple[str, ...] = (
 
 # ---- MLflow -----------------------------------------------------------------------------------------------
 TRIAL_NUMBER_TAG = "trial_number"
-STATE_TAG = "state"
+STATE_TAG = "state"  # RUNNING, COMPLETE, PRUNED (+ tag pruned_reason) or FAIL: `tags.pruned_reason = 'oom'`
+RUN_NAME_TAG = "mlflow.runName"  # setting it renames the run: the list reads "trial 12 · pruned: oom"
 OOM_ERROR_PARAM = "oom_error"  # "True" on the run of an OOM trial; params oom_<OomRecord field> beside it
 OOM_PARAM_PREFIX = "oom_"
 OOM_ARTIFACT = "oom_config.json"
+
+
+def run_name(number: int, state: str, reason: str | None = None) -> str:
+    """A trial's MLflow run name: "trial 12 · running", "trial 12 · pruned: oom", "trial 3 · complete"."""
+    label = {"FAIL": "failed"}.get(state, state.lower())
+    return f"trial {number} · {label}: {reason}" if reason else f"trial {number} · {label}"

@@ -99,8 +99,10 @@ class Objective:
             injector=FaultInjector(self.faults, trial.number),  # once per trial: a retry must not re-fire it
         )
         host = self.sizer.host_bytes(spec, tcfg, self.device.type == "cuda")
+        mem = self.sizer.memory
+        card = (mem.gpu_bytes, mem.headroom_bytes) if mem.gpu_bytes else None
         outcomes.started(
-            ctx, self.tracker, host_bytes=host, worker=self.worker, sampler_seed=self.sampler_seed
+            ctx, self.tracker, host_bytes=host, worker=self.worker, sampler_seed=self.sampler_seed, card=card
         )
         self.progress.trial_started(trial.number, summary(tcfg))
         return ctx

@@ -28,6 +28,17 @@ from hpo.units import gb
 MEMORY_CONSTRAINT = "memory"
 
 
+def end_tags(
+    number: int, state: str, reason: str | None = None, extra: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The tags that close a trial's MLflow run: state, pruned reason (``tags.pruned_reason = 'oom'``) and
+    the run's new name ("trial 12 · pruned: oom")."""
+    tags = {K.STATE_TAG: state, K.RUN_NAME_TAG: K.run_name(number, state, reason), **(extra or {})}
+    if state == "PRUNED" and reason:
+        tags[K.PRUNED_REASON] = reason
+    return tags
+
+
 def _attrs(ctx: TrialContext, values: dict[str, Any]) -> None:
     for key, value in values.items():
         ctx.trial.set_user_attr(key, value)
@@ -40,11 +51,14 @@ def started(
     host_bytes: int = 0,
     worker: str | None = None,
     sampler_seed: int | None = None,
+    card: tuple[int, int] | None = None,
 ) -> None:
-    """The sampled config and its estimate (and which worker and sampler seed proposed it), on the trial
-    and a new MLflow child run."""
+    """The sampled config and its estimate (and which worker and sampler seed proposed it, and the card and
+    headroom it was sized against), on the trial and a new MLflow child run."""
     estimated = gb(ctx.budget.device_total_bytes)
-    lineage = {K.WORKER: worker, K.SAMPLER_SEED: sampler_seed}
+    lineage: dict[str, Any] = {K.WORKER: worker, K.SAMPLER_SEED: sampler_seed}
+    if card is not None:
+        lineage |= {K.GPU_GB: gb(card[0]), K.HEADROOM_GB: gb(card[1])}
     _attrs(
         ctx,
         {
@@ -70,17 +84,14 @@ def pruned_by_estimate(
     """The config cannot fit: pruned before any model is loaded."""
     ctx.trial.set_user_attr(K.PRUNED_REASON, K.REASON_MEMORY_ESTIMATE)
     ctx.trial.set_constraint(MEMORY_CONSTRAINT, over_gb)
-    tags = {K.STATE_TAG: "PRUNED", K.PRUNED_REASON: K.REASON_MEMORY_ESTIMATE}
-    tracker.end_trial(ctx.run_id, "KILLED", tags)
+    tracker.end_trial(ctx.run_id, "KILLED", end_tags(ctx.number, "PRUNED", K.REASON_MEMORY_ESTIMATE))
     return optuna.TrialPruned(f"memory estimate: {reason}")
 
 
 def admission_timed_out(ctx: TrialContext, tracker: Tracker, reason: str) -> optuna.TrialPruned:
     """No room in the GPU ledger within ``--admission-timeout``: pruned before any model is loaded."""
     ctx.trial.set_user_attr(K.PRUNED_REASON, K.REASON_ADMISSION_TIMEOUT)
-    tracker.end_trial(
-        ctx.run_id, "KILLED", {K.STATE_TAG: "PRUNED", K.PRUNED_REASON: K.REASON_ADMISSION_TIMEOUT}
-    )
+    tracker.end_trial(ctx.run_id, "KILLED", end_tags(ctx.number, "PRUNED", K.REASON_ADMISSION_TIMEOUT))
     return optuna.TrialPruned(f"admission timeout: {reason}")
 
 
@@ -129,14 +140,16 @@ def early_stopped(ctx: TrialContext, tracker: Tracker) -> None:
     """Pruned by the pruner (Hyperband + patience); the caller re-raises the TrialPruned."""
     ctx.trial.set_user_attr(K.PRUNED_REASON, K.REASON_EARLY_STOP)
     ctx.trial.set_constraint(MEMORY_CONSTRAINT, 0.0)
-    tracker.end_trial(ctx.run_id, "KILLED", {K.STATE_TAG: "PRUNED", K.PRUNED_REASON: K.REASON_EARLY_STOP})
+    tracker.end_trial(ctx.run_id, "KILLED", end_tags(ctx.number, "PRUNED", K.REASON_EARLY_STOP))
 
 
 def interrupted(ctx: TrialContext, tracker: Tracker, exc: BaseException) -> None:
     """Ctrl-C / SIGTERM / launcher gone: Optuna marks the trial FAIL; the reason goes on the trial and no
     MLflow run is left RUNNING either."""
     interrupted_early(ctx.trial, exc)
-    tracker.end_trial(ctx.run_id, "KILLED", {K.STATE_TAG: "FAIL", K.ERROR: "interrupted"})
+    tracker.end_trial(
+        ctx.run_id, "KILLED", end_tags(ctx.number, "FAIL", "interrupted", {K.ERROR: "interrupted"})
+    )
 
 
 def interrupted_early(trial: optuna.Trial, exc: BaseException) -> None:
@@ -148,7 +161,7 @@ def pruned_by_deaths(ctx: TrialContext, tracker: Tracker, deaths: int) -> optuna
     """The config (or a near-identical one) already killed its worker ``deaths`` times: not run again."""
     ctx.trial.set_user_attr(K.PRUNED_REASON, K.REASON_WORKER_DEATHS)
     ctx.trial.set_constraint(MEMORY_CONSTRAINT, 1.0)
-    tracker.end_trial(ctx.run_id, "KILLED", {K.STATE_TAG: "PRUNED", K.PRUNED_REASON: K.REASON_WORKER_DEATHS})
+    tracker.end_trial(ctx.run_id, "KILLED", end_tags(ctx.number, "PRUNED", K.REASON_WORKER_DEATHS))
     return optuna.TrialPruned(f"this config killed its worker {deaths} times: not run a third time")
 
 
@@ -178,8 +191,7 @@ def oom_pruned(ctx: TrialContext, tracker: Tracker) -> optuna.TrialPruned:
         ctx.run_id, {K.OOM_ERROR_PARAM: True, **{f"{K.OOM_PARAM_PREFIX}{k}": v for k, v in last.items()}}
     )
     tracker.log_json(ctx.run_id, {"final": last, "attempts": attempts}, K.OOM_ARTIFACT)
-    tags = {K.OOM: "true", K.STATE_TAG: "PRUNED", K.PRUNED_REASON: K.REASON_OOM}
-    tracker.end_trial(ctx.run_id, "FAILED", tags)
+    tracker.end_trial(ctx.run_id, "FAILED", end_tags(ctx.number, "PRUNED", K.REASON_OOM, {K.OOM: "true"}))
     return optuna.TrialPruned(f"OOM at epoch {last['epoch']} step {last['step']}: {last['error_head']}")
 
 
@@ -190,7 +202,8 @@ def _head(exc: BaseException) -> str:
 def fatal(ctx: TrialContext, tracker: Tracker, exc: BaseException) -> WorkerPoisoned:
     """A sticky CUDA error: the trial fails and its worker must stop."""
     ctx.trial.set_user_attr(K.FATAL_ERROR, _head(exc))
-    tracker.end_trial(ctx.run_id, "FAILED", {K.STATE_TAG: "FAIL", "fatal_cuda_error": "true"})
+    tags = end_tags(ctx.number, "FAIL", "fatal CUDA error", {"fatal_cuda_error": "true"})
+    tracker.end_trial(ctx.run_id, "FAILED", tags)
     return WorkerPoisoned(_head(exc))
 
 
@@ -198,7 +211,7 @@ def failed(ctx: TrialContext, tracker: Tracker, exc: BaseException) -> None:
     """Any other error: the trial fails (the caller re-raises; Optuna records FAIL)."""
     name = type(exc).__name__
     ctx.trial.set_user_attr(K.ERROR, f"{name}: {_head(exc)}" if str(exc) else name)
-    tracker.end_trial(ctx.run_id, "FAILED", {K.STATE_TAG: "FAIL", K.ERROR: name})
+    tracker.end_trial(ctx.run_id, "FAILED", end_tags(ctx.number, "FAIL", name, {K.ERROR: name}))
 
 
 def completed(
@@ -236,7 +249,7 @@ def completed(
     ctx.trial.set_constraint(MEMORY_CONSTRAINT, 0.0)
     best = {f"best_val_{metric}": result.best_metric, K.BEST_EPOCH: float(result.best_epoch)}
     tracker.log_metrics(ctx.run_id, best)
-    tracker.end_trial(ctx.run_id, "FINISHED", {K.STATE_TAG: "COMPLETE"})
+    tracker.end_trial(ctx.run_id, "FINISHED", end_tags(ctx.number, "COMPLETE"))
     return result.best_metric
 
 
@@ -248,7 +261,8 @@ def abandoned(study: optuna.Study, trial: optuna.trial.FrozenTrial, tracker: Tra
     if failed is None:
         return False
     RetryHeartbeatStaleTrialCallback(max_retry=1)(study, failed)
-    tracker.end_trial(failed.user_attrs.get(K.MLFLOW_RUN_ID), "FAILED", {K.STATE_TAG: "FAIL", K.ERROR: why})
+    tags = end_tags(trial.number, "FAIL", "process gone", {K.ERROR: why})
+    tracker.end_trial(failed.user_attrs.get(K.MLFLOW_RUN_ID), "FAILED", tags)
     return True
 
 
@@ -265,6 +279,7 @@ def close_stale_runs(study: optuna.Study, tracker: Tracker) -> int:
     for number, run_id in tracker.open_trial_runs().items():
         trial = trials.get(number)
         if trial is not None:
-            tracker.end_trial(run_id, status[trial.state], {K.STATE_TAG: trial.state.name})
+            reason = trial.user_attrs.get(K.PRUNED_REASON) if trial.state == TrialState.PRUNED else None
+            tracker.end_trial(run_id, status[trial.state], end_tags(number, trial.state.name, reason))
             closed += 1
     return closed

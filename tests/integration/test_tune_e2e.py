@@ -11,6 +11,7 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from hpo.commands import app
+from hpo.trial import keys as K
 from tests.support import CI_CONFIG
 
 runner = CliRunner()
@@ -32,6 +33,9 @@ def test_tune_prints_summary(study_run: dict[str, object]) -> None:
     assert "3 finished (3 new)" in output
     assert "majority-class baseline" in output
     assert "mlflow ui --backend-store-uri sqlite:///" in output
+    assert "runs?workflowType=machine_learning" in output
+    report = Path(str(study_run["out"])) / "ci-tiny-report.html"
+    assert f"report: {report}" in output.splitlines()[-1] and report.stat().st_size > 100_000
 
 
 def test_storage_holds_three_finished_trials(study_run: dict[str, object]) -> None:
@@ -84,10 +88,15 @@ def test_mlflow_has_parent_and_child_runs(study_run: dict[str, object]) -> None:
     assert exp is not None
     runs = client.search_runs([exp.experiment_id])
     parents = [r for r in runs if r.data.tags.get("hpo.parent") == "true"]
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    children = [r for r in runs if r.data.tags.get("hpo.parent_run_id")]
+    assert exp.tags.get("mlflow.experimentKind") == "custom_model_development"  # opens on training runs
     assert len(parents) == 1 and len(children) == 3
     assert parents[0].info.status == "FINISHED" and "best_val_macro_f1" in parents[0].data.metrics
-    assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
+    assert all(c.data.tags["hpo.parent_run_id"] == parents[0].info.run_id for c in children)
+    assert not any(c.data.tags.get("mlflow.parentRunId") for c in children)  # not folded under the study
+    for c in children:  # the list reads on its own: "trial 2 · pruned: early_stop"
+        state, reason = c.data.tags["state"], c.data.tags.get("pruned_reason")
+        assert c.info.run_name == K.run_name(int(c.data.tags["trial_number"]), state, reason)
     assert {c.data.tags["trial_number"] for c in children} == {"0", "1", "2"}
     for c in children:
         assert c.info.status in ("FINISHED", "KILLED")
