@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from hpo.errors import ConfigError
 from hpo.paths import CONFIG_DIR, SAMPLE_DATA_DIR
+from hpo.redact import is_redacted
 from hpo.units import parse_memory
 
 Precision = Literal["fp32", "fp16", "bf16", "bf16_pure"]
@@ -157,6 +158,10 @@ class StudyConfig(_Strict):
     def _storage_from_env(self) -> StudyConfig:
         if self.storage is None and os.environ.get("OPTUNA_STORAGE"):
             self.storage = os.environ["OPTUNA_STORAGE"]
+        # an MLflow URI whose password was kept out of files and command lines comes by environment
+        env_uri = os.environ.get(MLFLOW_URI_ENV)
+        if env_uri and (self.mlflow_uri is None or is_redacted(self.mlflow_uri)):
+            self.mlflow_uri = env_uri
         return self
 
     @property
@@ -167,6 +172,9 @@ class StudyConfig(_Strict):
     @property
     def mlflow_tracking_uri(self) -> str:
         return mlflow_uri(self.mlflow_uri, self.output_dir)
+
+
+MLFLOW_URI_ENV = "HPO_MLFLOW_URI"  # the MLflow URI for processes that must not see it on their command line
 
 
 def storage_url(storage: str | None, output_dir: Path | None) -> str:

@@ -21,6 +21,7 @@ from hpo.commands.common import (
 )
 from hpo.commands.exit_codes import CRASH_LOOP, PENDING_LEFT, POISONED, for_signal
 from hpo.config import storage_url
+from hpo.redact import redact
 
 # StudyConfig field -> the flag that sets it (an invalid value is blamed on the flag, not the YAML file)
 FLAG_NAMES = {
@@ -185,7 +186,7 @@ def tune(
     cfg = load_config(config, opts.overrides(), flags=FLAG_NAMES)
     typer.echo(
         f"study {cfg.study} | agent {cfg.agent} | models {','.join(cfg.models)} | target "
-        f"{cfg.n_trials} trials x <= {cfg.epochs} epochs | par {cfg.par} | storage {cfg.storage_url}"
+        f"{cfg.n_trials} trials x <= {cfg.epochs} epochs | par {cfg.par} | storage {redact(cfg.storage_url)}"
     )
     report = run_tune(cfg)
     typer.echo("\n".join(report.lines()))
@@ -204,16 +205,21 @@ def worker(
     output_dir: OutputOpt = None,
     config: ConfigOpt = None,
     config_json: Annotated[Path | None, typer.Option("--config-json", hidden=True)] = None,
+    mlflow_uri: MlflowUriOpt = None,
     recycle_after: Annotated[int, typer.Option("--recycle-after", help="Exit after K trials.")] = 1_000_000,
     slot: Annotated[int | None, typer.Option("--slot", hidden=True, min=0)] = None,
     generation: Annotated[int, typer.Option("--generation", hidden=True, min=0)] = 0,
     launcher_pid: Annotated[int | None, typer.Option("--launcher-pid", hidden=True)] = None,
 ) -> None:
-    """Join an existing study from another shell or machine and run its trials."""
+    """Join an existing study from another shell or machine and run its trials.
+
+    Pass a password-bearing storage URL by environment (OPTUNA_STORAGE), not --storage: command lines are
+    visible to every user of the host.
+    """
     from hpo.run.protocol import WorkerId
     from hpo.run.worker import run_worker, worker_config  # lazy: imports torch
 
-    cfg = worker_config(study, storage_url(storage, output_dir), output_dir, config, config_json)
+    cfg = worker_config(study, storage_url(storage, output_dir), output_dir, config, config_json, mlflow_uri)
     wid = WorkerId(slot, generation) if slot is not None else None
     code = run_worker(cfg, recycle_after=recycle_after, worker=wid, launcher_pid=launcher_pid)
     raise typer.Exit(code=int(code))

@@ -19,10 +19,12 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from hpo.config import StudyConfig, load_config
+from hpo.config import MLFLOW_URI_ENV, StudyConfig, load_config
+from hpo.errors import HpoError
 from hpo.gpu import detect
 from hpo.lifecycle import die_with_parent, parent_alive, stop_on_signals
 from hpo.progress import Progress
+from hpo.redact import is_redacted
 from hpo.run.bootstrap import open_for_worker
 from hpo.run.host import make_host_admission
 from hpo.run.isolation import apply_memory_cap, cuda_context_bytes
@@ -40,19 +42,36 @@ STOP_DEADLINE_S = 10  # a stopped worker fails its trial and exits; past this th
 
 
 def worker_config(
-    study: str, storage_url: str, output_dir: Path | None, config: Path | None, config_json: Path | None
+    study: str,
+    storage_url: str,
+    output_dir: Path | None,
+    config: Path | None,
+    config_json: Path | None,
+    mlflow_uri: str | None = None,
 ) -> StudyConfig:
     """A worker's study config: the launcher's resolved file, else a study YAML, else the one stored with the
-    study by `hpo tune` (a worker started by hand in another shell or on another host)."""
+    study by `hpo tune` (a worker started by hand in another shell or on another host). ``mlflow_uri``
+    (``--mlflow-uri``) overrides the stored one; a stored one whose password was redacted must come from
+    --mlflow-uri or HPO_MLFLOW_URI."""
     if config_json is not None:
-        return StudyConfig.model_validate_json(config_json.read_text())
-    if config is not None:
-        return load_config(config, {"study": study, "storage": storage_url, "output_dir": output_dir})
-    stored = dict(load_existing(study, storage_url).user_attrs.get(CONFIG_ATTR) or {})
-    stored.update({"study": study, "storage": storage_url})
-    if output_dir is not None:
-        stored["output_dir"] = str(output_dir)
-    return StudyConfig.model_validate(stored)
+        cfg = StudyConfig.model_validate_json(config_json.read_text())
+    elif config is not None:
+        over = {"study": study, "storage": storage_url, "output_dir": output_dir, "mlflow_uri": mlflow_uri}
+        cfg = load_config(config, {k: v for k, v in over.items() if v is not None})
+    else:
+        stored = dict(load_existing(study, storage_url).user_attrs.get(CONFIG_ATTR) or {})
+        stored.update({"study": study, "storage": storage_url})
+        if output_dir is not None:
+            stored["output_dir"] = str(output_dir)
+        if mlflow_uri is not None:
+            stored["mlflow_uri"] = mlflow_uri
+        cfg = StudyConfig.model_validate(stored)
+    if cfg.mlflow and is_redacted(cfg.mlflow_uri):
+        raise HpoError(
+            f"the study logs to MLflow at {cfg.mlflow_uri}, whose password is not stored",
+            f"pass it by environment: {MLFLOW_URI_ENV}=URI hpo worker ... (or --mlflow-uri)",
+        )
+    return cfg
 
 
 class LedgerAdmission:
