@@ -112,6 +112,7 @@ class StudyConfig(_Strict):
     mlflow_uri: str | None = None
     mlflow: bool = True
     gpu_memory: str | None = None
+    gpus: list[int] | None = None  # --gpus: GPU indices, --par workers each (None: every visible GPU)
     host_memory: str | None = None  # --par: host RAM the trials may use (None: what is available at start)
     headroom_gb: float | None = Field(None, ge=0.0)  # None: the GPU profile's (hpo.gpu.headroom_bytes)
     high_memory_fraction: float = Field(0.9, gt=0.0, le=1.0)  # trials above it are tagged high_memory
@@ -152,6 +153,13 @@ class StudyConfig(_Strict):
                 parse_memory(v, "host memory")
             except ConfigError as exc:
                 raise ValueError(f"{exc.message}: write it like 8GB or 512MiB") from None
+        return v
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpus(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or min(v) < 0 or len(set(v)) != len(v)):
+            raise ValueError("list distinct GPU indices >= 0, e.g. 0,1")
         return v
 
     @model_validator(mode="after")

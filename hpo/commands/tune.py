@@ -30,6 +30,7 @@ FLAG_NAMES = {
     "output_dir": "--output-dir",
     "mlflow_uri": "--mlflow-uri",
     "gpu_memory": "--gpu-memory",
+    "gpus": "--gpus",
     "on_oom": "--on-oom",
     "recycle_after": "--recycle-after",
     "elastic_after_s": "--elastic-after",
@@ -56,6 +57,7 @@ class TuneOptions:
     mlflow_uri: str | None = None
     mlflow: bool | None = None
     gpu_memory: str | None = None
+    gpus: list[str] | None = None
     host_memory: str | None = None
     on_oom: str | None = None
     device: str | None = None
@@ -94,6 +96,15 @@ def tune(
     mlflow_uri: MlflowUriOpt = None,
     no_mlflow: Annotated[bool, typer.Option("--no-mlflow", help="Do not log to MLflow.")] = False,
     gpu_memory: GpuMemoryOpt = None,
+    gpus: Annotated[
+        str | None,
+        typer.Option(
+            "--gpus",
+            help="GPU indices to use, e.g. 0,1 (default: every visible GPU): --par workers per GPU, one "
+            "memory ledger per GPU, a trial runs on the first GPU with room. Without CUDA, with "
+            "--gpu-memory, each index is a simulated card of that size.",
+        ),
+    ] = None,
     host_memory: Annotated[
         str | None,
         typer.Option(
@@ -172,6 +183,7 @@ def tune(
         mlflow_uri=mlflow_uri,
         mlflow=False if no_mlflow else None,
         gpu_memory=gpu_memory,
+        gpus=split_list(gpus),
         host_memory=host_memory,
         on_oom=on_oom,
         device=device,
@@ -184,9 +196,11 @@ def tune(
         admission_timeout_s=admission_timeout,
     )
     cfg = load_config(config, opts.overrides(), flags=FLAG_NAMES)
+    gpu_note = f" per GPU x GPUs {','.join(map(str, cfg.gpus))}" if cfg.gpus else ""
     typer.echo(
         f"study {cfg.study} | agent {cfg.agent} | models {','.join(cfg.models)} | target "
-        f"{cfg.n_trials} trials x <= {cfg.epochs} epochs | par {cfg.par} | storage {redact(cfg.storage_url)}"
+        f"{cfg.n_trials} trials x <= {cfg.epochs} epochs | par {cfg.par}{gpu_note} | "
+        f"storage {redact(cfg.storage_url)}"
     )
     report = run_tune(cfg)
     typer.echo("\n".join(report.lines()))

@@ -32,6 +32,7 @@ from hpo.results.trials import count_states
 from hpo.run.bootstrap import start_study
 from hpo.run.deaths import CrashLoop, evidence, likely_cause, ran_count
 from hpo.run.isolation import worker_env
+from hpo.run.placement import cuda_visible, gpu_count
 from hpo.run.protocol import WorkerExit, WorkerId, config_path, read_marker, trial_file, write_private
 from hpo.run.report import TuneReport, finish, finished_by
 from hpo.run.reservations import ledger_path_for, usage_line
@@ -117,6 +118,9 @@ class Launcher:
         # its own session: a terminal's Ctrl-C reaches the launcher only, which stops the workers in order
         # the storage URL (and an MLflow URI) may carry a password: by environment, never on the command line
         env = worker_env(os.environ, self.par) | {"OPTUNA_STORAGE": self.cfg.storage_url}
+        visible = cuda_visible(self.cfg, os.environ.get("CUDA_VISIBLE_DEVICES"))
+        if visible is not None:  # --gpus: the workers see the selected GPUs (hpo.run.placement)
+            env["CUDA_VISIBLE_DEVICES"] = visible
         if self.cfg.mlflow:
             env[MLFLOW_URI_ENV] = self.cfg.mlflow_tracking_uri
         proc = subprocess.Popen(cmd, env=env, start_new_session=True)
@@ -247,7 +251,8 @@ def run_parallel(cfg: StudyConfig, started: float) -> TuneReport:
     setup = prepare(cfg)  # fail here, not once per worker
     study, tracker = start_study(cfg, setup)  # storage, study, MLflow: once, before any worker starts
     before = finished_count(study)
-    launch = Launcher(cfg, cfg.par, recycle_after=cfg.recycle_after).run()
+    # --par workers per GPU (--gpus, default every visible one; one simulated card on CPU)
+    launch = Launcher(cfg, cfg.par * gpu_count(cfg), recycle_after=cfg.recycle_after).run()
     report = TuneReport(
         study=cfg.study,
         storage=redact(cfg.storage_url),

@@ -29,6 +29,7 @@ from hpo.run.bootstrap import open_for_worker
 from hpo.run.host import make_host_admission
 from hpo.run.isolation import apply_memory_cap, cuda_context_bytes
 from hpo.run.ledger import Ledger
+from hpo.run.placement import MultiGpuAdmission, gpu_count, gpu_ledgers, home_gpu
 from hpo.run.protocol import WorkerExit, WorkerId, trial_file, write_marker
 from hpo.run.reservations import Reservation, ledger_path_for
 from hpo.run.serial import run_one
@@ -146,10 +147,24 @@ class MarkerProgress(Progress):
         write_marker(self.marker, number, f"after evaluating epoch {epoch + 1}/{epochs}")
 
 
-def make_admission(cfg: StudyConfig, policy: MemoryPolicy, gpu_key: str) -> LedgerAdmission | None:
-    """The worker's ledger admission, or None without a GPU budget (a plain CPU run admits everything)."""
+def make_admission(
+    cfg: StudyConfig, policy: MemoryPolicy, gpu_key: str, slot: int = 0
+) -> LedgerAdmission | MultiGpuAdmission | None:
+    """The worker's ledger admission (several GPUs: hpo.run.placement), or None without a GPU budget (a
+    plain CPU run admits everything)."""
     if policy.gpu_bytes is None:
         return None
+    if gpu_count(cfg) > 1:
+        ledgers = gpu_ledgers(cfg, policy, policy.simulated)
+        margin = min(CAP_MARGIN_BYTES, policy.headroom_bytes // max(1, cfg.par))
+        return MultiGpuAdmission(
+            ledgers,
+            home_gpu(slot, len(ledgers)),
+            policy.allocator.context_bytes,
+            margin,
+            cfg.elastic_after_s,
+            cfg.admission_timeout_s,
+        )
     ledger = Ledger(
         ledger_path_for(cfg.storage_url, cfg.output_dir),
         gpu_key,
@@ -201,7 +216,8 @@ def _trial_loop(cfg: StudyConfig, recycle_after: int, worker: WorkerId) -> Worke
         measured = cuda_context_bytes(policy.allocator.context_bytes)
         policy.allocator = replace(policy.allocator, context_bytes=measured)
     info = detect(0)
-    admission = make_admission(cfg, policy, info.uuid if info.available else f"simulated-{policy.gpu_bytes}")
+    key = info.uuid if info.available else f"simulated-{policy.gpu_bytes}"
+    admission = make_admission(cfg, policy, key, worker.slot)
     if admission is not None:
         # every other worker's CUDA context stays on the card: a trial must fit beside them
         policy.resident_bytes = (cfg.par - 1) * policy.allocator.context_bytes

@@ -10,6 +10,7 @@ import os
 import signal
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import psutil
 import pytest
 from optuna.trial import TrialState
 
+from hpo.study import storage_of
 from tests.postgres import PASSWORD_IN_URL
 from tests.support import CI_CONFIG, hpo_cmd, quiet_env, wait_for
 
@@ -60,8 +62,19 @@ def test_two_hosts_one_study_one_mlflow_no_password_anywhere(
     env = _env(pg_url, pg_mlflow_url)
     n_trials = 8
     tune = subprocess.Popen(
-        hpo_cmd("tune", "--config", str(CI_CONFIG), "--output-dir", str(host_a), "--epochs", "1")
-        + ["--par", "2", "--n-trials", str(n_trials)],
+        hpo_cmd(
+            "tune",
+            "--config",
+            str(CI_CONFIG),
+            "--output-dir",
+            str(host_a),
+            "--epochs",
+            "1",
+            "--par",
+            "2",
+            "--n-trials",
+            str(n_trials),
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -115,7 +128,8 @@ def test_two_hosts_one_study_one_mlflow_no_password_anywhere(
 
     # the storage password: nowhere in MLflow, the study, files, command lines or output
     texts = [str(r.data.params) + str(r.data.tags) for r in runs]
-    texts += [str(study.user_attrs), str(study.system_attrs)]
+    storage = storage_of(study)
+    texts += [str(study.user_attrs), str(storage.get_study_system_attrs(study._study_id))]
     texts += [str(t.user_attrs) + str(t.system_attrs) + str(t.params) for t in trials]
     texts += [out_a, out_b, *argv]
     assert argv and any("worker" in a for a in argv)
@@ -134,8 +148,18 @@ def test_kill_9_mid_trial_fails_by_heartbeat_and_is_retried(tmp_path: Path, pg_u
     env = _env(pg_url, **beats)
     host_a, host_b = tmp_path / "host-a", tmp_path / "host-b"
     first = subprocess.Popen(
-        hpo_cmd("tune", "--config", str(CI_CONFIG), "--output-dir", str(host_a), "--no-mlflow")
-        + ["--n-trials", "3", "--epochs", "3"],
+        hpo_cmd(
+            "tune",
+            "--config",
+            str(CI_CONFIG),
+            "--output-dir",
+            str(host_a),
+            "--no-mlflow",
+            "--n-trials",
+            "3",
+            "--epochs",
+            "3",
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -172,3 +196,29 @@ def test_kill_9_mid_trial_fails_by_heartbeat_and_is_retried(tmp_path: Path, pg_u
     assert len(retries) == 1 and retries[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     assert len([t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]) >= 3
+
+
+_START = """
+import sys, optuna
+from hpo.study import make_storage
+storage = make_storage(sys.argv[1])
+optuna.create_study(storage=storage, study_name="race", direction="maximize", load_if_exists=True)
+engine = storage.engine
+print(engine.pool.size(), engine.pool._max_overflow)
+"""
+
+
+def test_many_processes_create_one_study_at_once_on_an_empty_database(pg_url: str) -> None:
+    """Optuna's first-run race (tables, version row, the study) on a fresh PostgreSQL database: six
+    processes start at once and all get the one study; each holds a pool of 2 connections, no overflow."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _START, pg_url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(6)
+    ]
+    results = [p.communicate(timeout=300) for p in procs]
+    for proc, (out, err) in zip(procs, results, strict=True):
+        assert proc.returncode == 0, err[-2000:]
+        assert out.split() == ["2", "0"]
+    assert optuna.get_all_study_names(storage=pg_url) == ["race"]
