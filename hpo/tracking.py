@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from hpo.errors import HpoError
+from hpo.rdb import is_server_url
 from hpo.redact import redact, redact_text
 from hpo.tracking_buffer import Op, Outbox, replay_folder
 from hpo.tracking_setup import get_or_create_experiment, get_or_create_parent
@@ -117,6 +118,8 @@ class MLflowTracker:
 
         self.tracking_uri = tracking_uri
         self.study_name = study_name
+        if is_server_url(tracking_uri):  # MLflow straight on a database server: no idle pooled connections
+            os.environ.setdefault("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")
         if tracking_uri.startswith("sqlite:///"):
             Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         folder = pending_dir or (artifact_root or Path(".")).parent / "mlflow-pending"

@@ -61,7 +61,8 @@ def worker_config(
         cfg = load_config(config, {k: v for k, v in over.items() if v is not None})
     else:
         stored = dict(load_existing(study, storage_url).user_attrs.get(CONFIG_ATTR) or {})
-        stored.update({"study": study, "storage": storage_url})
+        # this host's GPUs, not those of the host that created the study
+        stored.update({"study": study, "storage": storage_url, "gpus": None})
         if output_dir is not None:
             stored["output_dir"] = str(output_dir)
         if mlflow_uri is not None:
