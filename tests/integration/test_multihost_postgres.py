@@ -140,58 +140,66 @@ def test_two_hosts_one_study_one_mlflow_no_password_anywhere(
     assert stat.S_IMODE(config.stat().st_mode) == 0o600
     assert "postgresql://hpo:***@" in out_a  # printed URLs are redacted, not dropped
 
+    # trials / best / oom read the shared storage from anywhere (a third folder, the URL by environment)
+    for command in ("trials", "best", "oom"):
+        res = subprocess.run(
+            hpo_cmd(command, "--study", "ci-tiny", "--output-dir", str(tmp_path / "laptop")),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert PASSWORD_IN_URL not in res.stdout + res.stderr
 
-def test_kill_9_mid_trial_fails_by_heartbeat_and_is_retried(tmp_path: Path, pg_url: str) -> None:
-    """A process killed with SIGKILL mid-trial on PostgreSQL: a worker on another host (which cannot see the
-    dead pid) fails the trial through its stale heartbeat and runs the retry."""
-    beats = {"HPO_HEARTBEAT_INTERVAL_S": "1", "HPO_HEARTBEAT_GRACE_S": "4"}
-    env = _env(pg_url, **beats)
+
+def test_kill_9_of_a_worker_mid_trial_fails_by_heartbeat_and_is_retried(tmp_path: Path, pg_url: str) -> None:
+    """An `hpo worker` killed with SIGKILL mid-trial on PostgreSQL: a worker on another host (which cannot see
+    the dead pid) fails the trial through its stale heartbeat and runs the retry."""
+    env = _env(pg_url, HPO_HEARTBEAT_INTERVAL_S="1", HPO_HEARTBEAT_GRACE_S="4")
     host_a, host_b = tmp_path / "host-a", tmp_path / "host-b"
-    first = subprocess.Popen(
-        hpo_cmd(
-            "tune",
-            "--config",
-            str(CI_CONFIG),
-            "--output-dir",
-            str(host_a),
-            "--no-mlflow",
-            "--n-trials",
-            "3",
-            "--epochs",
-            "3",
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+    base = ("--config", str(CI_CONFIG), "--no-mlflow")
+    created = subprocess.run(
+        hpo_cmd("tune", *base, "--output-dir", str(host_a), "--n-trials", "1"),
+        capture_output=True,
         text=True,
+        timeout=600,
         env=env,
     )
+    assert created.returncode == 0, created.stdout[-2000:] + created.stderr[-2000:]
+    # the YAML's target (3 trials) for the hand-started workers: the study has 1
+    first = subprocess.Popen(
+        hpo_cmd("worker", "--study", "ci-tiny", "--config", str(CI_CONFIG), "--output-dir", str(host_a)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    study = optuna.load_study(study_name="ci-tiny", storage=pg_url)
 
-    def running() -> list[optuna.trial.FrozenTrial]:
-        if not _study_exists(pg_url):
-            return []
-        study = optuna.load_study(study_name="ci-tiny", storage=pg_url)
-        return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    def mine() -> list[optuna.trial.FrozenTrial]:
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        return [t for t in running if t.user_attrs.get("pid") == first.pid]
 
     try:
-        assert wait_for(lambda: bool(running()), 300), "no trial started"
-        time.sleep(2.0)  # well inside the trial (3 epochs)
+        assert wait_for(lambda: bool(mine()), 300), "the worker started no trial"
+        killed = mine()[0].number
+        time.sleep(2.0)  # inside the trial (2 epochs)
         os.kill(first.pid, signal.SIGKILL)
         first.wait(timeout=30)
     finally:
         if first.poll() is None:
             first.kill()
-    killed = running()[0].number
+    assert study.trials[killed].state == TrialState.RUNNING  # nobody on this "host" cleaned it up
     worker = subprocess.run(
-        hpo_cmd("worker", "--study", "ci-tiny", "--output-dir", str(host_b)),
+        hpo_cmd("worker", "--study", "ci-tiny", "--config", str(CI_CONFIG), "--output-dir", str(host_b)),
         capture_output=True,
         text=True,
         timeout=600,
         env=env,
     )
     assert worker.returncode == 0, worker.stdout[-3000:] + worker.stderr[-3000:]
-    study = optuna.load_study(study_name="ci-tiny", storage=pg_url)
     trials = study.get_trials(deepcopy=False)
-    assert study.trials[killed].state == TrialState.FAIL
+    assert trials[killed].state == TrialState.FAIL
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed]
     assert len(retries) == 1 and retries[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
     assert not [t for t in trials if t.state == TrialState.RUNNING]
