@@ -6,12 +6,13 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hpo.errors import ConfigError
 from hpo.paths import CONFIG_DIR, SAMPLE_DATA_DIR
+from hpo.redact import is_redacted
 from hpo.units import parse_memory
+from hpo.yaml_file import read_yaml
 
 Precision = Literal["fp32", "fp16", "bf16", "bf16_pure"]
 Scheduler = Literal["linear", "cosine", "constant"]
@@ -116,6 +117,7 @@ class StudyConfig(_Strict):
     mlflow: bool = True
     report: bool = True  # write `hpo report` at the end of `hpo tune` and log it on the MLflow parent run
     gpu_memory: str | None = None
+    gpus: list[int] | None = None  # --gpus: GPU indices, --par workers each (None: every visible GPU)
     host_memory: str | None = None  # --par: host RAM the trials may use (None: what is available at start)
     headroom_gb: float | None = Field(None, ge=0.0)  # None: the GPU profile's (hpo.gpu.headroom_bytes)
     high_memory_fraction: float = Field(0.9, gt=0.0, le=1.0)  # trials above it are tagged high_memory
@@ -158,10 +160,21 @@ class StudyConfig(_Strict):
                 raise ValueError(f"{exc.message}: write it like 8GB or 512MiB") from None
         return v
 
+    @field_validator("gpus")
+    @classmethod
+    def _gpus(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or min(v) < 0 or len(set(v)) != len(v)):
+            raise ValueError("list distinct GPU indices >= 0, e.g. 0,1")
+        return v
+
     @model_validator(mode="after")
     def _storage_from_env(self) -> StudyConfig:
         if self.storage is None and os.environ.get("OPTUNA_STORAGE"):
             self.storage = os.environ["OPTUNA_STORAGE"]
+        # an MLflow URI whose password was kept out of files and command lines comes by environment
+        env_uri = os.environ.get(MLFLOW_URI_ENV)
+        if env_uri and (self.mlflow_uri is None or is_redacted(self.mlflow_uri)):
+            self.mlflow_uri = env_uri
         return self
 
     @property
@@ -172,6 +185,9 @@ class StudyConfig(_Strict):
     @property
     def mlflow_tracking_uri(self) -> str:
         return mlflow_uri(self.mlflow_uri, self.output_dir)
+
+
+MLFLOW_URI_ENV = "HPO_MLFLOW_URI"  # the MLflow URI for processes that must not see it on their command line
 
 
 def storage_url(storage: str | None, output_dir: Path | None) -> str:
@@ -186,26 +202,6 @@ def storage_url(storage: str | None, output_dir: Path | None) -> str:
 def mlflow_uri(uri: str | None, output_dir: Path | None) -> str:
     """The MLflow tracking URI: ``uri``, else ``<output_dir>/mlflow.db`` (default runs/)."""
     return uri or f"sqlite:///{((output_dir or DEFAULT_OUTPUT_DIR) / 'mlflow.db').resolve()}"
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    """Read a YAML mapping, turning every problem into a one-line ConfigError."""
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}", "pass an existing YAML file with --config")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"malformed YAML in {path}{where}", "fix the YAML syntax") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"{path} must hold a mapping of settings, not {type(data).__name__}",
-            "see configs/studies/*.yaml for the format",
-        )
-    return data
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

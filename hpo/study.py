@@ -15,6 +15,8 @@ from optuna.trial import TrialState
 from hpo.config import StudyConfig
 from hpo.dbcheck import check_sqlite, is_disk_full, sqlite_path
 from hpo.errors import StorageError
+from hpo.rdb import heartbeat_settings, is_server_url, server_storage
+from hpo.redact import redact, redact_text
 
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 AGENT_ATTR = "agent"  # study user attrs written when the study is created
@@ -54,30 +56,39 @@ def make_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.BaseSto
         path = Path(url.removeprefix("journal:"))
         path.parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
-    engine_kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
-        if not path.parent.is_dir():
-            raise StorageError(
-                f"storage directory {path.parent} does not exist", "create it or pass another --storage"
-            )
-        engine_kwargs = {"connect_args": {"timeout": 120}}
-    elif url.startswith(("postgresql", "mysql")):
-        engine_kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
     kwargs: dict[str, Any] = {}
-    if heartbeat:
+    if heartbeat or is_server_url(url):  # a server storage is shared by the whole process: heartbeats on
         from optuna.storages import RetryHeartbeatStaleTrialCallback
 
+        interval, grace = heartbeat_settings(HEARTBEAT_INTERVAL_S, HEARTBEAT_GRACE_S)
         kwargs = {
-            "heartbeat_interval": HEARTBEAT_INTERVAL_S,
-            "grace_period": HEARTBEAT_GRACE_S,
+            "heartbeat_interval": interval,
+            "grace_period": grace,
             "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=1),
         }
     try:
+        if is_server_url(url):
+            return server_storage(url, kwargs)  # one per process, bounded pool (hpo.rdb)
+        engine_kwargs: dict[str, Any] = {}
+        if url.startswith("sqlite:///"):
+            path = Path(url.removeprefix("sqlite:///"))
+            if not path.parent.is_dir():
+                raise StorageError(
+                    f"storage directory {path.parent} does not exist", "create it or pass another --storage"
+                )
+            engine_kwargs = {"connect_args": {"timeout": 120}}
         return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+    except StorageError:
+        raise
+    except ImportError as exc:
+        raise StorageError(
+            f"no database driver for storage {redact(url)}: {str(exc).splitlines()[0][:200]}",
+            "PostgreSQL needs psycopg (installed with hpo: postgresql://...), MySQL PyMySQL "
+            "(mysql+pymysql://...)",
+        ) from exc
     except Exception as exc:  # sqlalchemy raises many types for a bad URL / dead server
         raise StorageError(
-            f"cannot open storage {url}: {str(exc).splitlines()[0][:200]}",
+            f"cannot open storage {redact(url)}: {redact_text(str(exc).splitlines()[0][:200], url)}",
             "check --storage / OPTUNA_STORAGE (e.g. sqlite:///runs/hpo.db)",
         ) from exc
 
@@ -119,8 +130,8 @@ def create_or_load(cfg: StudyConfig) -> optuna.Study:
         )
     except Exception as exc:
         raise StorageError(
-            f"cannot create or load study '{cfg.study}' in {cfg.storage_url}: "
-            f"{str(exc).splitlines()[0][:200]}",
+            f"cannot create or load study '{cfg.study}' in {redact(cfg.storage_url)}: "
+            f"{redact_text(str(exc).splitlines()[0][:200], cfg.storage_url)}",
             "check --storage and --study",
         ) from exc
     agent = study.user_attrs.get(AGENT_ATTR)
@@ -131,9 +142,20 @@ def create_or_load(cfg: StudyConfig) -> optuna.Study:
         )
     if agent is None:
         study.set_user_attr(AGENT_ATTR, cfg.agent)
-        study.set_user_attr(CONFIG_ATTR, cfg.model_dump(mode="json"))
+        study.set_user_attr(CONFIG_ATTR, public_config(cfg))
     optuna.storages.fail_stale_trials(study)
     return study
+
+
+def public_config(cfg: StudyConfig) -> dict[str, Any]:
+    """``cfg`` as stored with the study and in the workers' config file: URLs without their passwords (the
+    storage URL is never stored: a reader already has it; a password-bearing MLflow URI comes by --mlflow-uri
+    or HPO_MLFLOW_URI)."""
+    data = cfg.model_dump(mode="json")
+    data["storage"] = None
+    if data.get("mlflow_uri"):
+        data["mlflow_uri"] = redact(data["mlflow_uri"])
+    return data
 
 
 def open_study(cfg: StudyConfig) -> optuna.Study:
@@ -182,13 +204,14 @@ def load_existing(name: str, storage_url: str) -> optuna.Study:
         names = optuna.get_all_study_names(storage=storage)
     except Exception as exc:
         raise StorageError(
-            f"cannot read storage {storage_url}: {str(exc).splitlines()[0][:200]}",
+            f"cannot read storage {redact(storage_url)}: "
+            f"{redact_text(str(exc).splitlines()[0][:200], storage_url)}",
             "check --storage / OPTUNA_STORAGE",
         ) from exc
     if name not in names:
         known = ", ".join(names) or "none"
         raise StorageError(
-            f"no study named '{name}' in {storage_url} (studies: {known})",
+            f"no study named '{name}' in {redact(storage_url)} (studies: {known})",
             "pass --study NAME and the --storage/--output-dir used by `hpo tune`",
         )
     return optuna.load_study(study_name=name, storage=storage)

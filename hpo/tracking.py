@@ -16,8 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from hpo.errors import HpoError
+from hpo.rdb import is_server_url
+from hpo.redact import redact, redact_text
 from hpo.tracking_base import MlflowNotSetUp, NullTracker, RunStatus, Tracker, flatten
 from hpo.tracking_buffer import Op, Outbox, replay_folder
+from hpo.tracking_setup import get_or_create_experiment, get_or_create_parent
 
 __all__ = [
     "MLflowTracker",
@@ -29,7 +32,6 @@ __all__ = [
     "make_tracker",
 ]
 
-PARENT_TAG = "hpo.parent"
 # A trial run names its study's run in this tag, not in mlflow.parentRunId: the UI folds child runs under
 # their parent, and the trial runs are what the runs view should show when it opens
 PARENT_RUN_TAG = "hpo.parent_run_id"
@@ -68,6 +70,8 @@ class MLflowTracker:
 
         self.tracking_uri = tracking_uri
         self.study_name = study_name
+        if is_server_url(tracking_uri):  # MLflow straight on a database server: no idle pooled connections
+            os.environ.setdefault("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")
         if tracking_uri.startswith("sqlite:///"):
             Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         folder = pending_dir or (artifact_root or Path(".")).parent / "mlflow-pending"
@@ -80,49 +84,34 @@ class MLflowTracker:
             raise
         except Exception as exc:  # MLflow raises many types for a bad URI
             raise HpoError(
-                f"cannot use MLflow tracking URI {tracking_uri}: {str(exc).splitlines()[0][:200]}",
+                f"cannot use MLflow tracking URI {redact(tracking_uri)}: "
+                f"{redact_text(str(exc).splitlines()[0][:200], tracking_uri)}",
                 "pass a valid --mlflow-uri (e.g. sqlite:///runs/mlflow.db) or --no-mlflow",
             ) from exc
 
     def _experiment(self, artifact_root: Path | None, create: bool) -> str:
-        exp = self.client.get_experiment_by_name(self.study_name)
-        if exp is not None:
-            if create and EXPERIMENT_KIND_TAG not in exp.tags:  # made by an hpo before the tag existed
-                self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
-            return str(exp.experiment_id)
-        if not create:
+        location = artifact_root.resolve().as_uri() if artifact_root is not None else None
+        kind = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}  # the training-runs view, also on older experiments
+        found = get_or_create_experiment(self.client, self.study_name, location, create, tags=kind)
+        if found is None:
             raise MlflowNotSetUp(
-                f"MLflow has no experiment for study '{self.study_name}' in {self.tracking_uri}",
+                f"MLflow has no experiment for study '{self.study_name}' in {redact(self.tracking_uri)}",
                 "start the study with `hpo tune` first (it sets MLflow up before any worker)",
             )
-        location = artifact_root.resolve().as_uri() if artifact_root is not None else None
-        kind = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
-        return str(self.client.create_experiment(self.study_name, artifact_location=location, tags=kind))
+        return found
 
     def _parent_run(self, study_params: dict[str, Any], create: bool) -> str:
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`{PARENT_TAG}` = 'true'",
-            max_results=1,
-            order_by=["attributes.start_time ASC"],
-        )
-        if runs:
-            run_id = str(runs[0].info.run_id)
-            if create:
-                self.client.update_run(run_id, status="RUNNING")  # resumed study
-            return run_id
-        if not create:
+        run_id, created = get_or_create_parent(self.client, self.experiment_id, self.study_name, create)
+        if run_id is None:
             raise MlflowNotSetUp(
-                f"MLflow has no parent run for study '{self.study_name}' in {self.tracking_uri}",
+                f"MLflow has no parent run for study '{self.study_name}' in {redact(self.tracking_uri)}",
                 "start the study with `hpo tune` first (it sets MLflow up before any worker)",
             )
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=f"study:{self.study_name}",
-            tags={PARENT_TAG: "true", "hpo.study": self.study_name},
-        )
-        self.log_params(run.info.run_id, study_params)
-        return str(run.info.run_id)
+        if created:
+            self.log_params(run_id, study_params)
+        elif create:
+            self.client.update_run(run_id, status="RUNNING")  # resumed study
+        return run_id
 
     def _execute(self, op: Op) -> str | None:
         """Run one write against MLflow (raises on failure; the outbox retries or buffers it)."""

@@ -7,7 +7,7 @@ parses the flags, runs every schedule on the same mix per seed and prints the ta
 summary of the ratios), optionally as JSON. The table's header says how many configs could not fit.
 
     python scripts/bench_scheduler.py [--config configs/studies/criteria-24gb.yaml] [--n-trials 400]
-        [--seed 0] [--par 4] [--contention] [--out runs/bench.json]
+        [--seed 0] [--par 4] [--gpus 2] [--contention] [--out runs/bench.json]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 from hpo.bench import DEFAULT_CONFIG
 from hpo.bench.error import error_model
 from hpo.bench.mix import Mix, estimator_footprint, space_draw
-from hpo.bench.simulate import NAMES, ceiling, run_all, table
+from hpo.bench.simulate import NAMES, ceiling, run_all, simulate, table
 from hpo.memory.budget import CUDA_CONTEXT
 from hpo.units import GIB, parse_memory
 
@@ -61,6 +61,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     add("--contention", action="store_true", help="concurrent trials share GPU compute")
     add("--priority-after", type=float, default=60.0, help="ledger anti-starvation delay (s)")
     add("--elastic-after", type=float, default=60.0, help="wait before lighter forms are taken (s)")
+    add(
+        "--gpus",
+        type=int,
+        nargs="*",
+        default=[],
+        help="more memory-aware (elastic) rows on this many simulated cards, PAR workers each (--gpus 2)",
+    )
     add("--out", type=Path, help="write config and results as JSON")
     args = parser.parse_args(argv)
     card = parse_memory(args.gpu_memory)
@@ -80,6 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the tool prunes what cannot fit beside the other workers' contexts; one mix for every row
         mix = Mix(seed, estimator_footprint, capacity - (max(pars) - 1) * CUDA_CONTEXT, draw, error)
         results = run_all(mix, args.n_trials, args.par, card, capacity, args.extra_par, **kw)
+        results += [
+            simulate(mix, args.n_trials, "memory", args.par, card, capacity, gpus=g, **kw) for g in args.gpus
+        ]
         ceilings = {
             f"ceiling{' +elastic' if elastic else ''} PAR={p}": round(
                 ceiling(mix, args.n_trials, p, capacity, elastic=elastic), 3
@@ -109,8 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\nseeds {seeds}, trials/h vs fixed PAR={base}: mean (min..max)")
         for k, row in enumerate(runs[0]["results"]):
             ratios = [run["results"][k]["vs_base"] for run in runs]
-            name = f"{NAMES[row['policy']]} PAR={row['par']}"
-            print(f"  {name:<28}{sum(ratios) / len(ratios):.2f}x ({min(ratios):.2f}..{max(ratios):.2f})")
+            name = f"{NAMES[row['policy']]} PAR={row['par']}" + (
+                f" x {row['gpus']}" if row["gpus"] > 1 else ""
+            )
+            print(f"  {name:<36}{sum(ratios) / len(ratios):.2f}x ({min(ratios):.2f}..{max(ratios):.2f})")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}

@@ -55,6 +55,7 @@ class Result:
     mean_wait_min: float
     max_wait_min: float
     own_ooms: int = 0  # trials that ran out of memory inside their own cap (memory-aware), pruned
+    gpus: int = 1  # simulated cards (memory-aware, `hpo tune --gpus`): PAR workers per card
 
 
 def simulate(
@@ -75,6 +76,7 @@ def simulate(
     priority_after: float = 60.0,
     unfit: str = "run",
     cap_margin_bytes: int | None = None,
+    gpus: int = 1,
 ) -> Result:
     """Run trials 0..n_trials-1 of ``mix`` with ``par`` workers under a "fixed" or "memory" policy.
 
@@ -85,10 +87,14 @@ def simulate(
     as ``crash_kills`` says) and is lost; ``unfit="skip"`` leaves them out of every schedule.
     ``cap_margin_bytes``: the per-worker cap's margin over its reservation (default: the worker's rule,
     min(512 MiB, headroom / par)).
+    ``gpus`` (memory-aware only): that many cards of ``card_bytes``, each with its own ledger and ``par``
+    workers; a waiting trial starts on the first card whose ledger admits it (hpo.run.placement).
     """
     valid = policy in ("fixed", "memory") and crash_kills in ("all", "newest") and lost in ("retry", "drop")
     if not valid or unfit not in ("run", "skip"):
         raise ValueError(f"unknown policy {policy!r}, crash_kills {crash_kills!r}, lost {lost!r} or unfit")
+    if gpus < 1 or (gpus > 1 and policy != "memory"):
+        raise ValueError("several simulated GPUs need the memory-aware policy")
     mix.trials_upto(n_trials)
     queue: deque[int] = deque()
     for k in range(n_trials):
@@ -108,15 +114,18 @@ def simulate(
         else cap_margin_bytes
     )
 
-    def in_use() -> int:
-        return par * ctx + sum(int(state[2]) for state in running.values())
+    def in_use(gpu: int | None = None) -> int:
+        """Bytes in use on card ``gpu`` (all cards: None)."""
+        cards = gpus if gpu is None else 1
+        held = (int(state[2]) for state in running.values() if gpu is None or int(state[6]) == gpu)
+        return cards * par * ctx + sum(held)
 
-    def start(i: int, form: Form) -> None:
+    def start(i: int, form: Form, gpu: int = 0) -> None:
         # fixed PAR: the true footprint is on the card; memory-aware: the reservation (its cap bounds it)
         ooms = policy == "memory" and form.real > form.footprint + margin  # over its own cap, at its peak
         left = form.peak_at_s if ooms else form.duration_s
         held = form.footprint - ctx if policy == "memory" else form.real
-        running[i] = [left, now, held, form.util, form.duration_s, float(ooms)]
+        running[i] = [left, now, held, form.util, form.duration_s, float(ooms), float(gpu)]
         attempts[i] += 1
 
     def eligible(w: dict[str, Any]) -> tuple[Form, ...]:
@@ -126,7 +135,7 @@ def simulate(
     def fill() -> None:
         nonlocal crashes, killed, wasted, wait_total, max_wait
         restarting[:] = [t for t in restarting if t > now]
-        while queue and len(running) + len(waiting) + len(restarting) < par:
+        while queue and len(running) + len(waiting) + len(restarting) < par * gpus:
             i = queue.popleft()
             if policy == "memory":
                 record = {"key": str(i), "bytes": mix[i].footprint - ctx, "since": now}
@@ -149,11 +158,14 @@ def simulate(
             forms = eligible(w)
             w["bytes"] = min(f.footprint for f in forms) - ctx  # the least it can run with (hpo.run.ledger)
             back = held_back(waiting, now, str(w["key"]))
-            form = next((f for f in forms if admits(in_use(), capacity_bytes, f.footprint - ctx, back)), None)
-            if form is not None:
-                waiting.remove(w)
-                wait_total, max_wait = wait_total + now - w["since"], max(max_wait, now - w["since"])
-                start(int(w["key"]), form)
+            for gpu in range(gpus):  # the first card whose ledger admits one of its eligible forms
+                room = (f for f in forms if admits(in_use(gpu), capacity_bytes, f.footprint - ctx, back))
+                form = next(room, None)
+                if form is not None:
+                    waiting.remove(w)
+                    wait_total, max_wait = wait_total + now - w["since"], max(max_wait, now - w["since"])
+                    start(int(w["key"]), form, gpu)
+                    break
 
     fill()
     while running or restarting or waiting:
@@ -176,14 +188,14 @@ def simulate(
                 completed, done_work = completed + 1, done_work + mix[i].duration_s
         fill()
     hours = now / 3600 or 1e-9
-    rates = (completed / hours, done_work / 3600 / hours, mem_integral / (now or 1.0) / card_bytes)
+    rates = (completed / hours, done_work / 3600 / hours, mem_integral / (now or 1.0) / card_bytes / gpus)
     waits = (max_in_use / GIB, wait_total / max(1, completed) / 60, max_wait / 60)
     w, h, tph, wph, mem, top, mean_wait, longest = (
         round(x, 3) for x in (wasted / 3600, hours, *rates, *waits)
     )
     name = "memory-elastic" if policy == "memory" and elastic else policy
     numbers = (w, h, tph, wph, mem, top, mean_wait, longest)
-    return Result(name, par, n_trials, completed, crashes, killed, *numbers, own_ooms=own_ooms)
+    return Result(name, par, n_trials, completed, crashes, killed, *numbers, own_ooms=own_ooms, gpus=gpus)
 
 
 def ceiling(
@@ -219,7 +231,7 @@ def run_all(
 
 
 NAMES = {"fixed": "fixed", "memory": "memory-aware", "memory-elastic": "memory-aware+elastic"}
-ROW = "{:<28}{:>9}{:>10}{:>9}{:>8}{:>13}{:>9}{:>6}{:>14}{:>10}{:>9}{:>10}{:>10}"
+ROW = "{:<36}{:>9}{:>10}{:>9}{:>8}{:>13}{:>9}{:>6}{:>14}{:>10}{:>9}{:>10}{:>10}"
 HEADER = (
     "schedule|done|trials/h|vs base|work/h|OOM crashes|own OOM|lost|wasted GPU-h|mean mem|max GiB|wait min"
     "|max wait"
@@ -231,7 +243,7 @@ def table(results: Sequence[Result], baseline: Result, ceilings: dict[str, float
     rows = [ROW.format(*HEADER.split("|"))]
     rows.append("-" * len(rows[0]))
     for r in results:
-        name = f"{NAMES[r.policy]} PAR={r.par}"
+        name = f"{NAMES[r.policy]} PAR={r.par}" + (f" x {r.gpus} GPUs" if r.gpus > 1 else "")
         speed = (f"{r.trials_per_hour:.2f}", f"{r.trials_per_hour / baseline.trials_per_hour:.2f}x")
         loss = (f"{r.work_per_hour:.2f}", r.crashes, r.own_ooms, r.lost, f"{r.wasted_gpu_hours:.2f}")
         memory = (f"{r.mean_memory_util:.1%}", f"{r.max_in_use_gib:.1f}")

@@ -21,6 +21,7 @@ from hpo.commands.common import (
 )
 from hpo.commands.exit_codes import CRASH_LOOP, PENDING_LEFT, POISONED, for_signal
 from hpo.config import storage_url
+from hpo.redact import redact
 
 # StudyConfig field -> the flag that sets it (an invalid value is blamed on the flag, not the YAML file)
 FLAG_NAMES = {
@@ -29,6 +30,7 @@ FLAG_NAMES = {
     "output_dir": "--output-dir",
     "mlflow_uri": "--mlflow-uri",
     "gpu_memory": "--gpu-memory",
+    "gpus": "--gpus",
     "on_oom": "--on-oom",
     "recycle_after": "--recycle-after",
     "elastic_after_s": "--elastic-after",
@@ -56,6 +58,7 @@ class TuneOptions:
     mlflow: bool | None = None
     report: bool | None = None
     gpu_memory: str | None = None
+    gpus: list[str] | None = None
     host_memory: str | None = None
     on_oom: str | None = None
     device: str | None = None
@@ -100,6 +103,15 @@ def tune(
         ),
     ] = False,
     gpu_memory: GpuMemoryOpt = None,
+    gpus: Annotated[
+        str | None,
+        typer.Option(
+            "--gpus",
+            help="GPU indices to use, e.g. 0,1 (default: every visible GPU): --par workers per GPU, one "
+            "memory ledger per GPU, a trial runs on the first GPU with room. Without CUDA, with "
+            "--gpu-memory, each index is a simulated card of that size.",
+        ),
+    ] = None,
     host_memory: Annotated[
         str | None,
         typer.Option(
@@ -179,6 +191,7 @@ def tune(
         mlflow=False if no_mlflow else None,
         report=False if no_report else None,
         gpu_memory=gpu_memory,
+        gpus=split_list(gpus),
         host_memory=host_memory,
         on_oom=on_oom,
         device=device,
@@ -191,9 +204,11 @@ def tune(
         admission_timeout_s=admission_timeout,
     )
     cfg = load_config(config, opts.overrides(), flags=FLAG_NAMES)
+    gpu_note = f" per GPU x GPUs {','.join(map(str, cfg.gpus))}" if cfg.gpus else ""
     typer.echo(
         f"study {cfg.study} | agent {cfg.agent} | models {','.join(cfg.models)} | target "
-        f"{cfg.n_trials} trials x <= {cfg.epochs} epochs | par {cfg.par} | storage {cfg.storage_url}"
+        f"{cfg.n_trials} trials x <= {cfg.epochs} epochs | par {cfg.par}{gpu_note} | "
+        f"storage {redact(cfg.storage_url)}"
     )
     report = run_tune(cfg)
     typer.echo("\n".join(report.lines()))
@@ -212,16 +227,21 @@ def worker(
     output_dir: OutputOpt = None,
     config: ConfigOpt = None,
     config_json: Annotated[Path | None, typer.Option("--config-json", hidden=True)] = None,
+    mlflow_uri: MlflowUriOpt = None,
     recycle_after: Annotated[int, typer.Option("--recycle-after", help="Exit after K trials.")] = 1_000_000,
     slot: Annotated[int | None, typer.Option("--slot", hidden=True, min=0)] = None,
     generation: Annotated[int, typer.Option("--generation", hidden=True, min=0)] = 0,
     launcher_pid: Annotated[int | None, typer.Option("--launcher-pid", hidden=True)] = None,
 ) -> None:
-    """Join an existing study from another shell or machine and run its trials."""
+    """Join an existing study from another shell or machine and run its trials.
+
+    Pass a password-bearing storage URL by environment (OPTUNA_STORAGE), not --storage: command lines are
+    visible to every user of the host.
+    """
     from hpo.run.protocol import WorkerId
     from hpo.run.worker import run_worker, worker_config  # lazy: imports torch
 
-    cfg = worker_config(study, storage_url(storage, output_dir), output_dir, config, config_json)
+    cfg = worker_config(study, storage_url(storage, output_dir), output_dir, config, config_json, mlflow_uri)
     wid = WorkerId(slot, generation) if slot is not None else None
     code = run_worker(cfg, recycle_after=recycle_after, worker=wid, launcher_pid=launcher_pid)
     raise typer.Exit(code=int(code))

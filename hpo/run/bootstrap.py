@@ -22,6 +22,8 @@ from optuna.trial import TrialState
 from hpo.config import DEFAULT_OUTPUT_DIR, StudyConfig
 from hpo.dbcheck import check_mlflow_db, check_sqlite, check_writable, sqlite_path
 from hpo.errors import HpoError
+from hpo.rdb import db_lock
+from hpo.redact import redact, redact_text
 from hpo.run.fingerprint import check_resume
 from hpo.run.setup import Setup, tracker_for
 from hpo.study import create_or_load, open_study
@@ -46,8 +48,19 @@ def lock_paths(cfg: StudyConfig) -> list[Path]:
 
 @contextlib.contextmanager
 def setup_lock(cfg: StudyConfig, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
-    """Hold every setup lock of ``cfg`` (in a fixed order: no deadlock between starters)."""
+    """Hold every setup lock of ``cfg`` (in a fixed order: no deadlock between starters); with a server
+    storage also a lock inside the database, so starters on different hosts take turns too."""
     with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(db_lock(cfg.storage_url, f"setup:{cfg.study}", timeout))
+        except HpoError:
+            raise
+        except Exception as exc:
+            raise HpoError(
+                f"cannot take the setup lock in storage {redact(cfg.storage_url)}: "
+                f"{redact_text(str(exc).splitlines()[0][:200], cfg.storage_url)}",
+                "check that the database server is reachable (--storage / OPTUNA_STORAGE)",
+            ) from exc
         for path in lock_paths(cfg):
             try:
                 stack.enter_context(FileLock(str(path), timeout=timeout))

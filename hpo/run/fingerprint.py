@@ -21,7 +21,7 @@ import optuna
 from hpo.config import SpaceConfig, StudyConfig
 from hpo.errors import ConfigError
 from hpo.run.setup import Setup
-from hpo.study import CONFIG_ATTR
+from hpo.study import CONFIG_ATTR, public_config
 
 FINGERPRINT_ATTR = "fingerprint"
 CHANGES_ATTR = "changes"
@@ -148,5 +148,5 @@ def check_resume(
     record = [{"field": c.field, "old": c.old, "new": c.new, "at": time.time()} for c in changes]
     study.set_user_attr(CHANGES_ATTR, list(study.user_attrs.get(CHANGES_ATTR, [])) + record)
     study.set_user_attr(FINGERPRINT_ATTR, new)
-    study.set_user_attr(CONFIG_ATTR, cfg.model_dump(mode="json"))
+    study.set_user_attr(CONFIG_ATTR, public_config(cfg))
     return changes

@@ -23,19 +23,21 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from hpo.config import StudyConfig
+from hpo.config import MLFLOW_URI_ENV, StudyConfig
 from hpo.gpu import detect
 from hpo.lifecycle import Stopped, StopRequest, ignore_stop_signals
 from hpo.memory.host import host_available
+from hpo.redact import redact
 from hpo.results.trials import count_states
 from hpo.run.bootstrap import start_study
 from hpo.run.deaths import CrashLoop, evidence, likely_cause, ran_count
 from hpo.run.isolation import worker_env
-from hpo.run.protocol import WorkerExit, WorkerId, config_path, read_marker, trial_file
+from hpo.run.placement import cuda_visible, gpu_count
+from hpo.run.protocol import WorkerExit, WorkerId, config_path, read_marker, trial_file, write_private
 from hpo.run.report import TuneReport, finish, finished_by, report_path
 from hpo.run.reservations import ledger_path_for, usage_line
 from hpo.run.setup import prepare
-from hpo.study import fail_trial, finished_count, open_study
+from hpo.study import fail_trial, finished_count, open_study, public_config
 from hpo.trial import keys as K
 from hpo.trial import outcomes
 from hpo.units import GIB, MIB
@@ -102,8 +104,6 @@ class Launcher:
             "worker",
             "--study",
             self.cfg.study,
-            "--storage",
-            self.cfg.storage_url,
             "--config-json",
             str(config_path(self.cfg)),
             "--recycle-after",
@@ -116,7 +116,14 @@ class Launcher:
             str(os.getpid()),
         ]
         # its own session: a terminal's Ctrl-C reaches the launcher only, which stops the workers in order
-        proc = subprocess.Popen(cmd, env=worker_env(os.environ, self.par), start_new_session=True)
+        # the storage URL (and an MLflow URI) may carry a password: by environment, never on the command line
+        env = worker_env(os.environ, self.par) | {"OPTUNA_STORAGE": self.cfg.storage_url}
+        visible = cuda_visible(self.cfg, os.environ.get("CUDA_VISIBLE_DEVICES"))
+        if visible is not None:  # --gpus: the workers see the selected GPUs (hpo.run.placement)
+            env["CUDA_VISIBLE_DEVICES"] = visible
+        if self.cfg.mlflow:
+            env[MLFLOW_URI_ENV] = self.cfg.mlflow_tracking_uri
+        proc = subprocess.Popen(cmd, env=env, start_new_session=True)
         self.workers.append(_Worker(proc, wid))
         self.report.started += 1
         self.report.pids.add(proc.pid)
@@ -204,7 +211,7 @@ class Launcher:
         config_path(cfg).parent.mkdir(parents=True, exist_ok=True)
         # one host-RAM capacity for every worker: --host-memory, else what is available before they start
         host = cfg.host_memory or f"{host_available() // MIB}MiB"
-        config_path(cfg).write_text(json.dumps(cfg.model_dump(mode="json") | {"host_memory": host}))
+        write_private(config_path(cfg), json.dumps(public_config(cfg) | {"host_memory": host}))
         self._say(f"{self.par} workers, recycle after {self.recycle_after} trials, target {cfg.n_trials}")
         last_status = 0.0
         try:
@@ -244,13 +251,14 @@ def run_parallel(cfg: StudyConfig, started: float) -> TuneReport:
     setup = prepare(cfg)  # fail here, not once per worker
     study, tracker = start_study(cfg, setup)  # storage, study, MLflow: once, before any worker starts
     before = finished_count(study)
-    launch = Launcher(cfg, cfg.par, recycle_after=cfg.recycle_after).run()
+    # --par workers per GPU (--gpus, default every visible one; one simulated card on CPU)
+    launch = Launcher(cfg, cfg.par * gpu_count(cfg), recycle_after=cfg.recycle_after).run()
     report = TuneReport(
         study=cfg.study,
-        storage=cfg.storage_url,
+        storage=redact(cfg.storage_url),
         target=cfg.n_trials,
         finished_before=before,
-        mlflow_uri=cfg.mlflow_tracking_uri if cfg.mlflow else None,
+        mlflow_uri=redact(cfg.mlflow_tracking_uri) if cfg.mlflow else None,
         interrupted=launch.interrupted,
         signum=launch.signum,
         metric=setup.agent.metric_name,

@@ -94,6 +94,12 @@ class Ledger:
         self._check(nbytes)
         return self._attempt([int(nbytes)], 1, trial, label, ticket=None)
 
+    def try_forms(
+        self, sizes: Sequence[int], eligible: int, *, trial: int | None = None, label: str = ""
+    ) -> Reservation | None:
+        """Reserve the first of ``sizes[:eligible]`` admitted now (no waiter is registered), else None."""
+        return self._attempt([int(n) for n in sizes], eligible, trial, label, ticket=None)
+
     def reserve(
         self,
         nbytes: int,

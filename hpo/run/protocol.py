@@ -5,6 +5,7 @@ Light on purpose (no torch): the command line imports the exit codes at start.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -40,6 +41,17 @@ def worker_dir(cfg: StudyConfig) -> Path:
 def config_path(cfg: StudyConfig) -> Path:
     """The resolved study config the launcher hands its workers."""
     return worker_dir(cfg) / "config.json"
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only (0600, from creation: no window for others)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp-private")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(tmp, 0o600)  # an existing file keeps its mode through O_CREAT
+    tmp.replace(path)
 
 
 def trial_file(cfg: StudyConfig, pid: int) -> Path:

@@ -14,6 +14,7 @@ from hpo.dbcheck import is_disk_full
 from hpo.errors import HpoError
 from hpo.lifecycle import check_stop, signal_of, stop_on_signals
 from hpo.progress import Progress
+from hpo.redact import redact
 from hpo.run.bootstrap import start_study
 from hpo.run.report import TuneReport, finish, finished_by, report_path
 from hpo.run.setup import build_objective, prepare
@@ -83,10 +84,10 @@ def run_serial(cfg: StudyConfig, started: float, progress: Progress | None = Non
     objective.sampler_seed = seed_sampler(study, cfg)  # a resumed run does not replay the first proposals
     report = TuneReport(
         study=cfg.study,
-        storage=cfg.storage_url,
+        storage=redact(cfg.storage_url),
         target=cfg.n_trials,
         finished_before=finished_count(study),
-        mlflow_uri=cfg.mlflow_tracking_uri if cfg.mlflow else None,
+        mlflow_uri=redact(cfg.mlflow_tracking_uri) if cfg.mlflow else None,
     )
     try:
         report.stopped_reason = run_trials(study, objective, cfg.n_trials, cfg.timeout)

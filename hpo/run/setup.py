@@ -22,6 +22,7 @@ from hpo.gpu import GpuProfile, detect, headroom_bytes, load_profile, resolve_de
 from hpo.memory.calibrate import Calibration
 from hpo.memory.catalog import get_spec
 from hpo.progress import Progress
+from hpo.redact import redact
 from hpo.tracking import Tracker, make_tracker
 from hpo.train.data import Splits, clean_splits
 from hpo.train.model import load_tokenizer
@@ -107,7 +108,7 @@ def tracker_for(cfg: StudyConfig, *, create: bool = True) -> Tracker:
         "epochs": cfg.epochs,
         "patience": cfg.patience,
         "seed": cfg.seed,
-        "storage": cfg.storage_url,
+        "storage": redact(cfg.storage_url),  # never the password (MLflow params are readable by all)
     }
     return make_tracker(
         cfg.mlflow,

@@ -19,14 +19,17 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from hpo.config import StudyConfig, load_config
+from hpo.config import MLFLOW_URI_ENV, StudyConfig, load_config
+from hpo.errors import HpoError
 from hpo.gpu import detect
 from hpo.lifecycle import die_with_parent, parent_alive, stop_on_signals
 from hpo.progress import Progress
+from hpo.redact import is_redacted
 from hpo.run.bootstrap import open_for_worker
 from hpo.run.host import make_host_admission
 from hpo.run.isolation import apply_memory_cap, cuda_context_bytes
 from hpo.run.ledger import Ledger
+from hpo.run.placement import MultiGpuAdmission, gpu_count, gpu_ledgers, home_gpu
 from hpo.run.protocol import WorkerExit, WorkerId, trial_file, write_marker
 from hpo.run.reservations import Reservation, ledger_path_for
 from hpo.run.serial import run_one
@@ -40,19 +43,37 @@ STOP_DEADLINE_S = 10  # a stopped worker fails its trial and exits; past this th
 
 
 def worker_config(
-    study: str, storage_url: str, output_dir: Path | None, config: Path | None, config_json: Path | None
+    study: str,
+    storage_url: str,
+    output_dir: Path | None,
+    config: Path | None,
+    config_json: Path | None,
+    mlflow_uri: str | None = None,
 ) -> StudyConfig:
     """A worker's study config: the launcher's resolved file, else a study YAML, else the one stored with the
-    study by `hpo tune` (a worker started by hand in another shell or on another host)."""
+    study by `hpo tune` (a worker started by hand in another shell or on another host). ``mlflow_uri``
+    (``--mlflow-uri``) overrides the stored one; a stored one whose password was redacted must come from
+    --mlflow-uri or HPO_MLFLOW_URI."""
     if config_json is not None:
-        return StudyConfig.model_validate_json(config_json.read_text())
-    if config is not None:
-        return load_config(config, {"study": study, "storage": storage_url, "output_dir": output_dir})
-    stored = dict(load_existing(study, storage_url).user_attrs.get(CONFIG_ATTR) or {})
-    stored.update({"study": study, "storage": storage_url})
-    if output_dir is not None:
-        stored["output_dir"] = str(output_dir)
-    return StudyConfig.model_validate(stored)
+        cfg = StudyConfig.model_validate_json(config_json.read_text())
+    elif config is not None:
+        over = {"study": study, "storage": storage_url, "output_dir": output_dir, "mlflow_uri": mlflow_uri}
+        cfg = load_config(config, {k: v for k, v in over.items() if v is not None})
+    else:
+        stored = dict(load_existing(study, storage_url).user_attrs.get(CONFIG_ATTR) or {})
+        # this host's GPUs, not those of the host that created the study
+        stored.update({"study": study, "storage": storage_url, "gpus": None})
+        if output_dir is not None:
+            stored["output_dir"] = str(output_dir)
+        if mlflow_uri is not None:
+            stored["mlflow_uri"] = mlflow_uri
+        cfg = StudyConfig.model_validate(stored)
+    if cfg.mlflow and is_redacted(cfg.mlflow_uri):
+        raise HpoError(
+            f"the study logs to MLflow at {cfg.mlflow_uri}, whose password is not stored",
+            f"pass it by environment: {MLFLOW_URI_ENV}=URI hpo worker ... (or --mlflow-uri)",
+        )
+    return cfg
 
 
 class LedgerAdmission:
@@ -127,10 +148,24 @@ class MarkerProgress(Progress):
         write_marker(self.marker, number, f"after evaluating epoch {epoch + 1}/{epochs}")
 
 
-def make_admission(cfg: StudyConfig, policy: MemoryPolicy, gpu_key: str) -> LedgerAdmission | None:
-    """The worker's ledger admission, or None without a GPU budget (a plain CPU run admits everything)."""
+def make_admission(
+    cfg: StudyConfig, policy: MemoryPolicy, gpu_key: str, slot: int = 0
+) -> LedgerAdmission | MultiGpuAdmission | None:
+    """The worker's ledger admission (several GPUs: hpo.run.placement), or None without a GPU budget (a
+    plain CPU run admits everything)."""
     if policy.gpu_bytes is None:
         return None
+    if gpu_count(cfg) > 1:
+        ledgers = gpu_ledgers(cfg, policy, policy.simulated)
+        margin = min(CAP_MARGIN_BYTES, policy.headroom_bytes // max(1, cfg.par))
+        return MultiGpuAdmission(
+            ledgers,
+            home_gpu(slot, len(ledgers)),
+            policy.allocator.context_bytes,
+            margin,
+            cfg.elastic_after_s,
+            cfg.admission_timeout_s,
+        )
     ledger = Ledger(
         ledger_path_for(cfg.storage_url, cfg.output_dir),
         gpu_key,
@@ -182,7 +217,8 @@ def _trial_loop(cfg: StudyConfig, recycle_after: int, worker: WorkerId) -> Worke
         measured = cuda_context_bytes(policy.allocator.context_bytes)
         policy.allocator = replace(policy.allocator, context_bytes=measured)
     info = detect(0)
-    admission = make_admission(cfg, policy, info.uuid if info.available else f"simulated-{policy.gpu_bytes}")
+    key = info.uuid if info.available else f"simulated-{policy.gpu_bytes}"
+    admission = make_admission(cfg, policy, key, worker.slot)
     if admission is not None:
         # every other worker's CUDA context stays on the card: a trial must fit beside them
         policy.resident_bytes = (cfg.par - 1) * policy.allocator.context_bytes

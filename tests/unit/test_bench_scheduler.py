@@ -195,3 +195,17 @@ def test_space_mix_is_the_tools_and_never_overcommitted() -> None:
         memory = simulate(mix, 40, "memory", 4, 24 * GIB, capacity, elastic=elastic)
         assert memory.crashes == 0 and memory.completed + memory.own_ooms == 40
         assert memory.max_in_use_gib <= 22.5
+
+
+def test_two_simulated_gpus_admit_per_card_and_run_more_trials_per_hour() -> None:
+    """`hpo tune --gpus 0,1` in the simulation: PAR workers per card, each card's ledger admits on its own
+    (the total in use stays within two capacities, no OOM kills a neighbour), and the same mix runs faster."""
+    card, capacity = 24 * GIB, int(22.5 * GIB)
+    mix = mix_of(2, limit=capacity - 3 * CUDA_CONTEXT)
+    one = simulate(mix, 60, "memory", 4, card, capacity)
+    two = simulate(mix, 60, "memory", 4, card, capacity, gpus=2)
+    assert two.gpus == 2 and two.crashes == 0 and two.completed + two.own_ooms == 60
+    assert two.max_in_use_gib <= 2 * 22.5
+    assert two.trials_per_hour > 1.5 * one.trials_per_hour
+    with pytest.raises(ValueError):
+        simulate(mix, 10, "fixed", 4, card, capacity, gpus=2)
