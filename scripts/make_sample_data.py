@@ -7,9 +7,9 @@ Posts are stitched from templates x fillers with a seeded RNG, so the output is 
 The sample imitates the shape of real Reddit data, not only its format (data/sample/README.md says which
 numbers are published and which are our choice):
 - lengths: each annotated sentence is a symptom clause inside Reddit-style context clauses, its word count
-  drawn from a log-normal (median ~20 words) with a run-on tail (7 %: median ~90 words), so a few % of the
+  drawn from a log-normal (median ~20 words) with a run-on tail (9 %: median ~90 words), so a few % of the
   (criterion, sentence) pairs pass 128 MiniLM tokens and some pass 256;
-- balance: evidence (status=1) rows are a minority (~30 %);
+- balance: evidence (status=1) rows are a minority (about a third);
 - difficulty: status=0 rows include symptom words in negated, past, third-person or figurative contexts and
   sentences that express a different (also a closely related) symptom; status=1 rows include evidence without
   the symptom's keywords; passing mentions are labelled either way and a few labels are flipped
@@ -35,11 +35,12 @@ from hpo.train.data import ANNOTATION_COLUMNS, ANNOTATIONS_FILE, POST_COLUMNS, P
 
 N_POSTS = 150
 P_EVIDENCE = 0.32  # chance that an annotated topic sentence is evidence for its symptom (explicit or hidden)
-P_HIDDEN = 0.35  # share of evidence sentences without the symptom's keywords
-P_HARD = 0.5  # share of non-evidence topic sentences with symptom words in a context that is not evidence
-P_MILD = 0.12  # chance that a topic sentence is a passing mention (status: a coin, as annotators split)
-P_CROSS = 0.45  # chance that an evidence sentence also gets a status=0 row for another symptom
-P_FLIP = 0.05  # annotator disagreement: the label is flipped
+P_HIDDEN = 0.25  # share of evidence sentences without the symptom's keywords
+P_HARD = 0.35  # share of non-evidence topic sentences with symptom words in a context that is not evidence
+P_MILD = 0.05  # chance that a topic sentence is a passing mention (status: a coin, as annotators split)
+P_CROSS = 0.25  # chance that an evidence sentence also gets a status=0 row for another symptom
+P_FLIP = 0.03  # annotator disagreement: the label is flipped
+P_TWICE = 0.5  # venting repeats itself: a second clause of the same kind in the sentence
 WORDS_MEDIAN, WORDS_SIGMA = 20.0, 0.5  # ordinary sentences: log-normal word count
 P_RUNON, RUNON_MEDIAN, RUNON_SIGMA = 0.09, 90.0, 0.55  # run-on sentences (no full stop for a paragraph)
 MAX_WORDS = 300
@@ -418,6 +419,13 @@ def wrap(rng: random.Random, clause: str) -> str:
 
 def topic_clause(rng: random.Random, symptom: str, kind: str) -> str:
     """The clause carrying the symptom: explicit or hidden evidence, healthy, hard negative or mild."""
+    clause = _one_clause(rng, symptom, kind)
+    if kind in ("pos", "hidden", "ok") and rng.random() < P_TWICE:
+        clause += rng.choice((" and ", ", ", ", like ")) + _one_clause(rng, symptom, kind)
+    return clause
+
+
+def _one_clause(rng: random.Random, symptom: str, kind: str) -> str:
     topic = TOPICS[symptom]
     fill = {**COMMON, **topic.fill}
     if kind == "hidden":
