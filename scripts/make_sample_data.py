@@ -4,14 +4,23 @@
     python scripts/make_sample_data.py --out /tmp/x --vocab /tmp/x/vocab.txt --seed 1
 
 Posts are stitched from templates x fillers with a seeded RNG, so the output is byte-for-byte reproducible.
-status=1 sentences clearly express their symptom; status=0 rows are healthy statements on the same topic
-or a sentence about a different (not closely related) symptom. None of it is real data.
+The sample imitates the shape of real Reddit data, not only its format (data/sample/README.md says which
+numbers are published and which are our choice):
+- lengths: each annotated sentence is a symptom clause inside Reddit-style context clauses, its word count
+  drawn from a log-normal (median ~20 words) with a run-on tail (9 %: median ~90 words), so a few % of the
+  (criterion, sentence) pairs pass 128 MiniLM tokens and some pass 256;
+- balance: evidence (status=1) rows are a minority (about a third);
+- difficulty: status=0 rows include symptom words in negated, past, third-person or figurative contexts and
+  sentences that express a different (also a closely related) symptom; status=1 rows include evidence without
+  the symptom's keywords; passing mentions are labelled either way and a few labels are flipped
+  (annotator disagreement). None of it is real data.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import math
 import random
 import re
 import string
@@ -25,8 +34,16 @@ from hpo.paths import ASSETS_DIR, SAMPLE_DATA_DIR
 from hpo.train.data import ANNOTATION_COLUMNS, ANNOTATIONS_FILE, POST_COLUMNS, POSTS_FILE
 
 N_POSTS = 150
-P_POSITIVE = 0.65  # chance that an annotated topic sentence expresses its symptom
-P_CROSS = 0.45  # chance that a positive sentence also gets a status=0 row for an unrelated symptom
+P_EVIDENCE = 0.32  # chance that an annotated topic sentence is evidence for its symptom (explicit or hidden)
+P_HIDDEN = 0.25  # share of evidence sentences without the symptom's keywords
+P_HARD = 0.35  # share of non-evidence topic sentences with symptom words in a context that is not evidence
+P_MILD = 0.05  # chance that a topic sentence is a passing mention (status: a coin, as annotators split)
+P_CROSS = 0.25  # chance that an evidence sentence also gets a status=0 row for another symptom
+P_FLIP = 0.03  # annotator disagreement: the label is flipped
+P_TWICE = 0.5  # venting repeats itself: a second clause of the same kind in the sentence
+WORDS_MEDIAN, WORDS_SIGMA = 20.0, 0.5  # ordinary sentences: log-normal word count
+P_RUNON, RUNON_MEDIAN, RUNON_SIGMA = 0.09, 90.0, 0.55  # run-on sentences (no full stop for a paragraph)
+MAX_WORDS = 300
 VOCAB_SIZE = 2048
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -243,31 +260,122 @@ TOPICS: dict[str, Topic] = {
               "event": ("my breakup", "I lost my job", "my father died", "the move")},
     ),
 }
-# Symptom pairs too close to label one with the other's sentence as a clear status=0 example.
-CLOSE = {frozenset(pair) for pair in (
-    ("FATIGUE", "PSYCHOMOTOR"), ("FATIGUE", "SLEEP_ISSUES"), ("WORTHLESSNESS", "SUICIDAL_THOUGHTS"),
-    ("DEPRESSED_MOOD", "ANHEDONIA"), ("DEPRESSED_MOOD", "WORTHLESSNESS"),
-    ("DEPRESSED_MOOD", "SUICIDAL_THOUGHTS"),
-    ("FATIGUE", "COGNITIVE_ISSUES"), ("PSYCHOMOTOR", "COGNITIVE_ISSUES"),
-)}
-LEADS = ("Honestly, ", "To be honest, ", "I guess ", "Also, ", "And ", "On top of that, ")
+
+# Evidence without the symptom's keywords (status 1): an annotator reads the symptom from what is described.
+HIDDEN: dict[str, tuple[str, ...]] = {
+    "DEPRESSED_MOOD": ("I sit in my car in the parking lot for an hour before I can walk into the house",
+                       "every song on the radio makes my throat close up and I have to turn it off",
+                       "I smile at work and then I get home and just stare at the wall until it is dark"),
+    "ANHEDONIA": ("my guitar has been sitting in the corner collecting dust since the summer",
+                  "my friends stopped inviting me because I always say I will see how I feel",
+                  "I finished the game I waited two years for and felt absolutely nothing"),
+    "APPETITE_CHANGE": ("my jeans are falling off me and my mom keeps asking if I am eating",
+                        "I realized at nine at night that the only thing I had all day was a coffee",
+                        "I have gone up two sizes since the fall from eating cereal out of the box at "
+                        "midnight"),
+    "SLEEP_ISSUES": ("I watch the numbers on my clock go from one to five most nights",
+                     "I slept through three alarms and my whole Saturday again",
+                     "I see the sun come up more often than I see it set these days"),
+    "PSYCHOMOTOR": ("my coworker asked why it takes me a full minute to answer a simple question",
+                    "my leg will not stop bouncing under the desk and I keep getting up to walk the hallway",
+                    "it takes me twenty minutes to get from the bed to the shower"),
+    "FATIGUE": ("carrying the groceries up one flight of stairs feels like running a marathon",
+                "I sit on the edge of the bed for ten minutes before I can stand up and get dressed",
+                "by lunch my arms feel like they are made of sand"),
+    "WORTHLESSNESS": ("everyone would have a better team if they replaced me with literally anyone",
+                      "I apologize to people for existing in the same room as them",
+                      "I replay every stupid thing I said at dinner and cringe at myself for days"),
+    "COGNITIVE_ISSUES": ("I stood in the cereal aisle for twenty minutes because I could not pick a box",
+                         "I have reread the same email five times and still do not know what it says",
+                         "I walk into a room and have no idea why I am there several times a day"),
+    "SUICIDAL_THOUGHTS": ("I have been looking up how to write a will even though I am twenty two",
+                          "I keep thinking it would be a relief if I just did not wake up tomorrow",
+                          "I gave my cat to my sister in case something happens to me"),
+    "SPECIAL_CASE": ("my psychiatrist and I are trying a third pill because the first two did nothing",
+                     "the intake form at the clinic said major depressive episode, recurrent",
+                     "I have been in and out of therapy since I was fifteen"),
+}
+# Passing, subclinical mentions: the symptom's words, but one bad day or a normal reaction. Coin-flip status.
+MILD: dict[str, tuple[str, ...]] = {
+    "DEPRESSED_MOOD": ("I was a bit down after the game on Sunday",
+                       "I felt kind of sad when my friend moved"),
+    "ANHEDONIA": ("I have not been that into {hobby} this month",
+                  "I skipped {hobby} this week, not in the mood"),
+    "APPETITE_CHANGE": ("I was not very hungry yesterday", "I have been snacking more than usual this week"),
+    "SLEEP_ISSUES": ("I slept badly before my exam", "I stayed up too late gaming a couple of nights"),
+    "PSYCHOMOTOR": ("I was a bit restless waiting for the results",
+                    "I felt slow this morning before my coffee"),
+    "FATIGUE": ("I was tired after the double shift", "I have been a bit low on energy this week"),
+    "WORTHLESSNESS": ("I felt guilty for forgetting her birthday", "I felt a little useless at the new job"),
+    "COGNITIVE_ISSUES": ("I had trouble focusing in the meeting today", "I could not decide what to order"),
+    "SUICIDAL_THOUGHTS": ("I sometimes think about what my funeral would be like",
+                          "I joked that I would rather die than go to that meeting"),
+    "SPECIAL_CASE": ("I wonder if I should talk to someone about how I have been",
+                     "my friend thinks I might have depression"),
+}
+# A symptom sentence (core) in a context that makes it no evidence for the writer now (status 0).
+HARD: tuple[str, ...] = (
+    'my {rel} texted me "{core}" and I did not know what to say',
+    "a few years ago {core_l}, but that is behind me now",
+    "my {doctor} asked whether {core_l} and I could honestly say no",
+    "it is not that {core_l}, I am just stressed about money",
+    "people at work joke that {core_l} every time the Monday meeting runs long",
+    "I keep reading posts where people say {core_l} and I am glad that is not me anymore",
+    "my {rel} has been saying {core_l} and I am worried about {them}",
+    "in high school {core_l}, but I got help and I have been okay for years",
+)
+RELATIVES = (("sister", "her"), ("brother", "him"), ("best friend", "her"), ("roommate", "him"),
+             ("mom", "her"), ("dad", "him"), ("boyfriend", "him"), ("girlfriend", "her"), ("coworker", "her"))
+# Symptom-neutral context: what Reddit sentences wrap around the one clause that matters.
+CONTEXT: tuple[str, ...] = (
+    "my roommate moved out in March", "I work closing shifts at a grocery store",
+    "my parents keep asking when I will finish my degree", "I moved to a new city for a job last year",
+    "my car broke down again last week", "I have been applying to jobs for months",
+    "my best friend moved across the country", "we adopted a cat in the spring", "my sister just had a baby",
+    "I switched majors twice", "rent went up again", "I have two exams next week",
+    "my dad and I do not really talk anymore", "I spend most evenings on my phone",
+    "my boyfriend and I broke up in January", "my girlfriend works nights so I barely see her",
+    "the weather here has been gray for weeks", "I am the oldest of four kids",
+    "my manager keeps changing my schedule", "I live with two roommates I barely know",
+    "my mom calls me every Sunday", "I have been trying to save money for a car",
+    "we had a family reunion last month", "my grandma has been in and out of the hospital",
+    "I quit my part time job in October", "I have a group project due Friday",
+    "I do not have many friends in this town", "my landlord still has not fixed the heating",
+    "my little brother is starting high school", "everyone at work seems to have their life together",
+    "I turned twenty five in May", "I am in my last year of college", "I got passed over for a promotion",
+    "my internet has been out half the week", "I spent the holidays alone this year",
+    "my friends from high school all have kids now", "I volunteer at an animal shelter on weekends",
+    "I drive an hour each way to work", "my parents are getting divorced", "my dog died in the summer",
+    "my boss says my work is fine", "I take the bus everywhere", "I am behind on my student loans",
+    "my ex started dating one of my friends", "I keep telling myself next week will be different",
+    "nobody in my family talks about feelings", "I have been at this company for six years",
+    "I just started my second year of grad school", "my shift starts at six in the morning",
+    "I deleted most of my social media", "my cousin is getting married in the fall",
+    "I have lived in the same apartment since college", "the bills keep piling up on the counter",
+)
+JOIN_BEFORE = (", and ", ", so ", " and ", ", but ", " and honestly ", ", and then ")
+JOIN_AFTER = (" and ", ", because ", ", but ", ", and ", " since ", ", which is why ", " and like ")
+LEADS = ("honestly ", "to be honest ", "I guess ", "also ", "and ", "on top of that ", "idk, ", "so yeah, ")
 OPENERS = ("Throwaway account because people I know use this site.", "I am not sure where else to post this.",
            "Long time lurker, first post.", "I am {age} and {job}.", "This is going to be a long one.")
-FILLERS = ("Work has been busy.", "It rained all week here.", "My roommate moved out last month.",
-           "I live with my parents right now.", "My sister is visiting soon.",
-           "I changed jobs in the spring.")
 CLOSERS = ("Thanks for reading.", "Any advice would help.", "I just needed to get this off my chest.",
-           "Does anyone else feel this way?", "Sorry for the rambling.")
+           "Does anyone else feel this way?", "Sorry for the rambling.", "TL;DR I do not know what to do.")
 POST_FILL: dict[str, tuple[str, ...]] = {
     "age": ("19", "22", "24", "27", "31", "35", "42"),
     "job": ("work in retail", "a college student", "work in an office", "a nurse", "between jobs",
             "a high school teacher", "a software developer"),
+    "rel": tuple(r for r, _ in RELATIVES),
 }
 EXPLAIN_POS = ("The writer describes {topic}.", "Clear first-person report of {topic}.",
                "The sentence expresses {topic}.")
+EXPLAIN_HIDDEN = "No keyword, but the behaviour described is {topic}."
 EXPLAIN_OK = ("Healthy statement on this topic; no sign of {topic}.",
               "The writer reports the opposite of {topic}.")
+EXPLAIN_HARD = "Mentions {topic}, but not as the writer's current experience."
+EXPLAIN_MILD = ("Passing mention; too mild or brief to count as {topic}.",
+                "Borderline: read as {topic} given the rest of the post.")
 EXPLAIN_CROSS = "The sentence is about {about}, not {label}."
+EXPLAIN_FLIP = " (Borderline call.)"
 # fmt: on
 
 
@@ -277,37 +385,105 @@ def render(rng: random.Random, template: str, fill: dict[str, tuple[str, ...]]) 
     return template.format(**{name: rng.choice(fill[name]) for name in sorted(slots)})
 
 
-def topic_sentence(rng: random.Random, symptom: str, status: int) -> str:
-    """A sentence that expresses ``symptom`` (status 1) or is a healthy statement on its topic (status 0)."""
+def _lower_first(text: str) -> str:
+    return text if text.startswith(("I ", "I'")) else text[:1].lower() + text[1:]
+
+
+def target_words(rng: random.Random) -> int:
+    """A sentence length in words: log-normal, with a run-on tail (Reddit paragraphs without a full stop)."""
+    median, sigma = (RUNON_MEDIAN, RUNON_SIGMA) if rng.random() < P_RUNON else (WORDS_MEDIAN, WORDS_SIGMA)
+    return min(MAX_WORDS, max(4, round(median * math.exp(rng.gauss(0.0, sigma)))))
+
+
+def wrap(rng: random.Random, clause: str) -> str:
+    """``clause`` padded with context clauses before and after it up to a drawn length; one sentence."""
+    target, before, after = target_words(rng), [], []
+    size = len(clause.split())
+    context = list(CONTEXT)
+    rng.shuffle(context)
+    while size < target and context:
+        extra = context.pop()
+        size += len(extra.split()) + 1
+        if rng.random() < 0.4:
+            before.append(extra + rng.choice(JOIN_BEFORE))
+        else:
+            after.append(rng.choice(JOIN_AFTER) + extra)
+        if not context and size < target:  # a very long run-on repeats itself, like real ones do
+            context = list(CONTEXT)
+            rng.shuffle(context)
+    text = "".join(before) + clause + "".join(after)
+    if rng.random() < 0.25:
+        text = rng.choice(LEADS) + text
+    return text[:1].upper() + text[1:] + rng.choice((".", ".", ".", "!", "..."))
+
+
+def topic_clause(rng: random.Random, symptom: str, kind: str) -> str:
+    """The clause carrying the symptom: explicit or hidden evidence, healthy, hard negative or mild."""
+    clause = _one_clause(rng, symptom, kind)
+    if kind in ("pos", "hidden", "ok") and rng.random() < P_TWICE:
+        clause += rng.choice((" and ", ", ", ", like ")) + _one_clause(rng, symptom, kind)
+    return clause
+
+
+def _one_clause(rng: random.Random, symptom: str, kind: str) -> str:
     topic = TOPICS[symptom]
-    body = render(rng, rng.choice(topic.pos if status else topic.neg), {**COMMON, **topic.fill})
-    if rng.random() < 0.3:
-        lead = rng.choice(LEADS)
-        body = lead + (body if body.startswith(("I ", "I'")) else body[0].lower() + body[1:])
-    return body
+    fill = {**COMMON, **topic.fill}
+    if kind == "hidden":
+        return render(rng, rng.choice(HIDDEN[symptom]), fill)
+    if kind == "mild":
+        return render(rng, rng.choice(MILD[symptom]), fill)
+    if kind == "ok":
+        return _lower_first(render(rng, rng.choice(topic.neg), fill)).rstrip(".")
+    core = render(rng, rng.choice(topic.pos), fill).rstrip(".")
+    if kind == "hard":
+        rel, them = rng.choice(RELATIVES)
+        return rng.choice(HARD).format(
+            core=core, core_l=_lower_first(core), rel=rel, them=them, doctor=rng.choice(COMMON["doctor"])
+        )
+    return _lower_first(core)
 
 
-def make_post(rng: random.Random, index: int) -> tuple[list[list[str]], str]:
-    """One synthetic post: its annotation rows and the post text."""
+def annotation(rng: random.Random, symptom: str) -> tuple[str, int, str]:
+    """(clause kind, status, explanation) of one annotated topic sentence, label noise included."""
+    phrase = TOPICS[symptom].phrase
+    if rng.random() < P_MILD:
+        status = int(rng.random() < 0.5)
+        return "mild", status, EXPLAIN_MILD[status].format(topic=phrase)
+    if rng.random() < P_EVIDENCE:
+        if rng.random() < P_HIDDEN:
+            return "hidden", 1, EXPLAIN_HIDDEN.format(topic=phrase)
+        return "pos", 1, rng.choice(EXPLAIN_POS).format(topic=phrase)
+    if rng.random() < P_HARD:
+        return "hard", 0, EXPLAIN_HARD.format(topic=phrase)
+    return "ok", 0, rng.choice(EXPLAIN_OK).format(topic=phrase)
+
+
+def make_post(rng: random.Random, index: int, seen: set[tuple[str, str]]) -> tuple[list[list[str]], str]:
+    """One synthetic post: its annotation rows and the post text (``seen``: (symptom, sentence) so far)."""
     post_id = f"synth_{index:04d}"
     symptoms = rng.sample(sorted(TOPICS), rng.choice((2, 2, 3, 3, 4)))
     sentences: list[str] = [render(rng, rng.choice(OPENERS), POST_FILL)] if rng.random() < 0.6 else []
     rows: list[list[str]] = []
     for symptom in symptoms:
-        if rng.random() < 0.3:
-            sentences.append(rng.choice(FILLERS))
-        status = int(rng.random() < P_POSITIVE)
-        text = topic_sentence(rng, symptom, status)
+        if rng.random() < 0.4:
+            sentences.append(wrap(rng, rng.choice(CONTEXT)))
+        kind, status, explanation = annotation(rng, symptom)
+        text = wrap(rng, topic_clause(rng, symptom, kind))
+        if (symptom, text.lower()) in seen or text in sentences:
+            continue  # a repeated pair could carry the opposite label: the loader refuses those
+        if rng.random() < P_FLIP:
+            status, explanation = 1 - status, explanation + EXPLAIN_FLIP
         sentence_id = f"{post_id}_{len(sentences)}"
         sentences.append(text)
-        topic = TOPICS[symptom].phrase
-        explanation = rng.choice(EXPLAIN_POS if status else EXPLAIN_OK).format(topic=topic)
+        seen.add((symptom, text.lower()))
         rows.append([post_id, sentence_id, text, symptom, str(status), explanation])
-        if status and rng.random() < P_CROSS:
-            others = [s for s in sorted(TOPICS) if s != symptom and frozenset((s, symptom)) not in CLOSE]
-            other = rng.choice(others)
-            explanation = EXPLAIN_CROSS.format(about=topic, label=TOPICS[other].phrase)
-            rows.append([post_id, sentence_id, text, other, "0", explanation])
+        if kind in ("pos", "hidden") and rng.random() < P_CROSS:
+            other = rng.choice([s for s in sorted(TOPICS) if s != symptom])
+            if (other, text.lower()) not in seen:
+                seen.add((other, text.lower()))
+                about = TOPICS[symptom].phrase
+                cross = EXPLAIN_CROSS.format(about=about, label=TOPICS[other].phrase)
+                rows.append([post_id, sentence_id, text, other, "0", cross])
     if rng.random() < 0.5:
         sentences.append(rng.choice(CLOSERS))
     return rows, " ".join(sentences)
@@ -316,10 +492,11 @@ def make_post(rng: random.Random, index: int) -> tuple[list[list[str]], str]:
 def generate(seed: int = 0, n_posts: int = N_POSTS) -> tuple[list[list[str]], list[list[str]]]:
     """Annotation rows and post rows (without headers) of the whole synthetic sample."""
     rng = random.Random(seed)
+    seen: set[tuple[str, str]] = set()
     annotations: list[list[str]] = []
     posts: list[list[str]] = []
     for index in range(n_posts):
-        rows, text = make_post(rng, index)
+        rows, text = make_post(rng, index, seen)
         annotations.extend(rows)
         posts.append([f"synth_{index:04d}", text])
     return annotations, posts
@@ -374,6 +551,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     stats = write_sample(args.out, None if args.no_vocab else args.vocab, args.seed)
+    if not args.no_vocab and args.vocab == ASSETS_DIR / "tiny-bert" / "vocab.txt":  # hpo-tiny-llama shares it
+        (ASSETS_DIR / "tiny-llama" / "vocab.txt").write_text(args.vocab.read_text(encoding="utf-8"), "utf-8")
     share = 100 * stats["positives"] / stats["rows"]
     print(
         f"wrote {stats['rows']} annotation rows over {stats['posts']} posts ({share:.1f}% positive) "

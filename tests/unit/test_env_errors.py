@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import errno
 import shutil
 import sqlite3
@@ -103,9 +104,11 @@ def test_dirty_data_on_the_command_line(tmp_path: Path) -> None:
     data = tmp_path / "data"
     shutil.copytree(SAMPLE_DATA_DIR, data)
     ann = data / "redsm5_annotations.csv"
-    first = ann.read_text().splitlines()[1].split(",")
+    with ann.open(newline="") as handle:
+        first = list(csv.reader(handle))[1]  # sentences may hold commas: parse, do not split
     first[2] = ""  # sentence_text
-    ann.write_text(ann.read_text() + ",".join(first) + "\n")
+    with ann.open("a", newline="") as handle:
+        csv.writer(handle, lineterminator="\n").writerow(first)
     assert "--allow-dirty-data" in tune(tmp_path / "runs", "--no-mlflow", "--data-dir", str(data))
 
 
