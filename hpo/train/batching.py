@@ -26,7 +26,14 @@ def lengths_of(encoded: dict[str, torch.Tensor]) -> list[int]:
 
 
 class LengthGroupedSampler(Sampler[int]):
-    """A fresh random order every epoch, sorted by length (longest first) within megabatches of windows."""
+    """Windows (``group`` examples: one optimizer step) of similar lengths, new ones every epoch.
+
+    Each epoch: a random permutation, cut into megabatches of up to MEGABATCH_WINDOWS windows (fewer on a
+    small split, so that there are at least 4 and the windows change between epochs), each sorted by length
+    and cut into windows. A megabatch's longest window runs first (an OOM shows at once), its other full
+    windows in random order; a partial window (the split's last examples) stays last, so micro-batches never
+    straddle two windows.
+    """
 
     def __init__(self, lengths: list[int], group: int, seed: int) -> None:
         self.lengths, self.group = lengths, max(1, group)
@@ -37,9 +44,16 @@ class LengthGroupedSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         order = torch.randperm(len(self.lengths), generator=self.generator).tolist()
-        size = self.group * MEGABATCH_WINDOWS
+        g = self.group
+        size = g * max(1, min(MEGABATCH_WINDOWS, len(order) // (4 * g)))
         for start in range(0, len(order), size):
-            yield from sorted(order[start : start + size], key=lambda i: -self.lengths[i])
+            mega = sorted(order[start : start + size], key=lambda i: -self.lengths[i])
+            windows = [mega[i : i + g] for i in range(0, len(mega), g)]
+            partial = windows.pop() if len(windows[-1]) < g else []
+            shuffled = torch.randperm(max(0, len(windows) - 1), generator=self.generator).tolist()
+            rest = [windows[1 + j] for j in shuffled]
+            for window in [*windows[:1], *rest, partial]:
+                yield from window
 
 
 def make_loader(

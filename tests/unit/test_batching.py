@@ -57,17 +57,30 @@ def test_cuda_batches_round_up_to_a_multiple_of_8_within_max_length() -> None:
     assert padded_length(13, 512) == 16 and padded_length(600, 512) == 512 and padded_length(13, 14) == 14
 
 
-def test_length_groups_are_a_permutation_sorted_within_megabatches() -> None:
-    lengths = [(i * 37) % 101 for i in range(1000)]
+def test_length_groups_are_a_permutation_of_sorted_windows() -> None:
+    lengths = [(i * 37) % 101 for i in range(1002)]
     order = list(LengthGroupedSampler(lengths, group=4, seed=1))
-    assert sorted(order) == list(range(1000))
-    size = 4 * MEGABATCH_WINDOWS
-    for start in range(0, 1000, size):
-        chunk = [lengths[i] for i in order[start : start + size]]
-        assert chunk == sorted(chunk, reverse=True)
+    assert sorted(order) == list(range(1002))
+    windows = [[lengths[i] for i in order[s : s + 4]] for s in range(0, 1002, 4)]
+    assert all(w == sorted(w, reverse=True) for w in windows)  # each window from one sorted megabatch
+    mega = 4 * MEGABATCH_WINDOWS
+    for start in range(0, 1000, mega):  # a megabatch's longest window first, the others not in length order
+        firsts = [w[0] for w in windows[start // 4 : (start + mega) // 4]]
+        assert firsts[0] == max(firsts) and firsts[1:] != sorted(firsts[1:], reverse=True)
+    assert len(windows[-1]) == 2  # the partial window stays last
     assert order != list(LengthGroupedSampler(lengths, group=4, seed=2))  # shuffled by the seed
     again = LengthGroupedSampler(lengths, group=4, seed=1)
     assert list(again) == order and list(again) != order  # a new order every epoch
+
+
+def test_a_small_split_gets_new_windows_every_epoch() -> None:
+    """A split smaller than one megabatch is cut into at least 4: the windows differ between epochs (one
+    megabatch sorted whole gave every epoch the same windows in the same order)."""
+    lengths = [(i * 7) % 23 for i in range(96)]
+    sampler = LengthGroupedSampler(lengths, group=8, seed=0)
+    epochs = [list(sampler) for _ in range(2)]
+    windows = [{frozenset(e[s : s + 8]) for s in range(0, 96, 8)} for e in epochs]
+    assert windows[0] != windows[1]
 
 
 def test_the_estimate_covers_the_widest_batch_the_data_gives() -> None:
