@@ -21,9 +21,9 @@ def get_or_create_experiment(
     sets ``tags`` on it, also on an experiment made before they existed."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:
-        for key, value in (tags or {}).items() if create else ():
-            if key not in exp.tags:
-                client.set_experiment_tag(exp.experiment_id, key, value)
+        missing = {k: v for k, v in (tags or {}).items() if k not in exp.tags} if create else {}
+        for key, value in missing.items():
+            client.set_experiment_tag(exp.experiment_id, key, value)
         return str(exp.experiment_id)
     if not create:
         return None

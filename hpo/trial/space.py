@@ -115,7 +115,8 @@ def sample(trial: optuna.Trial, ctx: SpaceContext) -> TrialConfig:
         values["lora_r"] = trial.suggest_categorical("lora_r", list(s.lora_r))
         values["lora_alpha"] = trial.suggest_categorical("lora_alpha", list(s.lora_alpha))
     else:
-        cap = frozen_layers_cap([get_spec(m) for m in ctx.models if get_spec(m).family != "decoder"], s)
+        encoders = [sp for sp in map(get_spec, ctx.models) if sp.family != "decoder"]
+        cap = frozen_layers_cap(encoders, s)
         values["frozen_layers"] = trial.suggest_int("frozen_layers", 0, cap) if cap > 0 else 0
     if ctx.on_cuda:
         precisions = [p for p in s.precision if p not in ("bf16", "bf16_pure") or ctx.bf16_supported]
