@@ -9,7 +9,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -131,8 +131,12 @@ RUNS: dict[str, Callable[[Setting], float]] = {
 
 
 def compare(s: Setting, repeat: int = 1) -> dict[str, float]:
-    """Examples/s of each run (best of ``repeat``, runs interleaved) and the two ratios of the issue."""
+    """Examples/s of each run (best of ``repeat``, runs interleaved, after one untimed warm-up of each on
+    one batch) and the two ratios of the issue."""
     torch.set_num_threads(s.threads)
+    warm_up = replace(s, train_examples=s.batch_size, epochs=1)
+    for fn in RUNS.values():  # one-time costs (lazy imports, first kernels) land on no timed run
+        fn(warm_up)
     best = dict.fromkeys(RUNS, float("inf"))
     for _ in range(repeat):
         for name, fn in RUNS.items():

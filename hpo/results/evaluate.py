@@ -75,7 +75,7 @@ def evaluate_best(cfg: StudyConfig, study: optuna.Study, trial: FrozenTrial) -> 
         dynamic_padding=cfg.padding == "dynamic",
         group_by_length=cfg.group_by_length,
     )
-    loader = make_loader(test_data, cfg.eval_batch_size, shuffle=False, seed=cfg.seed)
+    loader = make_loader(test_data, cfg.eval_batch_size, shuffle=False, seed=cfg.seed, sort_by_length=True)
     loss_fn = make_loss("ce", label_smoothing=0.0, focal_gamma=0.0, weight=None)
     with torch.no_grad():
         test_loss, gold, pred = evaluate(

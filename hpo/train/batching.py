@@ -56,6 +56,12 @@ class LengthGroupedSampler(Sampler[int]):
                 yield from window
 
 
+def longest_first(encoded: dict[str, torch.Tensor]) -> list[int]:
+    """Example indices from the longest to the shortest (ties in split order)."""
+    lengths = lengths_of(encoded)
+    return sorted(range(len(lengths)), key=lambda i: -lengths[i])
+
+
 def make_loader(
     encoded: dict[str, torch.Tensor],
     batch_size: int,
@@ -63,18 +69,37 @@ def make_loader(
     shuffle: bool,
     seed: int,
     group_by_length: int | None = None,
+    sort_by_length: bool = False,
 ) -> DataLoader:
-    """A loader over the encoded tensors; ``group_by_length``: the window size to group lengths by."""
+    """A loader over the encoded tensors; ``group_by_length``: the window size to group lengths by;
+    ``sort_by_length`` (evaluation, no shuffle): longest examples first, so that batches of similar lengths
+    carry little padding and the widest batch runs first. ``loader.order`` lists the example index of each
+    position (None: split order), for callers that need results in split order."""
     keys = [k for k in (*SEQUENCE_KEYS, "labels") if k in encoded]
     dataset = TensorDataset(*(encoded[k] for k in keys))
     generator = torch.Generator().manual_seed(seed)
-    if shuffle and group_by_length:
+    order = longest_first(encoded) if sort_by_length and not shuffle else None
+    if order is not None:
+        loader = DataLoader(dataset, batch_size=batch_size, sampler=order)
+    elif shuffle and group_by_length:
         sampler = LengthGroupedSampler(lengths_of(encoded), group_by_length, seed)
         loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler)
     else:
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
     loader.keys = keys  # type: ignore[attr-defined]
+    loader.order = order  # type: ignore[attr-defined]
     return loader
+
+
+def in_split_order(loader: DataLoader, values: list[int]) -> list[int]:
+    """``values`` (one per example, in loader order) rearranged into split order."""
+    order: list[int] | None = getattr(loader, "order", None)
+    if order is None:
+        return values
+    out = [0] * len(values)
+    for position, index in enumerate(order):
+        out[index] = values[position]
+    return out
 
 
 def batch_width(attention_mask: torch.Tensor, device: torch.device, dynamic: bool = True) -> int:

@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from hpo.config import TrialConfig
-from hpo.train.batching import make_loader, to_device
+from hpo.train.batching import in_split_order, make_loader, to_device
 from hpo.train.losses import ClassificationLoss, class_weights, make_loss
 from hpo.train.optim import build_optimizer, optimizer_groups
 
@@ -66,7 +66,8 @@ def evaluate(
     precision: str,
     dynamic_padding: bool = True,
 ) -> tuple[float, list[int], list[int]]:
-    """Loss over the whole split (sum of terms / sum of weights), gold labels and predictions."""
+    """Loss over the whole split (sum of terms / sum of weights), gold labels and predictions in split
+    order (the loader may run longest examples first: ``make_loader(sort_by_length=True)``)."""
     model.eval()
     num, den, labels_all, preds_all = 0.0, 0.0, [], []
     for tensors in loader:
@@ -78,7 +79,8 @@ def evaluate(
         num, den = num + float(terms.sum()), den + float(weights.sum())
         labels_all.extend(labels.tolist())
         preds_all.extend(logits.argmax(dim=-1).tolist())
-    return num / den if den else 0.0, labels_all, preds_all
+    gold, pred = in_split_order(loader, labels_all), in_split_order(loader, preds_all)
+    return num / den if den else 0.0, gold, pred
 
 
 def release_cached_blocks(device: torch.device) -> None:
@@ -144,7 +146,7 @@ def train(
     model.to(device)
     group = cfg.effective_batch if group_by_length else None
     train_loader = make_loader(train_data, cfg.batch_size, shuffle=True, seed=seed, group_by_length=group)
-    val_loader = make_loader(val_data, eval_batch_size, shuffle=False, seed=seed)
+    val_loader = make_loader(val_data, eval_batch_size, shuffle=False, seed=seed, sort_by_length=True)
 
     weight = (
         class_weights(train_data["labels"].tolist(), num_labels).to(device) if cfg.class_weighting else None

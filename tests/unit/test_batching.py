@@ -109,3 +109,53 @@ def test_the_cached_tokenization_is_the_direct_one(tmp_path) -> None:  # type: i
     assert all(torch.equal(direct[k], first[k]) and torch.equal(direct[k], again[k]) for k in direct)
     other, _ = encode_cached(tok, pairs, 32, "longest", tmp_path)  # another max_length: another entry
     assert other["input_ids"].shape[1] == 32
+
+
+class _LengthParity(torch.nn.Module):
+    """Predicts the parity of each example's real length: a result that depends on which example it is."""
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_: torch.Tensor) -> object:
+        odd = (attention_mask.sum(dim=1) % 2).float()
+        return type("Out", (), {"logits": torch.stack([1 - odd, odd], dim=1)})()
+
+
+def test_evaluation_runs_longest_first_and_reports_in_split_order() -> None:
+    from hpo.train.loop import evaluate
+    from hpo.train.losses import make_loss
+
+    tok = load_tokenizer(TINY)
+    data = encode_pairs(tok, examples([3, 40, 7, 200, 2, 15, 9]), max_length=64)
+    lengths = [int(n) for n in data["attention_mask"].sum(dim=1)]
+    loader = make_loader(data, 2, shuffle=False, seed=0, sort_by_length=True)
+    widths = [to_device(loader, t, CPU)["attention_mask"].shape[1] for t in loader]
+    assert widths == sorted(widths, reverse=True) and widths[0] == max(lengths)  # widest batch first
+    unsorted = make_loader(data, 2, shuffle=False, seed=0)
+    assert sum(widths) < sum(to_device(unsorted, t, CPU)["attention_mask"].shape[1] for t in unsorted)
+    loss, gold, pred = evaluate(
+        _LengthParity(),
+        loader,
+        make_loss("ce", label_smoothing=0.0, focal_gamma=2.0, weight=None),
+        CPU,
+        "fp32",
+    )
+    assert gold == data["labels"].tolist() and pred == [n % 2 for n in lengths]
+    loss_unsorted, gold_unsorted, pred_unsorted = evaluate(
+        _LengthParity(),
+        unsorted,
+        make_loss("ce", label_smoothing=0.0, focal_gamma=2.0, weight=None),
+        CPU,
+        "fp32",
+    )
+    assert (gold_unsorted, pred_unsorted) == (gold, pred) and abs(loss - loss_unsorted) < 1e-6
+
+
+def test_cpu_optimizers_run_fused_and_the_trace_keeps_foreach() -> None:
+    from hpo.train.optim import build_optimizer, optimizer_groups
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+    for name in ("adamw", "sgd"):
+        opt = build_optimizer(name, optimizer_groups(model, 0.01), 1e-3)
+        assert opt.defaults["fused"] is True  # as HF Trainer's default adamw_torch_fused
+        assert build_optimizer(name, model.parameters(), 1e-3, foreach=True).defaults["fused"] is None
+    meta = [torch.nn.Parameter(torch.zeros(3, device="meta"))]
+    assert build_optimizer("adamw", meta, 1e-3).defaults["fused"] is None  # not on CPU: torch chooses
