@@ -18,4 +18,5 @@ def for_signal(signum: int | None) -> int:
     return 128 + signum if signum else INTERRUPTED
 
 
-# `hpo worker` exits with its WorkerExit (0 done, 3 poisoned, 10 recycle, 130 interrupted) for its launcher
+# `hpo worker` exits with its WorkerExit for its launcher: 0 done, 3 poisoned, 10 recycle, 28 disk full,
+# 130 interrupted

@@ -238,12 +238,18 @@ def worker(
     Pass a password-bearing storage URL by environment (OPTUNA_STORAGE), not --storage: command lines are
     visible to every user of the host.
     """
-    from hpo.run.protocol import WorkerId
+    from hpo.run.protocol import WorkerExit, WorkerId
     from hpo.run.worker import run_worker, worker_config  # lazy: imports torch
 
     cfg = worker_config(study, storage_url(storage, output_dir), output_dir, config, config_json, mlflow_uri)
     wid = WorkerId(slot, generation) if slot is not None else None
     code = run_worker(cfg, recycle_after=recycle_after, worker=wid, launcher_pid=launcher_pid)
+    if code == WorkerExit.DISK_FULL and launcher_pid is None:  # a launcher says it once, for all workers
+        typer.echo(
+            f"error: disk full while running study '{cfg.study}'; finished trials are kept (free space on "
+            f"the disk of {cfg.output_dir} / the storage and rerun to resume)",
+            err=True,
+        )
     raise typer.Exit(code=int(code))
 
 

@@ -108,3 +108,16 @@ _SHOWN = (
     "grad_checkpointing",
     "learning_rate",
 )
+
+
+def last_error(study: optuna.Study) -> str:
+    """The first line of the newest failed trial's recorded error ("" if none or the storage cannot say)."""
+    try:
+        failed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+    except Exception:  # the storage may be on the full disk: the caller has a fallback
+        return ""
+    for trial in sorted(failed, key=lambda t: t.number, reverse=True):
+        error = str(trial.user_attrs.get(K.ERROR, "")).strip()
+        if error:
+            return error.splitlines()[0][:200]
+    return ""

@@ -30,12 +30,13 @@ from hpo.memory.host import host_available
 from hpo.redact import redact
 from hpo.results.trials import count_states
 from hpo.run.bootstrap import start_study
-from hpo.run.deaths import CrashLoop, evidence, likely_cause, ran_count
+from hpo.run.deaths import CrashLoop, evidence, last_error, likely_cause, ran_count
 from hpo.run.isolation import worker_env
 from hpo.run.placement import cuda_visible, gpu_count
 from hpo.run.protocol import WorkerExit, WorkerId, config_path, read_marker, trial_file, write_private
 from hpo.run.report import TuneReport, finish, finished_by, report_path
 from hpo.run.reservations import ledger_path_for, usage_line
+from hpo.run.serial import disk_full_error
 from hpo.run.setup import prepare
 from hpo.study import fail_trial, finished_count, open_study, public_config
 from hpo.trial import keys as K
@@ -56,6 +57,7 @@ class LaunchReport:
     interrupted: bool = False
     signum: int | None = None  # the signal that stopped the launcher (SIGINT or SIGTERM)
     crash_loop: str = ""  # why the crash-loop breaker stopped the launcher (hpo.run.deaths.CrashLoop)
+    disk_full: str = ""  # a worker's write failed on a full disk: the launcher stopped every worker
 
 
 @dataclass
@@ -153,6 +155,9 @@ class Launcher:
             self.workers.remove(w)
             if rc == WorkerExit.RECYCLE:
                 self.report.recycled += 1
+            elif rc == WorkerExit.DISK_FULL:
+                self.report.disk_full = last_error(study) or "No space left on device"
+                self._say(f"{w.name} stopped: disk full ({self.report.disk_full}); stopping the workers")
             elif rc == WorkerExit.POISONED:
                 self.report.poisoned += 1
                 self._say(f"{w.name} stopped after a fatal CUDA error; replacing it")
@@ -219,9 +224,10 @@ class Launcher:
                 request.check()
                 self.breaker.trial_finished(ran_count(study))
                 self._reap(study)
-                if self.report.crash_loop:
-                    self._say("crash-loop breaker: stopping the workers")
-                    self._shutdown(study, Stopped(signal.SIGTERM, "crash-loop breaker"))
+                if self.report.crash_loop or self.report.disk_full:
+                    why = "disk full" if self.report.disk_full else "crash-loop breaker"
+                    self._say(f"{why}: stopping the workers")
+                    self._shutdown(study, Stopped(signal.SIGTERM, why))
                     break
                 done = finished_count(study)
                 if done >= cfg.n_trials and not self.workers:
@@ -253,6 +259,8 @@ def run_parallel(cfg: StudyConfig, started: float) -> TuneReport:
     before = finished_count(study)
     # --par workers per GPU (--gpus, default every visible one; one simulated card on CPU)
     launch = Launcher(cfg, cfg.par * gpu_count(cfg), recycle_after=cfg.recycle_after).run()
+    if launch.disk_full:  # as a serial run: one line, finished trials kept, nothing left RUNNING
+        raise disk_full_error(cfg, launch.disk_full)
     report = TuneReport(
         study=cfg.study,
         storage=redact(cfg.storage_url),

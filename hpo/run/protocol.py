@@ -18,6 +18,7 @@ class WorkerExit(IntEnum):
 
     DONE = 0  # the study reached its target
     POISONED = 3  # a fatal CUDA error: the launcher replaces the process
+    DISK_FULL = 28  # a write failed on a full disk (errno ENOSPC): the launcher stops the run
     RECYCLE = 10  # ran its K trials: the launcher starts a fresh process
     INTERRUPTED = 130  # SIGINT / SIGTERM
 

@@ -62,15 +62,20 @@ class DiskFull(Exception):
     """A write failed because the disk is full: the run stops (finished trials are kept)."""
 
 
+def disk_full_error(cfg: StudyConfig, detail: str) -> HpoError:
+    """The one line the CLI prints when a write failed on a full disk (serial run or any --par worker)."""
+    return HpoError(
+        f"disk full while running study '{cfg.study}' ({detail}); finished trials are kept",
+        f"free space on the disk of {cfg.output_dir} / the storage and rerun the same command to resume",
+    )
+
+
 def _disk_full_error(cfg: StudyConfig, study: optuna.Study, objective: Objective, detail: str) -> HpoError:
     """Fail this process's trial if the storage still takes it; the one line the CLI prints."""
     with contextlib.suppress(Exception):
         if objective.last_number >= 0:
             fail_trial(study, objective.last_number, f"disk full: {detail}")
-    return HpoError(
-        f"disk full while running study '{cfg.study}' ({detail}); finished trials are kept",
-        f"free space on the disk of {cfg.output_dir} / the storage and rerun the same command to resume",
-    )
+    return disk_full_error(cfg, detail)
 
 
 def run_serial(cfg: StudyConfig, started: float, progress: Progress | None = None) -> TuneReport:

@@ -20,6 +20,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo.config import MLFLOW_URI_ENV, StudyConfig, load_config
+from hpo.dbcheck import is_disk_full
 from hpo.errors import HpoError
 from hpo.gpu import detect
 from hpo.lifecycle import die_with_parent, parent_alive, stop_on_signals
@@ -34,7 +35,7 @@ from hpo.run.protocol import WorkerExit, WorkerId, trial_file, write_marker
 from hpo.run.reservations import Reservation, ledger_path_for
 from hpo.run.serial import run_one
 from hpo.run.setup import build_objective, memory_policy, prepare
-from hpo.study import CONFIG_ATTR, finished_count, load_existing, seed_sampler
+from hpo.study import CONFIG_ATTR, fail_trial, finished_count, load_existing, seed_sampler
 from hpo.trial.admission import no_admission
 from hpo.trial.sizing import MemoryPolicy
 
@@ -256,7 +257,16 @@ def _trial_loop(cfg: StudyConfig, recycle_after: int, worker: WorkerId) -> Worke
             done += 1
             if objective.poisoned:
                 return WorkerExit.POISONED
+            if objective.disk_full:
+                return WorkerExit.DISK_FULL
         return WorkerExit.RECYCLE
+    except Exception as exc:  # a storage write (Optuna's own) failed on a full disk
+        if not is_disk_full(exc):
+            raise
+        with contextlib.suppress(Exception):
+            if objective.last_number >= 0:
+                fail_trial(study, objective.last_number, f"disk full: {str(exc).splitlines()[0][:200]}")
+        return WorkerExit.DISK_FULL
     finally:
         marker.unlink(missing_ok=True)
         tracker.flush()  # MLflow writes buffered while MLflow was unavailable

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -104,13 +105,15 @@ def test_locked_mlflow_db_for_30s_keeps_the_trial_and_its_data_arrives_after(tmp
     assert not list((out / "mlflow-pending").rglob("*.jsonl"))
 
 
-def test_disk_full_mid_run_ends_cleanly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("par", [1, 2], ids=["serial", "par2"])
+def test_disk_full_mid_run_ends_cleanly(tmp_path: Path, par: int) -> None:
+    """Serial or --par (a worker exits DISK_FULL, the launcher stops the others): one line, exit 2."""
     out = tmp_path / "runs"
     first = run_cli(tune_cmd(out, "--n-trials", "1", "--epochs", "1"), timeout=600)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     env = {**quiet_env(), "HPO_INJECT_ENOSPC": "epoch=0,step=1"}
     res = subprocess.run(
-        tune_cmd(out, "--n-trials", "3", "--epochs", "1"),
+        tune_cmd(out, "--n-trials", "4", "--epochs", "1", *(["--par", str(par)] if par > 1 else [])),
         capture_output=True,
         text=True,
         env=env,
@@ -130,3 +133,17 @@ def test_disk_full_mid_run_ends_cleanly(tmp_path: Path) -> None:
         )
     }
     assert "RUNNING" not in statuses
+
+
+def test_a_worker_started_by_hand_says_disk_full_once_and_exits_28(tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    first = run_cli(tune_cmd(out, "--n-trials", "1", "--epochs", "1"), timeout=600)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    env = {**quiet_env(), "HPO_INJECT_ENOSPC": "epoch=0,step=1"}
+    # the study's target is 1 (reached): raise it through the worker's own config so it runs a trial
+    cmd = hpo_cmd("worker", "--study", "ci-tiny", "--output-dir", str(out), "--config", str(CI_CONFIG))
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert res.returncode == 28 and len(errors) == 1 and "disk full" in errors[0], res.stdout + res.stderr
+    assert "Traceback" not in res.stderr
+    assert not [t for t in load(out).trials if t.state == TrialState.RUNNING]
