@@ -101,6 +101,11 @@ class MultiGpuAdmission:
         self._holds: dict[int, Reservation] = {}
         self.placed: int | None = None
 
+    @property
+    def placed_gpu(self) -> str | None:
+        """The ledger key (NVML UUID or ``simulated-<bytes>-gpu<i>``) of the GPU the current trial runs on."""
+        return None if self.placed is None else self.ledgers[self.placed].gpu_key
+
     def order(self) -> list[int]:
         """Home GPU first, then the others in ``--gpus`` order."""
         return [self.home] + [i for i in range(len(self.ledgers)) if i != self.home]

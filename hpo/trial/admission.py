@@ -70,7 +70,7 @@ def admitted(
         with host(host_bytes, ctx.number), admission(sizes, ctx.number) as k:
             holding = True
             ctx.tcfg, ctx.budget = forms[k]
-            outcomes.admitted(ctx, tracker, asked, before, k)
+            outcomes.admitted(ctx, tracker, asked, before, k, getattr(admission, "placed_gpu", None))
             yield
     finally:
         if holding:

@@ -40,6 +40,7 @@ RELEASED_AT = "released_at"
 ELASTIC_FORM = "elastic_form"  # a lighter equivalent form ran (hpo.trial.elastic)
 RUN_CONFIG = "run_config"
 RUN_ESTIMATED_PEAK_GB = "run_estimated_peak_gb"
+GPU = "gpu"  # the GPU a --par trial was admitted on: its NVML UUID (or simulated-<bytes>-gpu<i>)
 WORKER = "worker"  # the launcher's worker that ran it: slot.generation (hpo.run.protocol.WorkerId)
 SAMPLER_SEED = "sampler_seed"  # the seed of the sampler that proposed it (hpo.study.seed_sampler)
 WORKER_DEATH = "worker_death"  # how its worker died: exit code / signal, host RAM, phase, likely cause

@@ -95,10 +95,23 @@ def admission_timed_out(ctx: TrialContext, tracker: Tracker, reason: str) -> opt
     return optuna.TrialPruned(f"admission timeout: {reason}")
 
 
-def admitted(ctx: TrialContext, tracker: Tracker, asked_at: float, before: TrialConfig, form: int) -> None:
-    """The ledger admitted the trial in ``ctx.tcfg`` (``form`` 0: as ``before``, else a lighter form)."""
+def admitted(
+    ctx: TrialContext,
+    tracker: Tracker,
+    asked_at: float,
+    before: TrialConfig,
+    form: int,
+    gpu: str | None = None,
+) -> None:
+    """The ledger admitted the trial in ``ctx.tcfg`` (``form`` 0: as ``before``, else a lighter form) on
+    ``gpu`` (a ledger key, with several GPUs: ``hpo.run.placement``)."""
     now = time.time()
-    _attrs(ctx, {K.ADMISSION_WAIT_S: round(now - asked_at, 3), K.ADMITTED_AT: now})
+    if gpu is not None and K.GPU not in ctx.trial.user_attrs:
+        tracker.log_params(ctx.run_id, {K.GPU: gpu})  # write-once: a retry's GPU only in the user attrs
+    _attrs(
+        ctx,
+        {K.ADMISSION_WAIT_S: round(now - asked_at, 3), K.ADMITTED_AT: now} | ({K.GPU: gpu} if gpu else {}),
+    )
     if not form:
         return
     first = K.ELASTIC_FORM not in ctx.trial.user_attrs

@@ -27,3 +27,6 @@ def test_two_simulated_gpus_run_one_worker_each_with_a_ledger_per_card(tmp_path:
     ledger = json.loads((out / "hpo.ledger.json").read_text())
     cards = sorted(k for k in ledger if k.startswith("simulated-"))
     assert len(cards) == 2 and cards[0].endswith("-gpu0") and cards[1].endswith("-gpu1"), ledger.keys()
+    # every admitted trial records the card it ran on (its ledger key)
+    placed = {t.user_attrs["gpu"] for t in study.trials if "admitted_at" in t.user_attrs}
+    assert placed and placed <= set(cards), (placed, cards)

@@ -33,8 +33,9 @@ def test_a_trial_too_big_for_one_gpus_free_room_goes_to_the_other(tmp_path: Path
     busy = ledgers[0].try_reserve(7 * GB, trial=0)  # GPU 0 runs a trial: 3 GB free there
     assert busy is not None
     adm = _admission(ledgers)
+    assert adm.placed_gpu is None  # no trial placed yet
     with adm([5 * GB], trial=1) as form:
-        assert form == 0 and adm.placed == 1
+        assert form == 0 and adm.placed == 1 and adm.placed_gpu == "simulated-gpu1"  # what the trial records
         assert ledgers[1].in_use() == 5 * GB and ledgers[0].in_use() == 7 * GB
     assert ledgers[1].in_use() == 0
     with adm([2 * GB], trial=2):  # fits at home: home first
