@@ -99,6 +99,11 @@ class LedgerAdmission:
         self.lighter_after, self.timeout = lighter_after, timeout
         self._hold: Reservation | None = None
 
+    @property
+    def placed_gpu(self) -> str:
+        """The ledger key of the one GPU every trial of this worker runs on (recorded on the trial)."""
+        return self.ledger.gpu_key
+
     def start(self) -> None:
         self._hold = self.ledger.hold_process(self.context_bytes, label=f"worker pid {os.getpid()} context")
 

@@ -163,6 +163,8 @@ def test_ledger_admits_one_trial_at_a_time_when_two_do_not_fit(tmp_path: Path) -
     assert sum(t.user_attrs["admission_wait_s"] for t in trials) > 0.3  # one worker waited for the other
     ledger = json.loads((out / "hpo.ledger.json").read_text())
     assert [e["reservations"] + e["waiting"] for e in ledger.values()] == [[], []]  # the GPU, host RAM
+    card = next(k for k in ledger if k.startswith("simulated-"))
+    assert {t.user_attrs["gpu"] for t in trials if "admitted_at" in t.user_attrs} == {card}  # recorded
     assert (
         "| ledger 0.0/" in res.stdout and "0 admitted, 0 waiting" in res.stdout
     )  # the launcher's status  # trials and contexts released
