@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Precision = Literal["fp32", "fp16", "bf16", "bf16_pure"]
 Scheduler = Literal["linear", "cosine", "constant"]
 Loss = Literal["ce", "label_smoothing", "focal"]
 Optimizer = Literal["adamw", "adafactor", "sgd", "adamw_8bit"]
+LoraTargets = Literal["q_v", "qkvo", "all_linear"]  # module sets (hpo.memory.budget.LORA_TARGET_SETS)
+Quant = Literal["none", "4bit", "8bit"]  # base weights: as loaded, 4-bit NF4 or 8-bit (bitsandbytes)
 
 
 class _Strict(BaseModel):
@@ -40,9 +42,19 @@ class SpaceConfig(_Strict):
     frozen_layers_max: int = Field(4, ge=0)
     lora_r: list[int] = [8, 16, 32]  # decoders train LoRA adapters (peft) on the attention's q/v projections
     lora_alpha: list[int] = [16, 32]
+    lora_dropout: tuple[float, float] = (0.0, 0.1)  # peft's dropout on the adapters' input
+    lora_targets: list[LoraTargets] = ["q_v", "all_linear"]
+    # only where the GPU profile's tier allows it for the model size, on CUDA with bitsandbytes installed
+    quant: list[Quant] = ["none", "4bit", "8bit"]
 
     @field_validator(
-        "learning_rate", "weight_decay", "warmup_ratio", "dropout", "label_smoothing", "focal_gamma"
+        "learning_rate",
+        "weight_decay",
+        "warmup_ratio",
+        "dropout",
+        "label_smoothing",
+        "focal_gamma",
+        "lora_dropout",
     )
     @classmethod
     def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
@@ -62,6 +74,8 @@ class SpaceConfig(_Strict):
         "grad_checkpointing",
         "lora_r",
         "lora_alpha",
+        "lora_targets",
+        "quant",
     )
     @classmethod
     def _non_empty(cls, v: list[Any]) -> list[Any]:
@@ -95,7 +109,16 @@ class TrialConfig(_Strict):
     optimizer: Optimizer = "adamw"
     lora_r: int = Field(0, ge=0)  # > 0: LoRA adapters of this rank (decoders); 0: full fine-tuning
     lora_alpha: int = Field(16, ge=1)
+    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    lora_targets: LoraTargets = "q_v"
+    quant: Quant = "none"  # 4bit/8bit: bitsandbytes base weights (QLoRA), decoders with LoRA on CUDA only
 
     @property
     def effective_batch(self) -> int:
         return self.batch_size * self.grad_accum
+
+    @model_validator(mode="after")
+    def _quant_needs_lora(self) -> TrialConfig:
+        if self.quant != "none" and (self.lora_r == 0 or self.precision == "bf16_pure"):
+            raise ValueError("4/8-bit base weights train LoRA adapters (lora_r > 0), not in bf16_pure")
+        return self

@@ -83,6 +83,25 @@ def _target_dims(spec: ModelSpec, targets: tuple[str, ...]) -> list[tuple[int, i
     return [known.get(canonical.get(t, t), (h, h)) for t in targets]
 
 
+def _lora_dropout_saved(spec: ModelSpec, req: MemoryRequest) -> int:
+    """Bytes per token one layer saves beyond dropout 0 for peft's ``nn.Dropout`` on each adapter's input.
+
+    Each wrapped linear keeps a bool mask of its input. In fp32 its adapter also keeps its own dropped copy
+    instead of the input the adapters of q/k/v (and of gate/up, of down) shared; with autocast (or bf16
+    weights and fp32 adapters) the adapter already kept a cast copy per module, which the dropped one
+    replaces. Checked against the meta trace (tests/unit/test_lora_fields.py)."""
+    dims = _target_dims(spec, req.lora_targets)
+    saved = sum(a for a, _ in dims)
+    if req.precision == "fp32":
+        canonical = {alias: name for name, aliases in LORA_TARGET_ALIASES.items() for alias in aliases}
+        names = {canonical.get(t, t) for t in req.lora_targets}
+        shared = {"query", "key", "value"} & names, {"gate_proj", "up_proj"} & names, {"down_proj"} & names
+        freed = [spec.hidden_size, spec.hidden_size, spec.intermediate_size]
+        saved += 4 * sum(a for a, _ in dims)
+        saved -= 4 * sum(f for group, f in zip(shared, freed, strict=True) if group)
+    return saved
+
+
 def _buckets(spec: ModelSpec) -> int:  # DeBERTa's relative-position span 2k
     return 2 * int((spec.extra.get("hf_config") or {}).get("position_buckets", 256))
 
@@ -99,6 +118,7 @@ def _layer_saved(spec: ModelSpec, req: MemoryRequest, tw: bool) -> float:
     c, r, ac = _widths(req)
     lse = 4 * a * (-(-s // 32) * 32) / s
     lora = len(req.lora_targets) * (req.lora_r * c + (2 * h if ac else 4 * h if r == 2 else 0))
+    lora += _lora_dropout_saved(spec, req) if req.lora_r and req.lora_dropout > 0 else 0
     lin_in = lambda n: (n * 2 * h if ac else r * h) if tw else 0  # noqa: E731  inputs saved by n linears
     if spec.family == "decoder":  # RMSNorm saves its fp32 input, and its normalized output if trainable
         norms = 2 * (4 * h + 4 + ((4 * h if r == 4 else 2 * h) if tw else 0))

@@ -17,16 +17,18 @@ _META = torch.device("meta")
 
 
 class _LoraLinear(nn.Module):
-    """Frozen base linear plus a trainable rank-r update (peft's default: no dropout, fp32 adapters)."""
+    """Frozen base linear plus a trainable rank-r update, as peft's lora.Linear: fp32 adapters, the input cast
+    to their dtype, then ``nn.Dropout`` (``Identity`` at 0: peft's choice, so no mask and no copy)."""
 
-    def __init__(self, base: nn.Linear, r: int) -> None:
+    def __init__(self, base: nn.Linear, r: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.base = base
         self.lora_A = nn.Linear(base.in_features, r, bias=False, device=base.weight.device)
         self.lora_B = nn.Linear(r, base.out_features, bias=False, device=base.weight.device)
+        self.drop: nn.Module = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        update = self.lora_B(self.lora_A(x.to(self.lora_A.weight.dtype)))
+        update = self.lora_B(self.lora_A(self.drop(x.to(self.lora_A.weight.dtype))))
         return self.base(x) + update.to(x.dtype) * 2.0
 
 
@@ -80,7 +82,7 @@ def prepare_model(model: nn.Module, spec: ModelSpec, req: MemoryRequest) -> None
             for child, sub in list(module.named_children()):
                 head = f"{name}.{child}".startswith(("classifier", "score"))
                 if isinstance(sub, nn.Linear) and child in targets and not head:
-                    setattr(module, child, _LoraLinear(sub, req.lora_r))
+                    setattr(module, child, _LoraLinear(sub, req.lora_r, req.lora_dropout))
         for name, p in model.named_parameters():
             p.requires_grad_("lora_" in name or name.startswith(("classifier", "score")))
     freeze_layers(model, req.frozen_layers)  # as training freezes: embeddings and the first layers
