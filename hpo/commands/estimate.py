@@ -35,6 +35,13 @@ def estimate(
     lora_dropout: Annotated[
         float, typer.Option("--lora-dropout", help="peft's dropout on the adapters' input (0: none).")
     ] = 0.0,
+    head: Annotated[
+        str, typer.Option(help="classifier (what hpo trains) | causal_lm (vocab logits + LM loss, decoders)")
+    ] = "classifier",
+    bnb_saves_inputs: Annotated[
+        bool,
+        typer.Option("--bnb-saves-inputs", help="bitsandbytes < 0.43.2: each 4-bit linear keeps its input."),
+    ] = False,
     gpu_memory: GpuMemoryOpt = None,
     headroom_gb: Annotated[
         float | None, typer.Option("--headroom-gb", help="Memory kept free (default: the GPU profile's).")
@@ -80,6 +87,8 @@ def estimate(
         attn_impl=attn_impl,
         lora_targets=LORA_TARGET_SETS.get(lora_targets) or tuple(split_list(lora_targets) or ()),
         lora_dropout=lora_dropout,
+        head=head,
+        bnb_saves_inputs=bnb_saves_inputs,
     )  # validates itself (ConfigError)
     typer.echo(
         run_estimate(

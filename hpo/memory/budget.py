@@ -50,6 +50,8 @@ class MemoryRequest:
     lora_r: int = 0
     lora_targets: tuple[str, ...] = ("query", "value")
     lora_dropout: float = 0.0  # > 0: peft's nn.Dropout on each adapter's input (mask + dropped copy saved)
+    head: str = "classifier"  # classifier (what hpo trains) | causal_lm (decoders: vocab logits + LM loss)
+    bnb_saves_inputs: bool = False  # bitsandbytes < 0.43.2: each 4-bit linear kept its input (published runs)
     quant: str | None = None  # None | "4bit" | "8bit" (base weights)
     mode: str = "train"  # train | inference
     attn_impl: str = "sdpa"  # sdpa | eager | flash
@@ -69,6 +71,7 @@ class MemoryRequest:
             (self.lora_r >= 0 and self.frozen_layers >= 0 and self.num_labels >= 1, "negative sizes"),
             (self.eval_batch_size >= 0, "eval batch size must be >= 0"),
             (0.0 <= self.lora_dropout < 1.0, f"lora dropout {self.lora_dropout} is not in [0, 1)"),
+            (self.head in ("classifier", "causal_lm"), f"head '{self.head}' is not classifier or causal_lm"),
             (self.quant is None or self.lora_r > 0 or self.mode == "inference", "4/8-bit weights need LoRA"),
         ]
         for ok, message in checks:

@@ -10,7 +10,8 @@ meta storage with a weakref finalizer, so the live total is exact at every opera
 - Optimizers: torch AdamW/SGD(momentum)/Adafactor, ``foreach=True`` as on CUDA (temporaries included);
   ``adamw_8bit`` is a memory model (uint8 moments + fp32 absmax per 256). Clipping and a CE loss run.
 - Two micro-steps per optimizer step: gradients are alive during a forward, as in any accumulation step.
-- LoRA: A/B linears, no dropout, fp32, head trainable (peft's default). Not covered: 4/8-bit base weights.
+- LoRA: A/B linears, dropout as peft, fp32, head trainable (peft's default). Not covered: 4/8-bit bases.
+- ``head="causal_lm"``: the causal LM (vocab logits, fp32 cross entropy per token) instead of the classifier.
 - Decoders with more than 4 trainable layers are traced with 2 and 3 and extrapolated linearly per phase.
 """
 
@@ -165,14 +166,18 @@ def _run(spec: ModelSpec, req: MemoryRequest, layers: int | None) -> dict[str, d
             live.add(t)
             kinds[live.sid(t)] = "adapters" if "lora_" in name else "weights"
         ids = torch.zeros(req.batch_size, req.max_length, dtype=torch.long, device=_META)
-        mask, labels = torch.ones_like(ids), torch.zeros(req.batch_size, dtype=torch.long, device=_META)
+        causal = req.head == "causal_lm"  # a label per token; the logits upcast as ForCausalLMLoss does
+        labels = torch.zeros(ids.numel() if causal else req.batch_size, dtype=torch.long, device=_META)
+        mask = torch.ones_like(ids)
         params = [p for p in model.parameters() if p.requires_grad]
         opt = make_optimizer(req.optimizer, params, req.foreach) if req.mode == "train" and params else None
         for phase in _PHASES:
             live.start(phase)
             if phase.startswith("fwd"):
                 with _Autocast(live, low, flash), torch.set_grad_enabled(opt is not None):
-                    loss = F.cross_entropy(model(input_ids=ids, attention_mask=mask).logits, labels)
+                    logits = model(input_ids=ids, attention_mask=mask).logits
+                    loss = F.cross_entropy(logits.float().flatten(0, 1) if causal else logits, labels)
+                    del logits
                 loss = loss if opt is not None else None
             elif phase.startswith("bwd") and loss is not None:
                 loss.backward()

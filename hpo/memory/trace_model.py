@@ -60,9 +60,10 @@ def model_from_config(
 ) -> Any:
     """The classifier of ``spec`` built from its config (no weights are read: the trace's twin of
     hpo.train.model.build_model, which loads them), frozen/LoRA as requested."""
-    from transformers import AutoModelForSequenceClassification as Auto
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     cfg = hf_config(spec, req, layers)
+    Auto = AutoModelForCausalLM if req.head == "causal_lm" else AutoModelForSequenceClassification
     with torch.device(device):
         try:
             model = Auto.from_config(cfg, attn_implementation="eager" if req.attn_impl == "eager" else "sdpa")

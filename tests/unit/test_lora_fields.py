@@ -228,3 +228,15 @@ def test_gpu_profile_tiers_name_their_quantisations(tmp_path: Path) -> None:
     bad.write_text(text.replace("quant: [none, 4bit, 8bit]", "quant: [3bit]"))
     with pytest.raises(ConfigError, match="quant"):
         read_profile(bad)
+
+
+def test_estimate_cli_reproduces_a_published_qlora_row() -> None:
+    """litgpt's Llama-2-7B QLoRA (nf4, r=8 on q/v, 1 x 1304 tokens, bitsandbytes 0.41): 14.14 GB allocated
+    (tests/data/published_lora_peaks.csv)."""
+    args = ["estimate", "--model", "Llama-2-7B", "--batch-size", "1", "--max-length", "1304", "--json"]
+    args += ["--precision", "bf16_pure", "--lora-r", "8", "--lora-dropout", "0.05", "--quant", "4bit"]
+    args += ["--attn-impl", "flash", "--head", "causal_lm", "--bnb-saves-inputs", "--eval-batch-size", "0"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    gb = float(res.output.split('"total_gb": ')[1].split(",")[0]) * 2**30 / 1e9
+    assert abs(gb / 14.14 - 1) < 0.05
