@@ -240,3 +240,18 @@ def test_estimate_cli_reproduces_a_published_qlora_row() -> None:
     assert res.exit_code == 0, res.output
     gb = float(res.output.split('"total_gb": ')[1].split(",")[0]) * 2**30 / 1e9
     assert abs(gb / 14.14 - 1) < 0.05
+
+
+def test_oom_policies_with_a_quantised_base() -> None:
+    """shrink keeps the 4-bit base (same model, smaller micro-batch); cpu prunes: no CPU form trains it."""
+    from hpo.trial.attempts import next_attempt
+    from hpo.trial.elastic import lighter_forms
+
+    cfg = TrialConfig(
+        model="hpo-tiny-llama", learning_rate=1e-4, lora_r=8, quant="4bit", precision="bf16", batch_size=8
+    )
+    smaller = next_attempt("shrink", cfg, LLAMA, on_gpu=True)
+    assert smaller is not None and smaller[0].quant == "4bit" and smaller[0].batch_size < 8
+    assert next_attempt("cpu", cfg, LLAMA, on_gpu=True) is None
+    assert next_attempt("cpu", cfg.model_copy(update={"quant": "none"}), LLAMA, on_gpu=True) is not None
+    assert all(f.quant == "4bit" and f.lora_dropout == cfg.lora_dropout for f in lighter_forms(cfg))
