@@ -21,7 +21,7 @@ from hpo.memory.budget import (
     fits,
 )
 from hpo.memory.catalog import ModelSpec
-from hpo.memory.lora import bnb_inputs_saved, dropout_saved, lm_head_terms, target_dims
+from hpo.memory.lora import bnb_inputs_saved, dropout_saved, lm_head_terms, shared_inputs, target_dims
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,8 @@ def _layer_saved(spec: ModelSpec, req: MemoryRequest, tw: bool) -> float:
     kvd = spec.kv_heads * (h // a)
     c, r, ac = _widths(req)
     lse = 4 * a * (-(-s // 32) * 32) / s
-    lora = len(req.lora_targets) * (req.lora_r * c + (2 * h if ac else 4 * h if r == 2 else 0))
+    dims = target_dims(spec, req.lora_targets)  # adapter input cast copies (autocast: bf16; bf16 base: fp32)
+    lora = sum(req.lora_r * c + (2 * d if ac else 4 * d if r == 2 else 0) for d, _ in dims)
     lora += dropout_saved(spec, req)
     lin_in = lambda n: (n * 2 * h if ac else r * h) if tw else 0  # noqa: E731  inputs saved by n linears
     if spec.family == "decoder":  # RMSNorm saves its fp32 input, and its normalized output if trainable
@@ -103,8 +104,12 @@ def _layer_saved(spec: ModelSpec, req: MemoryRequest, tw: bool) -> float:
             attn = a * s * (4 + (c if c != 4 else 0)) + (c * h if tw else 0)  # softmax (fp32) + cast copy
         else:
             attn = c * h + lse + (0 if req.attn_impl == "flash" else c * s)
-        x_lora = r * h if req.lora_r and not tw and not ac and r == 4 else 0
-        mlp = lin_in(2) + 3 * c * i + (c * i if tw else 0)
+        fp32_adapters_in = req.lora_r and not tw and not ac and r == 4  # they keep their shared inputs
+        x_lora = r * shared_inputs(spec, req.lora_targets) if fp32_adapters_in else 0
+        # 4/8-bit linears return their input's dtype (bitsandbytes: fp32 under autocast, the residual stream
+        # and norms being fp32 after prepare_model_for_kbit_training): gate/up and the activation in fp32
+        cq = 4 if req.quant and ac else c
+        mlp = lin_in(2) + 3 * cq * i + (c * i if tw else 0)
         bnb = bnb_inputs_saved(spec, req, c)
         return norms + lin_in(3) + x_lora + qkv + attn + mlp + (lora if req.lora_r else 0) + bnb
     drop, attn = 2 * h, 0.0  # two hidden dropout masks (bool)

@@ -30,11 +30,17 @@ def dropout_saved(spec: ModelSpec, req: MemoryRequest) -> int:
     ins = [a for a, _ in target_dims(spec, req.lora_targets)]
     saved = sum(ins)
     if req.precision == "fp32":
-        names = {_CANONICAL.get(t, t) for t in req.lora_targets}
-        shared = {"query", "key", "value"} & names, {"gate_proj", "up_proj"} & names, {"down_proj"} & names
-        freed = [spec.hidden_size, spec.hidden_size, spec.intermediate_size]
-        saved += 4 * sum(ins) - 4 * sum(f for group, f in zip(shared, freed, strict=True) if group)
+        saved += 4 * sum(ins) - 4 * shared_inputs(spec, req.lora_targets)
     return saved
+
+
+def shared_inputs(spec: ModelSpec, targets: tuple[str, ...]) -> int:
+    """Elements per token of the distinct inputs fp32 adapters keep (without dropout): one for q/k/v, one for
+    gate/up, one for down (o_proj's input, the attention output, is kept by attention anyway)."""
+    names = {_CANONICAL.get(t, t) for t in targets}
+    groups = {"query", "key", "value"} & names, {"gate_proj", "up_proj"} & names, {"down_proj"} & names
+    widths = [spec.hidden_size, spec.hidden_size, spec.intermediate_size]
+    return sum(w for group, w in zip(groups, widths, strict=True) if group)
 
 
 def bnb_inputs_saved(spec: ModelSpec, req: MemoryRequest, width: int) -> int:

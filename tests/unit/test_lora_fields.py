@@ -255,3 +255,13 @@ def test_oom_policies_with_a_quantised_base() -> None:
     assert next_attempt("cpu", cfg, LLAMA, on_gpu=True) is None
     assert next_attempt("cpu", cfg.model_copy(update={"quant": "none"}), LLAMA, on_gpu=True) is not None
     assert all(f.quant == "4bit" and f.lora_dropout == cfg.lora_dropout for f in lighter_forms(cfg))
+
+
+def test_a_4bit_base_under_autocast_keeps_fp32_mlp_activations() -> None:
+    """bitsandbytes' Linear4bit returns its input's dtype (fp32 residual and norms after
+    prepare_model_for_kbit_training), so gate/up outputs and the activation are saved in fp32 (source-derived,
+    not measured: no GPU run of hpo's QLoRA path yet)."""
+    req = MemoryRequest(batch_size=1, max_length=512, precision="bf16", lora_r=16)
+    act = lambda r: estimate(LLAMA_7B, r).components["activations"]  # noqa: E731
+    extra = act(replace(req, quant="4bit")) - act(req)
+    assert extra == LLAMA_7B.num_layers * 512 * 3 * 2 * LLAMA_7B.intermediate_size
