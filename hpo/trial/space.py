@@ -146,9 +146,11 @@ def sample(trial: optuna.Trial, ctx: SpaceContext) -> TrialConfig:
         values["frozen_layers"] = trial.suggest_int("frozen_layers", 0, cap) if cap > 0 else 0
     if ctx.on_cuda:
         precisions = [p for p in s.precision if p not in ("bf16", "bf16_pure") or ctx.bf16_supported]
-        if values.get("quant", "none") != "none":  # k-bit bases keep fp32 norms/head (peft): no bf16 cast
-            precisions = [p for p in precisions if p != "bf16_pure"]
-        values["precision"] = trial.suggest_categorical("precision", precisions or ["fp32"])
+        name, kbit = "precision", values.get("quant", "none") != "none"
+        if kbit and "bf16_pure" in precisions:  # k-bit bases keep fp32 norms/head (peft): no bf16 cast
+            precisions = [p for p in precisions if p != "bf16_pure"] or ["fp32"]
+            name = "precision:" + "/".join(precisions)  # narrowed choices: their own parameter
+        values["precision"] = trial.suggest_categorical(name, precisions or ["fp32"])
     else:
         values["precision"] = "fp32"
     return TrialConfig.model_validate(values)

@@ -141,13 +141,15 @@ def test_quant_is_never_proposed_on_cpu_or_without_bitsandbytes() -> None:
 
 
 def test_quant_is_sampled_where_the_tier_allows_it() -> None:
-    seven_b = SpaceConfig(batch_size=[1, 2], max_length=[128])
+    seven_b = SpaceConfig(batch_size=[1, 2], max_length=[128], precision=["fp16", "bf16", "bf16_pure"])
     ctx = SpaceContext(
         models=("Llama-2-7B",), space=seven_b, on_cuda=True, profile=load_profile("24GB"), eight_bit=True
     )
     rows = sampled(ctx)
     assert {c.quant for c, _ in rows} == {"none", "4bit", "8bit"}
     assert all(c.precision != "bf16_pure" for c, _ in rows if c.quant != "none")
+    assert any(c.precision == "bf16_pure" for c, _ in rows)  # still sampled with a 16-bit base
+    assert any("precision:fp16/bf16" in p for _, p in rows)  # narrowed choices under their own name
     # the tiny decoder's tier (small models) and the 80 GB profile allow no quantisation
     assert quant_choices(LLAMA, ctx) == ["none"]
     assert quant_choices(LLAMA_7B, replace(ctx, profile=load_profile("80GB"))) == ["none"]
