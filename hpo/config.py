@@ -8,22 +8,26 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from hpo.config_trial import (  # noqa: F401  re-exported: hpo.config stays the one import
+    Loss,
+    Optimizer,
+    Precision,
+    Scheduler,
+    SpaceConfig,
+    TrialConfig,
+)
 from hpo.errors import ConfigError
 from hpo.paths import CONFIG_DIR, SAMPLE_DATA_DIR
 from hpo.redact import is_redacted
 from hpo.units import parse_memory
 from hpo.yaml_file import read_yaml
 
-Precision = Literal["fp32", "fp16", "bf16", "bf16_pure"]
-Scheduler = Literal["linear", "cosine", "constant"]
-Loss = Literal["ce", "label_smoothing", "focal"]
-Optimizer = Literal["adamw", "adafactor", "sgd", "adamw_8bit"]
 OnOom = Literal["prune", "shrink", "cpu"]
 DEFAULT_OUTPUT_DIR = Path("runs")
 MAX_PAR = 32  # worker processes on one GPU; each holds a CUDA context
 
 
-class _Strict(BaseModel):
+class _Strict(BaseModel):  # as hpo.config_trial's: unknown keys are errors
     model_config = ConfigDict(extra="forbid", frozen=False)
 
 
@@ -43,60 +47,6 @@ class PrunerConfig(_Strict):
     reduction_factor: int = Field(3, ge=2)
     patience: int = Field(2, ge=0)
     min_delta: float = Field(0.0, ge=0.0)
-
-
-class SpaceConfig(_Strict):
-    """Search-space bounds. Model-size and GPU limits (configs/gpus/*.yaml) narrow them further."""
-
-    learning_rate: tuple[float, float] = (1e-5, 1e-4)
-    weight_decay: tuple[float, float] = (0.0, 0.1)
-    batch_size: list[int] = [8, 16, 32, 64]
-    grad_accum: list[int] = [1, 2, 4, 8]
-    max_length: list[int] = [128, 256, 384, 512]
-    warmup_ratio: tuple[float, float] = (0.0, 0.2)
-    scheduler: list[Scheduler] = ["linear", "cosine", "constant"]
-    dropout: tuple[float, float] = (0.0, 0.3)
-    max_grad_norm: list[float] = [0.0, 0.5, 1.0, 5.0]
-    loss: list[Loss] = ["ce", "label_smoothing", "focal"]
-    label_smoothing: tuple[float, float] = (0.05, 0.2)
-    focal_gamma: tuple[float, float] = (1.0, 3.0)
-    class_weighting: list[bool] = [False, True]
-    grad_checkpointing: list[bool] = [False, True]
-    precision: list[Precision] = ["fp32", "fp16", "bf16"]
-    optimizer: list[Optimizer] = ["adamw"]  # adamw_8bit only where bitsandbytes and CUDA exist
-    frozen_layers_max: int = Field(4, ge=0)
-    lora_r: list[int] = [8, 16, 32]  # decoders train LoRA adapters (peft) on the attention's q/v projections
-    lora_alpha: list[int] = [16, 32]
-
-    @field_validator(
-        "learning_rate", "weight_decay", "warmup_ratio", "dropout", "label_smoothing", "focal_gamma"
-    )
-    @classmethod
-    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
-        if v[0] > v[1]:
-            raise ValueError(f"range {list(v)} has low > high")
-        return v
-
-    @field_validator(
-        "batch_size",
-        "grad_accum",
-        "max_length",
-        "scheduler",
-        "loss",
-        "precision",
-        "max_grad_norm",
-        "class_weighting",
-        "grad_checkpointing",
-        "lora_r",
-        "lora_alpha",
-    )
-    @classmethod
-    def _non_empty(cls, v: list[Any]) -> list[Any]:
-        if not v:
-            raise ValueError("needs at least one choice")
-        if any(isinstance(x, int) and not isinstance(x, bool) and x <= 0 for x in v):
-            raise ValueError(f"sizes must be positive, got {v}")
-        return v
 
 
 class StudyConfig(_Strict):
@@ -252,32 +202,3 @@ def load_config(
         raise ConfigError(
             f"invalid setting '{loc}'{src}: {err['msg']}", "see configs/studies/*.yaml and `hpo tune --help`"
         ) from exc
-
-
-class TrialConfig(_Strict):
-    """One sampled trial: every field changes what is trained (tests prove it)."""
-
-    model: str
-    learning_rate: float
-    weight_decay: float = 0.0
-    batch_size: int = 16
-    grad_accum: int = 1
-    max_length: int = 128
-    warmup_ratio: float = 0.0
-    scheduler: Scheduler = "linear"
-    dropout: float = 0.1
-    max_grad_norm: float = 1.0
-    loss: Loss = "ce"
-    label_smoothing: float = 0.0
-    focal_gamma: float = 2.0
-    class_weighting: bool = False
-    grad_checkpointing: bool = False
-    precision: Precision = "fp32"
-    frozen_layers: int = 0
-    optimizer: Optimizer = "adamw"
-    lora_r: int = Field(0, ge=0)  # > 0: LoRA adapters of this rank (decoders); 0: full fine-tuning
-    lora_alpha: int = Field(16, ge=1)
-
-    @property
-    def effective_batch(self) -> int:
-        return self.batch_size * self.grad_accum

@@ -133,6 +133,7 @@ class SizeBounds:
     max_batch_size: int
     max_grad_accum: int
     max_length: int
+    quant: tuple[str, ...] = ("none",)  # base-weight quantisations the tier allows (LoRA decoders)
 
 
 @dataclass
@@ -153,7 +154,7 @@ class GpuProfile:
         for limit, b in self.tiers:
             if limit is None or n_params <= limit:
                 batch = max(1, int(b.max_batch_size * self.scale))
-                return SizeBounds(batch, b.max_grad_accum, b.max_length)
+                return SizeBounds(batch, b.max_grad_accum, b.max_length, b.quant)
         raise ConfigError(
             f"GPU profile {self.name} has no tier for {n_params:,} parameters",
             "end its tiers with one whose max_params is null",
@@ -167,7 +168,12 @@ def read_profile(path: Path) -> GpuProfile:
         tiers = [
             (
                 None if t["max_params"] is None else int(t["max_params"]),
-                SizeBounds(int(t["max_batch_size"]), int(t["max_grad_accum"]), int(t["max_length"])),
+                SizeBounds(
+                    int(t["max_batch_size"]),
+                    int(t["max_grad_accum"]),
+                    int(t["max_length"]),
+                    tuple(str(q) for q in t.get("quant", ["none"])),
+                ),
             )
             for t in data["tiers"]
         ]
@@ -204,6 +210,8 @@ def read_profile(path: Path) -> GpuProfile:
             f"GPU profile {path}: tiers must grow in max_params and have positive bounds",
             "see configs/gpus/24gb.yaml",
         )
+    if any(not b.quant or set(b.quant) - {"none", "4bit", "8bit"} for _, b in tiers):
+        raise ConfigError(f"GPU profile {path}: a tier's quant lists none, 4bit or 8bit", "fix its quant")
     if not 0 <= profile.headroom_gb < profile.memory_bytes / GIB:
         raise ConfigError(f"GPU profile {path}: headroom_gb must be within the memory", "fix headroom_gb")
     return profile

@@ -38,7 +38,8 @@ from hpo.memory.catalog import ModelSpec, get_spec
 from hpo.memory.estimate import estimate
 from hpo.memory.meta_optim import make_optimizer
 from hpo.memory.phases import with_evaluation
-from hpo.memory.trace import model_from_config, trace_estimate
+from hpo.memory.trace import trace_estimate
+from hpo.memory.trace_model import model_from_config
 from hpo.units import GIB
 
 MODELS = ("hpo-tiny-bert", "bert-base-uncased", "bert-large-uncased")

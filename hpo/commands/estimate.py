@@ -26,8 +26,22 @@ def estimate(
     frozen_layers: Annotated[int, typer.Option("--frozen-layers", min=0, help="Frozen encoder layers.")] = 0,
     attn_impl: Annotated[str, typer.Option("--attn-impl", help="sdpa | eager | flash")] = "sdpa",
     lora_targets: Annotated[
-        str, typer.Option("--lora-targets", help="Comma-separated module names LoRA adapts.")
-    ] = "query,value",
+        str,
+        typer.Option(
+            "--lora-targets",
+            help="A set (q_v | qkvo | all_linear) or comma-separated module names LoRA adapts.",
+        ),
+    ] = "q_v",
+    lora_dropout: Annotated[
+        float, typer.Option("--lora-dropout", help="peft's dropout on the adapters' input (0: none).")
+    ] = 0.0,
+    head: Annotated[
+        str, typer.Option(help="classifier (what hpo trains) | causal_lm (vocab logits + LM loss, decoders)")
+    ] = "classifier",
+    bnb_saves_inputs: Annotated[
+        bool,
+        typer.Option("--bnb-saves-inputs", help="bitsandbytes < 0.43.2: each 4-bit linear keeps its input."),
+    ] = False,
     gpu_memory: GpuMemoryOpt = None,
     headroom_gb: Annotated[
         float | None, typer.Option("--headroom-gb", help="Memory kept free (default: the GPU profile's).")
@@ -56,7 +70,7 @@ def estimate(
     """Predict the peak GPU memory of a trial (training step, optimizer step, evaluation) before loading
     anything."""
     from hpo.gpu import detect
-    from hpo.memory.budget import MemoryRequest
+    from hpo.memory.budget import LORA_TARGET_SETS, MemoryRequest
     from hpo.memory.calibrate import Calibration
     from hpo.memory.report import run_estimate
 
@@ -71,7 +85,10 @@ def estimate(
         mode=mode,
         frozen_layers=frozen_layers,
         attn_impl=attn_impl,
-        lora_targets=tuple(split_list(lora_targets) or ()),
+        lora_targets=LORA_TARGET_SETS.get(lora_targets) or tuple(split_list(lora_targets) or ()),
+        lora_dropout=lora_dropout,
+        head=head,
+        bnb_saves_inputs=bnb_saves_inputs,
     )  # validates itself (ConfigError)
     typer.echo(
         run_estimate(

@@ -31,6 +31,11 @@ LORA_TARGET_ALIASES = {  # module names a LoRA target goes by in each architectu
     "key": ("key", "key_proj", "k_proj", "k_lin"),
     "value": ("value", "value_proj", "v_proj", "v_lin"),
 }
+LORA_TARGET_SETS = {  # a trial's lora_targets -> the modules LoRA wraps in every layer (decoders)
+    "q_v": ("query", "value"),
+    "qkvo": ("query", "key", "value", "o_proj"),
+    "all_linear": ("query", "key", "value", "o_proj", "gate_proj", "up_proj", "down_proj"),
+}
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,9 @@ class MemoryRequest:
     grad_checkpointing: bool = False
     lora_r: int = 0
     lora_targets: tuple[str, ...] = ("query", "value")
+    lora_dropout: float = 0.0  # > 0: peft's nn.Dropout on each adapter's input (mask + dropped copy saved)
+    head: str = "classifier"  # classifier (what hpo trains) | causal_lm (decoders: vocab logits + LM loss)
+    bnb_saves_inputs: bool = False  # bitsandbytes < 0.43.2: each 4-bit linear kept its input (published runs)
     quant: str | None = None  # None | "4bit" | "8bit" (base weights)
     mode: str = "train"  # train | inference
     attn_impl: str = "sdpa"  # sdpa | eager | flash
@@ -62,6 +70,8 @@ class MemoryRequest:
             (self.mode in ("train", "inference"), f"mode '{self.mode}' is not train or inference"),
             (self.lora_r >= 0 and self.frozen_layers >= 0 and self.num_labels >= 1, "negative sizes"),
             (self.eval_batch_size >= 0, "eval batch size must be >= 0"),
+            (0.0 <= self.lora_dropout < 1.0, f"lora dropout {self.lora_dropout} is not in [0, 1)"),
+            (self.head in ("classifier", "causal_lm"), f"head '{self.head}' is not classifier or causal_lm"),
             (self.quant is None or self.lora_r > 0 or self.mode == "inference", "4/8-bit weights need LoRA"),
         ]
         for ok, message in checks:

@@ -39,8 +39,10 @@ _SAME = ("grad_checkpointing", "optimizer", "mode", "quant")
 
 
 def calibration_key(model: str, card: str, card_bytes: int, req: MemoryRequest) -> str:
-    """The evidence key: model, card name and memory (GiB), precision, attention implementation."""
-    return f"{model}|{card or 'unknown card'}|{round(card_bytes / GIB)}GiB|{req.precision}|{req.attn_impl}"
+    """The evidence key: model, card name and memory (GiB), precision, attention implementation (and the
+    4/8-bit base weights, which keys made before them lack)."""
+    key = f"{model}|{card or 'unknown card'}|{round(card_bytes / GIB)}GiB|{req.precision}|{req.attn_impl}"
+    return key + (f"|{req.quant}" if req.quant else "")
 
 
 def oom_origin(message: str, *, on_cuda: bool, simulated: bool, neighbours: bool) -> str:

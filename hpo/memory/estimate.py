@@ -14,7 +14,6 @@ from hpo.errors import ConfigError
 from hpo.memory.budget import (
     CUBLAS_WORKSPACE,
     DEFAULT_ALLOCATOR,
-    LORA_TARGET_ALIASES,
     Allocator,
     Budget,
     MemoryRequest,
@@ -22,6 +21,7 @@ from hpo.memory.budget import (
     fits,
 )
 from hpo.memory.catalog import ModelSpec
+from hpo.memory.lora import bnb_inputs_saved, dropout_saved, lm_head_terms, shared_inputs, target_dims
 
 
 @dataclass(frozen=True)
@@ -63,24 +63,17 @@ def param_counts(spec: ModelSpec, req: MemoryRequest) -> ParamCounts:
     emb, layer = _shapes(spec)
     head = [(req.num_labels, h, 1)]  # decoder: score; encoder: + pooler/dense and biases
     head += [] if spec.family == "decoder" else [(h, h, 1), (h, 1, 1), (req.num_labels, 1, 1)]
+    if req.head == "causal_lm":  # untied LM head (tied: the embedding itself); LoRA leaves it frozen
+        head = [] if spec.tie_embeddings else [(spec.vocab_size, h, 1)]
     numel = lambda shapes: sum(r * c * k for r, c, k in shapes)  # noqa: E731
     linear = numel([s for s in layer if s[1] > 1])
     frozen = min(req.frozen_layers, n)
-    dims = _target_dims(spec, req.lora_targets) if req.lora_r else []
+    dims = target_dims(spec, req.lora_targets) if req.lora_r else []
     adapters = (n - frozen) * sum(req.lora_r * (a + b) for a, b in dims)
     full = ([] if frozen else emb) + [(r, c, k * (n - frozen)) for r, c, k in layer] + head
-    shapes = head if req.lora_r else full  # LoRA trains the adapters and the head only
+    shapes = (head if req.head == "classifier" else []) if req.lora_r else full  # LoRA: adapters + head
     total = numel(emb) + n * numel(layer) + numel(head)
     return ParamCounts(total, n * linear, numel(shapes), adapters, tuple(shapes), linear)
-
-
-def _target_dims(spec: ModelSpec, targets: tuple[str, ...]) -> list[tuple[int, int]]:
-    """(in, out) features of each LoRA-wrapped linear in one layer."""
-    h, i = spec.hidden_size, spec.intermediate_size
-    kvd = spec.kv_heads * (h // spec.num_heads)
-    known = {"key": (h, kvd), "value": (h, kvd), "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
-    canonical = {alias: name for name, aliases in LORA_TARGET_ALIASES.items() for alias in aliases}
-    return [known.get(canonical.get(t, t), (h, h)) for t in targets]
 
 
 def _buckets(spec: ModelSpec) -> int:  # DeBERTa's relative-position span 2k
@@ -98,7 +91,9 @@ def _layer_saved(spec: ModelSpec, req: MemoryRequest, tw: bool) -> float:
     kvd = spec.kv_heads * (h // a)
     c, r, ac = _widths(req)
     lse = 4 * a * (-(-s // 32) * 32) / s
-    lora = len(req.lora_targets) * (req.lora_r * c + (2 * h if ac else 4 * h if r == 2 else 0))
+    dims = target_dims(spec, req.lora_targets)  # adapter input cast copies (autocast: bf16; bf16 base: fp32)
+    lora = sum(req.lora_r * c + (2 * d if ac else 4 * d if r == 2 else 0) for d, _ in dims)
+    lora += dropout_saved(spec, req)
     lin_in = lambda n: (n * 2 * h if ac else r * h) if tw else 0  # noqa: E731  inputs saved by n linears
     if spec.family == "decoder":  # RMSNorm saves its fp32 input, and its normalized output if trainable
         norms = 2 * (4 * h + 4 + ((4 * h if r == 4 else 2 * h) if tw else 0))
@@ -109,9 +104,14 @@ def _layer_saved(spec: ModelSpec, req: MemoryRequest, tw: bool) -> float:
             attn = a * s * (4 + (c if c != 4 else 0)) + (c * h if tw else 0)  # softmax (fp32) + cast copy
         else:
             attn = c * h + lse + (0 if req.attn_impl == "flash" else c * s)
-        x_lora = r * h if req.lora_r and not tw and not ac and r == 4 else 0
-        mlp = lin_in(2) + 3 * c * i + (c * i if tw else 0)
-        return norms + lin_in(3) + x_lora + qkv + attn + mlp + (lora if req.lora_r else 0)
+        fp32_adapters_in = req.lora_r and not tw and not ac and r == 4  # they keep their shared inputs
+        x_lora = r * shared_inputs(spec, req.lora_targets) if fp32_adapters_in else 0
+        # 4/8-bit linears return their input's dtype (bitsandbytes: fp32 under autocast, the residual stream
+        # and norms being fp32 after prepare_model_for_kbit_training): gate/up and the activation in fp32
+        cq = 4 if req.quant and ac else c
+        mlp = lin_in(2) + 3 * cq * i + (c * i if tw else 0)
+        bnb = bnb_inputs_saved(spec, req, c)
+        return norms + lin_in(3) + x_lora + qkv + attn + mlp + (lora if req.lora_r else 0) + bnb
     drop, attn = 2 * h, 0.0  # two hidden dropout masks (bool)
     if spec.arch.startswith("deberta") or req.attn_impl == "eager":
         attn = a * s * (r + 1 + c) + (c * h if tw else 0)  # softmax, dropout mask, dropout output
@@ -158,6 +158,12 @@ def activation_bytes(spec: ModelSpec, req: MemoryRequest) -> tuple[int, int, int
         saved = tokens * ((n - frozen) * per_layer + emb + head)
         fwd_tmp, bwd_tmp = tokens * ((c * i + r * h if dec else 3 * r * h) + attn_tmp), tokens * 3 * r * h
     fwd_tmp = max(fwd_tmp, no_grad_tmp) if frozen == n else fwd_tmp
+    lm_saved, lm_fwd, lm_bwd = lm_head_terms(spec, req, c)  # the loss runs after the layers, before backward
+    saved, fwd_tmp, bwd_tmp = (
+        saved + tokens * lm_saved,
+        max(fwd_tmp, tokens * lm_fwd),
+        bwd_tmp + tokens * lm_bwd,
+    )
     return int(saved), int(fwd_tmp), int(bwd_tmp)
 
 

@@ -72,6 +72,8 @@ def _table(
         f"attn {req.attn_impl}",
     ]
     flags += ["grad checkpointing"] * req.grad_checkpointing + [f"LoRA r={req.lora_r}"] * (req.lora_r > 0)
+    lora = f"{'/'.join(req.lora_targets)}" + (f", dropout {req.lora_dropout:g}" if req.lora_dropout else "")
+    flags += [f"LoRA on {lora}"] * (req.lora_r > 0) + [f"{req.head} head"] * (req.head != "classifier")
     flags += [f"{req.quant} base"] * (req.quant is not None)
     flags += [f"{req.frozen_layers} frozen layers"] * (req.frozen_layers > 0)
     lines = [

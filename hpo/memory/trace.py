@@ -10,7 +10,8 @@ meta storage with a weakref finalizer, so the live total is exact at every opera
 - Optimizers: torch AdamW/SGD(momentum)/Adafactor, ``foreach=True`` as on CUDA (temporaries included);
   ``adamw_8bit`` is a memory model (uint8 moments + fp32 absmax per 256). Clipping and a CE loss run.
 - Two micro-steps per optimizer step: gradients are alive during a forward, as in any accumulation step.
-- LoRA: A/B linears, no dropout, fp32, head trainable (peft's default). Not covered: 4/8-bit base weights.
+- LoRA: A/B linears, dropout as peft, fp32, head trainable (peft's default). Not covered: 4/8-bit bases.
+- ``head="causal_lm"``: the causal LM (vocab logits, fp32 cross entropy per token) instead of the classifier.
 - Decoders with more than 4 trainable layers are traced with 2 and 3 and extrapolated linearly per phase.
 """
 
@@ -24,7 +25,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
@@ -37,11 +38,10 @@ from hpo.memory.budget import (
     Budget,
     MemoryRequest,
     device_budget,
-    lora_target_names,
 )
 from hpo.memory.catalog import ModelSpec
 from hpo.memory.meta_optim import make_optimizer
-from hpo.train.model import freeze_layers
+from hpo.memory.trace_model import model_from_config
 
 _META = torch.device("meta")
 # CUDA autocast lists (the ops HF encoders/decoders use): run in the low dtype / in fp32.
@@ -152,76 +152,6 @@ class _Autocast(TorchFunctionMode):
         return efficient(q, k, v, bias, grad, kw.get("dropout_p", 0.0), causal, scale=kw.get("scale"))[0]
 
 
-class _LoraLinear(nn.Module):
-    """Frozen base linear plus a trainable rank-r update (peft's default: no dropout, fp32 adapters)."""
-
-    def __init__(self, base: nn.Linear, r: int) -> None:
-        super().__init__()
-        self.base = base
-        self.lora_A = nn.Linear(base.in_features, r, bias=False, device=base.weight.device)
-        self.lora_B = nn.Linear(r, base.out_features, bias=False, device=base.weight.device)
-
-    def forward(self, x: Tensor) -> Tensor:
-        update = self.lora_B(self.lora_A(x.to(self.lora_A.weight.dtype)))
-        return self.base(x) + update.to(x.dtype) * 2.0
-
-
-def hf_config(spec: ModelSpec, req: MemoryRequest, layers: int | None = None) -> Any:
-    """The transformers config of ``spec`` (local config.json, or built from the catalog dimensions)."""
-    from transformers import AutoConfig
-
-    if spec.source in ("package", "config", "local"):
-        cfg = AutoConfig.from_pretrained(spec.load_path())
-    else:
-        names = ["hidden_size", "num_heads", "intermediate_size", "vocab_size", "max_position_embeddings"]
-        dims = {name.replace("num_heads", "num_attention_heads"): getattr(spec, name) for name in names}
-        dims.update(num_hidden_layers=spec.num_layers, tie_word_embeddings=spec.tie_embeddings)
-        if spec.family == "decoder":
-            dims["num_key_value_heads"] = spec.kv_heads
-        else:
-            dims["type_vocab_size"] = max(spec.type_vocab_size, 1)
-        if spec.arch == "electra":
-            dims["embedding_size"] = spec.emb_size
-        cfg = AutoConfig.for_model(spec.arch, **dims, **dict(spec.extra.get("hf_config") or {}))
-    cfg.num_labels, cfg.use_cache = req.num_labels, False  # no KV cache while training a classifier
-    cfg.num_hidden_layers = layers or cfg.num_hidden_layers
-    cfg.pad_token_id = 0 if getattr(cfg, "pad_token_id", None) is None else cfg.pad_token_id
-    return cfg
-
-
-def model_from_config(
-    spec: ModelSpec, req: MemoryRequest, layers: int | None = None, device: Any = _META
-) -> Any:
-    """The classifier of ``spec`` built from its config (no weights are read: the trace's twin of
-    hpo.train.model.build_model, which loads them), frozen/LoRA as requested."""
-    from transformers import AutoModelForSequenceClassification as Auto
-
-    cfg = hf_config(spec, req, layers)
-    with torch.device(device):
-        try:
-            model = Auto.from_config(cfg, attn_implementation="eager" if req.attn_impl == "eager" else "sdpa")
-        except (ValueError, ImportError):  # e.g. DeBERTa has no SDPA path: it always runs eager attention
-            model = Auto.from_config(cfg, attn_implementation="eager")
-    if req.precision == "bf16_pure":
-        model.to(torch.bfloat16)
-    prepare_model(model, spec, req)
-    return model
-
-
-def prepare_model(model: nn.Module, spec: ModelSpec, req: MemoryRequest) -> None:
-    """Freeze layers (and embeddings) and attach LoRA adapters, the way hpo trains."""
-    if req.lora_r > 0:
-        targets = set(lora_target_names(spec, req.lora_targets))
-        for name, module in list(model.named_modules()):
-            for child, sub in list(module.named_children()):
-                head = f"{name}.{child}".startswith(("classifier", "score"))
-                if isinstance(sub, nn.Linear) and child in targets and not head:
-                    setattr(module, child, _LoraLinear(sub, req.lora_r))
-        for name, p in model.named_parameters():
-            p.requires_grad_("lora_" in name or name.startswith(("classifier", "score")))
-    freeze_layers(model, req.frozen_layers)  # as training freezes: embeddings and the first layers
-
-
 def _run(spec: ModelSpec, req: MemoryRequest, layers: int | None) -> dict[str, dict[str, int]]:
     """Trace two optimizer steps (two micro-steps each); the breakdown at each phase's peak."""
     model = model_from_config(spec, req, layers)
@@ -236,14 +166,18 @@ def _run(spec: ModelSpec, req: MemoryRequest, layers: int | None) -> dict[str, d
             live.add(t)
             kinds[live.sid(t)] = "adapters" if "lora_" in name else "weights"
         ids = torch.zeros(req.batch_size, req.max_length, dtype=torch.long, device=_META)
-        mask, labels = torch.ones_like(ids), torch.zeros(req.batch_size, dtype=torch.long, device=_META)
+        causal = req.head == "causal_lm"  # a label per token; the logits upcast as ForCausalLMLoss does
+        labels = torch.zeros(ids.numel() if causal else req.batch_size, dtype=torch.long, device=_META)
+        mask = torch.ones_like(ids)
         params = [p for p in model.parameters() if p.requires_grad]
         opt = make_optimizer(req.optimizer, params, req.foreach) if req.mode == "train" and params else None
         for phase in _PHASES:
             live.start(phase)
             if phase.startswith("fwd"):
                 with _Autocast(live, low, flash), torch.set_grad_enabled(opt is not None):
-                    loss = F.cross_entropy(model(input_ids=ids, attention_mask=mask).logits, labels)
+                    logits = model(input_ids=ids, attention_mask=mask).logits
+                    loss = F.cross_entropy(logits.float().flatten(0, 1) if causal else logits, labels)
+                    del logits
                 loss = loss if opt is not None else None
             elif phase.startswith("bwd") and loss is not None:
                 loss.backward()

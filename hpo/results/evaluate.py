@@ -55,6 +55,9 @@ def evaluate_best(cfg: StudyConfig, study: optuna.Study, trial: FrozenTrial) -> 
         frozen_layers=tcfg.frozen_layers,
         lora_r=tcfg.lora_r,
         lora_alpha=tcfg.lora_alpha,
+        lora_dropout=tcfg.lora_dropout,
+        lora_targets=tcfg.lora_targets,
+        quant=tcfg.quant,
         seed=cfg.seed,
     )
     scheduled = int(trial.user_attrs.get(K.EPOCHS_SCHEDULED, cfg.epochs))

@@ -129,22 +129,39 @@ def build_model(
     seed: int,
     lora_r: int = 0,
     lora_alpha: int = 16,
+    lora_dropout: float = 0.0,
+    lora_targets: str = "q_v",
+    quant: str = "none",
 ) -> nn.Module:
     """Build the classifier: pretrained weights (hub/package/local) or random ones (config-only models);
-    with ``lora_r`` > 0, peft LoRA adapters on the attention's q/v projections, base frozen (only the
-    adapters and the classification head train)."""
+    with ``lora_r`` > 0, peft LoRA adapters on the ``lora_targets`` module set (hpo.memory.budget), base
+    frozen (only the adapters and the classification head train); ``quant`` 4bit/8bit loads the base through
+    bitsandbytes (QLoRA, CUDA only: hpo.train.quant)."""
     from transformers import AutoModelForSequenceClassification
 
     _quiet_transformers()
     config = _model_config(spec, num_labels, dropout)
     torch.manual_seed(seed)  # the fresh classification head (and config-built weights) depend on the seed
     try:
-        if spec.source == "config":
+        if quant != "none":
+            from hpo.train.quant import load_quantized
+
+            model = load_quantized(spec, config, quant, lora_r)
+        elif spec.source == "config":
             model = AutoModelForSequenceClassification.from_config(config)
         else:
             model = AutoModelForSequenceClassification.from_pretrained(spec.load_path(), config=config)
     except (OSError, ValueError) as exc:
         raise _load_error(spec, "weights", exc) from exc
+    if quant != "none":  # frozen k-bit base, fp32 norms/embeddings/head, checkpointing as the trial says
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=grad_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+        grad_checkpointing = False  # enabled just now
     if grad_checkpointing:
         if not getattr(model, "supports_gradient_checkpointing", False):
             raise ModelError(
@@ -157,23 +174,29 @@ def build_model(
         else:  # pragma: no cover - transformers 4.x
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     freeze_layers(model, frozen_layers)
-    return add_lora(model, spec, lora_r, lora_alpha) if lora_r > 0 else model
+    if lora_r <= 0:
+        return model
+    return add_lora(model, spec, lora_r, lora_alpha, dropout=lora_dropout, targets=lora_targets)
 
 
-def add_lora(model: nn.Module, spec: ModelSpec, rank: int, alpha: int) -> nn.Module:
-    """Wrap ``model`` with peft LoRA adapters (the estimator's targets: q and v of every layer)."""
+def add_lora(
+    model: nn.Module, spec: ModelSpec, rank: int, alpha: int, *, dropout: float = 0.0, targets: str = "q_v"
+) -> nn.Module:
+    """Wrap ``model`` with peft LoRA adapters on the modules of the ``targets`` set in every layer (the
+    estimator's MemoryRequest.lora_targets), with peft's dropout on their input."""
     from peft import LoraConfig, get_peft_model
 
-    from hpo.memory.budget import lora_target_names
+    from hpo.memory.budget import LORA_TARGET_SETS, lora_target_names
 
+    # bitsandbytes' Linear4bit/Linear8bitLt subclass nn.Linear
     names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)}
-    targets = [t for t in lora_target_names(spec, ("query", "value")) if t in names]
-    if not targets:
-        raise ModelError(
-            f"'{spec.name}' has no query/value projections for LoRA adapters", "set lora_r to 0 for it"
-        )
+    if targets not in LORA_TARGET_SETS:
+        raise ModelError(f"unknown LoRA target set '{targets}'", f"use one of {sorted(LORA_TARGET_SETS)}")
+    modules = [t for t in lora_target_names(spec, LORA_TARGET_SETS[targets]) if t in names]
+    if not modules:
+        raise ModelError(f"'{spec.name}' has no {targets} projections for LoRA adapters", "set lora_r to 0")
     config = LoraConfig(
-        r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets, task_type="SEQ_CLS"
+        r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=modules, task_type="SEQ_CLS"
     )
     return get_peft_model(model, config)
 

@@ -49,7 +49,8 @@ def next_attempt(
     if policy == "shrink":
         smaller = shrink(tcfg)
         return (smaller, True) if smaller is not None else None
-    if policy == "cpu" and on_gpu and cpu_fallback_allowed(spec.params):
+    # a 4/8-bit base needs CUDA (bitsandbytes): no CPU form trains the same model
+    if policy == "cpu" and on_gpu and cpu_fallback_allowed(spec.params) and tcfg.quant == "none":
         return tcfg.model_copy(update={"precision": "fp32"}), False
     return None
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from hpo.allocator import DEFAULT_ALLOCATOR, Allocator
 from hpo.config import TrialConfig
-from hpo.memory.budget import Budget, MemoryRequest, fits
+from hpo.memory.budget import LORA_TARGET_SETS, Budget, MemoryRequest, fits
 from hpo.memory.calibrate import Calibration, calibration_key, oom_origin
 from hpo.memory.catalog import ModelSpec
 from hpo.memory.estimate import estimate
@@ -35,6 +35,9 @@ def memory_request(cfg: TrialConfig, num_labels: int, seq_len: int | None = None
         num_labels=num_labels,
         frozen_layers=cfg.frozen_layers,
         lora_r=cfg.lora_r,
+        lora_targets=LORA_TARGET_SETS[cfg.lora_targets],
+        lora_dropout=cfg.lora_dropout if cfg.lora_r else 0.0,
+        quant=None if cfg.quant == "none" else cfg.quant,
     )
 
 

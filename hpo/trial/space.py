@@ -3,8 +3,10 @@
 Bounds come from the study's SpaceConfig, narrowed by the GPU profile (configs/gpus/*.yaml) for the sampled
 model's parameter count and by the model's own limits (position embeddings, number of layers). Only values
 that change training are sampled: label smoothing only with the label-smoothed loss, focal gamma only with
-the focal loss, precision only on CUDA (CPU trains in fp32), LoRA rank and alpha only for decoders (which
-train LoRA adapters; encoders are fine-tuned whole and sample frozen layers instead).
+the focal loss, precision only on CUDA (CPU trains in fp32), the LoRA fields (rank, alpha, dropout, target
+modules) only for decoders (which train LoRA adapters; encoders are fine-tuned whole and sample frozen layers
+instead), and 4/8-bit base weights only where the GPU profile's tier allows them for the model's size, on
+CUDA with bitsandbytes (elsewhere a space that forces them is a ConfigError; hpo.train.quant).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from hpo.config import SpaceConfig, TrialConfig
 from hpo.errors import ConfigError
 from hpo.gpu import GpuProfile
 from hpo.memory.catalog import ModelSpec, get_spec
+from hpo.train.quant import QUANT_FIX, quant_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +34,7 @@ class SpaceContext:
     on_cuda: bool
     profile: GpuProfile | None = None
     bf16_supported: bool = True
-    eight_bit: bool = False  # bitsandbytes and CUDA: adamw_8bit can run
+    eight_bit: bool = False  # bitsandbytes and CUDA: adamw_8bit and 4/8-bit base weights can run
 
 
 def optimizers(ctx: SpaceContext) -> list[str]:
@@ -64,6 +67,27 @@ def model_bounds(spec: ModelSpec, ctx: SpaceContext) -> tuple[list[int], list[in
     return batch, accum, length
 
 
+def quant_choices(spec: ModelSpec, ctx: SpaceContext) -> list[str]:
+    """The space's base-weight quantisations that can run for ``spec`` here (decoders only: the tier must
+    allow them, on CUDA with bitsandbytes); empty when the space allows only impossible ones."""
+    if spec.family != "decoder":
+        return ["none"]
+    tier = ctx.profile.bounds(spec.params).quant if ctx.profile is not None else ("none",)
+    return [q for q in ctx.space.quant if q == "none" or (q in tier and ctx.eight_bit)]
+
+
+def _check_quant(spec: ModelSpec, ctx: SpaceContext) -> None:
+    if quant_choices(spec, ctx):
+        return
+    forced = "/".join(ctx.space.quant)
+    reason = quant_unavailable(ctx.on_cuda, installed=ctx.eight_bit)  # eight_bit: CUDA + bitsandbytes
+    if reason is None:  # it could run here, but not for this model size on this card
+        name = ctx.profile.name if ctx.profile else "none"
+        size = f"'{spec.name}' ({spec.params:,} params)"
+        reason = f"GPU profile '{name}' allows no {forced} base weights for {size}"
+    raise ConfigError(f"space.quant [{forced}] cannot run: {reason}", QUANT_FIX)
+
+
 def _choice(trial: optuna.Trial, name: str, choices: list[int], full: list[int]) -> int:
     """A categorical whose choices may be narrowed per model.
 
@@ -79,6 +103,7 @@ def validate(ctx: SpaceContext) -> None:
     """Fail fast (ConfigError/ModelError) on models or bounds that can never be sampled."""
     for model in ctx.models:
         model_bounds(get_spec(model), ctx)
+        _check_quant(get_spec(model), ctx)
     if "adamw_8bit" in ctx.space.optimizer and not ctx.eight_bit:
         log.warning("adamw_8bit left out of the search space: it needs bitsandbytes and a CUDA device")
 
@@ -114,13 +139,33 @@ def sample(trial: optuna.Trial, ctx: SpaceContext) -> TrialConfig:
     if spec.family == "decoder":  # LoRA on a frozen base: frozen layers would change nothing
         values["lora_r"] = trial.suggest_categorical("lora_r", list(s.lora_r))
         values["lora_alpha"] = trial.suggest_categorical("lora_alpha", list(s.lora_alpha))
+        values.update(_lora_extras(trial, spec, ctx))
     else:
         encoders = [sp for sp in map(get_spec, ctx.models) if sp.family != "decoder"]
         cap = frozen_layers_cap(encoders, s)
         values["frozen_layers"] = trial.suggest_int("frozen_layers", 0, cap) if cap > 0 else 0
     if ctx.on_cuda:
         precisions = [p for p in s.precision if p not in ("bf16", "bf16_pure") or ctx.bf16_supported]
-        values["precision"] = trial.suggest_categorical("precision", precisions or ["fp32"])
+        name, kbit = "precision", values.get("quant", "none") != "none"
+        if kbit and "bf16_pure" in precisions:  # k-bit bases keep fp32 norms/head (peft): no bf16 cast
+            precisions = [p for p in precisions if p != "bf16_pure"] or ["fp32"]
+            name = "precision:" + "/".join(precisions)  # narrowed choices: their own parameter
+        values["precision"] = trial.suggest_categorical(name, precisions or ["fp32"])
     else:
         values["precision"] = "fp32"
     return TrialConfig.model_validate(values)
+
+
+def _lora_extras(trial: optuna.Trial, spec: ModelSpec, ctx: SpaceContext) -> dict[str, object]:
+    """LoRA dropout, target-module set and base quantisation; a field with one possible value is not a
+    parameter (studies made before it keep their parameters)."""
+    s, out = ctx.space, dict[str, object]()
+    lo, hi = s.lora_dropout
+    out["lora_dropout"] = trial.suggest_float("lora_dropout", lo, hi) if hi > lo else lo
+    targets = list(s.lora_targets)
+    pick = trial.suggest_categorical("lora_targets", targets) if len(targets) > 1 else targets[0]
+    out["lora_targets"] = pick
+    quants = quant_choices(spec, ctx)
+    name = "quant" if quants == list(s.quant) else "quant:" + "/".join(quants)  # narrowed: its own name
+    out["quant"] = trial.suggest_categorical(name, quants) if len(quants) > 1 else quants[0]
+    return out

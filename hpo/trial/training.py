@@ -89,6 +89,9 @@ class Trainer:
             frozen_layers=ctx.tcfg.frozen_layers,
             lora_r=ctx.tcfg.lora_r,
             lora_alpha=ctx.tcfg.lora_alpha,
+            lora_dropout=ctx.tcfg.lora_dropout,
+            lora_targets=ctx.tcfg.lora_targets,
+            quant=ctx.tcfg.quant,
             seed=self.cfg.seed,
         )
         memory = self.sizer.memory

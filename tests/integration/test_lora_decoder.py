@@ -90,3 +90,38 @@ def test_tune_runs_lora_trials_of_the_tiny_decoder(tmp_path: Path) -> None:
         assert t.params["model"] == "hpo-tiny-llama" and t.params["lora_r"] in (8, 16, 32)
         assert "frozen_layers" not in t.params
         assert t.user_attrs["trial_config"]["lora_r"] == t.params["lora_r"]
+        stored = t.user_attrs["trial_config"]
+        assert stored["lora_targets"] == t.params["lora_targets"] in ("q_v", "all_linear")
+        assert stored["lora_dropout"] == t.params["lora_dropout"] and stored["quant"] == "none"  # CPU
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("quant", ["4bit", "8bit"])
+def test_qlora_trains_only_adapters_and_head_on_a_quantised_base(quant: str) -> None:
+    pytest.importorskip("bitsandbytes")
+    cfg = BASE.model_copy(
+        update={
+            "model": "hpo-tiny-llama",
+            "lora_r": 8,
+            "learning_rate": 5e-3,
+            "quant": quant,
+            "precision": "bf16",
+        }
+    )
+    model = build_model(
+        LLAMA, num_labels=2, dropout=0.0, grad_checkpointing=True, frozen_layers=0, seed=0, lora_r=8,
+        lora_dropout=0.05, lora_targets="all_linear", quant=quant,
+    )  # fmt: skip
+    kinds = {type(m).__name__ for m in model.modules()}
+    assert kinds & {"Linear4bit", "Linear8bitLt"}, kinds
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    data = encode_pairs(load_tokenizer(LLAMA), TRAIN, cfg.max_length, "longest")
+    result = train(
+        model, cfg, data, data, score=AGENT.score, num_labels=2, epochs=1, patience=9,
+        device=torch.device("cuda"), seed=0,
+    )  # fmt: skip
+    assert result.optimizer_steps > 0
+    after = model.state_dict()
+    changed = {k for k, v in after.items() if v.shape == before[k].shape and not torch.equal(v, before[k])}
+    assert changed and all("lora_" in k or ".score." in k for k in changed)
