@@ -145,6 +145,9 @@ def test_every_trial_field_is_covered() -> None:
         "dropout",
         "lora_r",  # test_lora_decoder.py: the trainable count follows it
         "lora_alpha",  # test_lora_decoder.py: the trained weights follow it
+        "lora_targets",  # test_lora_fields.py: peft wraps exactly the set's modules (trainable count follows)
+        "lora_dropout",  # test_lora_fields.py: peft's adapter dropout is Dropout(p) when p > 0, else Identity
+        "quant",  # test_lora_fields.py (refused on CPU, QLoRA config), test_lora_decoder.py::test_qlora_*
     }
     sampled = set(TrialConfig.model_fields) - {"optimizer"}  # optimizer is fixed (adamw), never sampled
     assert sampled <= covered
