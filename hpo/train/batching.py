@@ -63,9 +63,11 @@ def make_loader(
     shuffle: bool,
     seed: int,
     group_by_length: int | None = None,
+    targets: tuple[str, ...] = ("labels",),
 ) -> DataLoader:
-    """A loader over the encoded tensors; ``group_by_length``: the window size to group lengths by."""
-    keys = [k for k in (*SEQUENCE_KEYS, "labels") if k in encoded]
+    """A loader over the encoded model inputs and ``targets`` (the head's, hpo.train.heads); other encoded
+    tensors (a span agent's offsets) stay out. ``group_by_length``: the window size to group lengths by."""
+    keys = [k for k in (*SEQUENCE_KEYS, *targets) if k in encoded]
     dataset = TensorDataset(*(encoded[k] for k in keys))
     generator = torch.Generator().manual_seed(seed)
     if shuffle and group_by_length:

@@ -129,20 +129,22 @@ def build_model(
     seed: int,
     lora_r: int = 0,
     lora_alpha: int = 16,
+    auto_class: str = "AutoModelForSequenceClassification",
 ) -> nn.Module:
     """Build the classifier: pretrained weights (hub/package/local) or random ones (config-only models);
     with ``lora_r`` > 0, peft LoRA adapters on the attention's q/v projections, base frozen (only the
-    adapters and the classification head train)."""
-    from transformers import AutoModelForSequenceClassification
+    adapters and the classification head train). ``auto_class``: the agent's head (hpo.train.heads)."""
+    import transformers
 
+    auto = getattr(transformers, auto_class)
     _quiet_transformers()
     config = _model_config(spec, num_labels, dropout)
     torch.manual_seed(seed)  # the fresh classification head (and config-built weights) depend on the seed
     try:
         if spec.source == "config":
-            model = AutoModelForSequenceClassification.from_config(config)
+            model = auto.from_config(config)
         else:
-            model = AutoModelForSequenceClassification.from_pretrained(spec.load_path(), config=config)
+            model = auto.from_pretrained(spec.load_path(), config=config)
     except (OSError, ValueError) as exc:
         raise _load_error(spec, "weights", exc) from exc
     if grad_checkpointing:
@@ -157,10 +159,17 @@ def build_model(
         else:  # pragma: no cover - transformers 4.x
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     freeze_layers(model, frozen_layers)
-    return add_lora(model, spec, lora_r, lora_alpha) if lora_r > 0 else model
+    return add_lora(model, spec, lora_r, lora_alpha, LORA_TASKS[auto_class]) if lora_r > 0 else model
 
 
-def add_lora(model: nn.Module, spec: ModelSpec, rank: int, alpha: int) -> nn.Module:
+# peft's task type per head: it keeps the fresh head (classifier / qa_outputs) trainable beside the adapters
+LORA_TASKS = {
+    "AutoModelForSequenceClassification": "SEQ_CLS",
+    "AutoModelForQuestionAnswering": "QUESTION_ANS",
+}
+
+
+def add_lora(model: nn.Module, spec: ModelSpec, rank: int, alpha: int, task: str = "SEQ_CLS") -> nn.Module:
     """Wrap ``model`` with peft LoRA adapters (the estimator's targets: q and v of every layer)."""
     from peft import LoraConfig, get_peft_model
 
@@ -172,9 +181,7 @@ def add_lora(model: nn.Module, spec: ModelSpec, rank: int, alpha: int) -> nn.Mod
         raise ModelError(
             f"'{spec.name}' has no query/value projections for LoRA adapters", "set lora_r to 0 for it"
         )
-    config = LoraConfig(
-        r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets, task_type="SEQ_CLS"
-    )
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets, task_type=task)
     return get_peft_model(model, config)
 
 
