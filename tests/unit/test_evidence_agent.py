@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -158,6 +159,16 @@ def test_span_loss_ignores_padding() -> None:
     padded, w = SPAN.terms(loss, Out(s, e), targets, mask)
     cut, _ = SPAN.terms(loss, Out(s[:, :3], e[:, :3]), targets, mask[:, :3])
     assert torch.allclose(padded, cut) and w.tolist() == [1.0, 1.0]
+
+
+def test_windows_are_cached_on_disk(tmp_path: Path) -> None:
+    agent, tok = EvidenceAgent(), tiny_tokenizer()
+    first, fresh = agent.encode(tok, examples(), 24, "longest", tmp_path)
+    again, fresh_again = agent.encode(tok, examples(), 24, "longest", tmp_path)
+    assert fresh and not fresh_again and first.keys() == again.keys()
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    other, fresh_other = agent.encode(tok, examples(), 24, "max_length", tmp_path)
+    assert fresh_other and other["input_ids"].shape[1] == 24
 
 
 def test_bad_settings_are_one_line_config_errors() -> None:
