@@ -42,8 +42,9 @@ class Agent(Protocol):
         """Read and validate the data, return post-grouped seeded train/val/test splits."""
         ...
 
-    def check_space(self, space: SpaceConfig) -> None:
-        """ConfigError for a search-space choice the agent cannot train (before any trial starts)."""
+    def check_space(self, space: SpaceConfig, tokenizers: dict[str, Any]) -> None:
+        """ConfigError for a search-space choice the agent cannot train with the study's ``tokenizers`` (by
+        model name), before any trial starts."""
         ...
 
     def encode(

@@ -85,7 +85,7 @@ class CriteriaAgent:
         """Read and validate the data, return post-grouped seeded train/val/test splits."""
         return grouped_split(self.examples(data_dir), seed)
 
-    def check_space(self, space: SpaceConfig) -> None:
+    def check_space(self, space: SpaceConfig, tokenizers: dict[str, Any]) -> None:
         """Every search-space choice trains a classifier."""
 
     def encode(

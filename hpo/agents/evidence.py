@@ -93,22 +93,29 @@ def span_examples(rows: list[dict[str, str]], posts: dict[str, str]) -> list[Spa
     return examples
 
 
-def window_stride(tokenizer: Any, examples: Sequence[PairExample], max_length: int) -> int:
-    """Tokens shared by neighbouring windows: a third of the room the longest question leaves (HF's QA
-    examples share 128 of 384)."""
+MIN_ROOM = 8  # tokens of the post a window must hold beside the question
+
+
+def question_tokens(tokenizer: Any, questions: Sequence[str]) -> int:
+    """Tokens the longest question and the special tokens take in every window (fast tokenizers only)."""
     if not getattr(tokenizer, "is_fast", False):
         raise ConfigError(
             f"the evidence agent needs a fast tokenizer (offsets), {type(tokenizer).__name__} is not one",
             "use a model with a fast (Rust) tokenizer",
         )
-    question = max(
-        len(tokenizer(q, add_special_tokens=False)["input_ids"]) for q in {e.text_a for e in examples}
-    )
-    room = max_length - question - tokenizer.num_special_tokens_to_add(pair=True)
-    if room < 8:
+    longest = max(len(tokenizer(q, add_special_tokens=False)["input_ids"]) for q in set(questions))
+    return int(longest + tokenizer.num_special_tokens_to_add(pair=True))
+
+
+def window_stride(tokenizer: Any, examples: Sequence[PairExample], max_length: int) -> int:
+    """Tokens shared by neighbouring windows: a third of the room the longest question leaves (HF's QA
+    examples share 128 of 384)."""
+    question = question_tokens(tokenizer, [e.text_a for e in examples])
+    room = max_length - question
+    if room < MIN_ROOM:
         raise ConfigError(
             f"max_length {max_length} leaves {room} tokens of the post beside a {question}-token criterion",
-            f"sample max_length of at least {max_length - room + 8} for the evidence agent",
+            f"sample max_length of at least {question + MIN_ROOM} for the evidence agent",
         )
     return max(1, room // 3)
 
@@ -201,7 +208,17 @@ class EvidenceAgent:
         rows, posts = read_redsm5(data_dir)
         return grouped_split(span_examples(rows, posts), seed)
 
-    def check_space(self, space: SpaceConfig) -> None:
+    def check_space(self, space: SpaceConfig, tokenizers: dict[str, Any]) -> None:
+        """Refuse class weighting, and max_length choices leaving no room for the post beside a question."""
+        for name, tokenizer in tokenizers.items():
+            need = question_tokens(tokenizer, list(DSM5_DESCRIPTIONS.values())) + MIN_ROOM
+            short = sorted(n for n in space.max_length if n < need)
+            if short:
+                raise ConfigError(
+                    f"max_length {short[0]} leaves no room for the post beside the longest criterion "
+                    f"({name})",
+                    f"sample max_length of at least {need} for the evidence agent",
+                )
         if True in space.class_weighting:
             raise ConfigError(
                 "the evidence agent cannot weight classes (its targets are token positions)",

@@ -95,8 +95,8 @@ def prepare(cfg: StudyConfig) -> Setup:
         eight_bit=device.type == "cuda" and eight_bit_available(),
     )
     validate(space)
-    agent.check_space(cfg.space)
     tokenizers = {m: load_tokenizer(get_spec(m)) for m in cfg.models}  # fail fast on unloadable models
+    agent.check_space(cfg.space, tokenizers)
     return Setup(agent, splits, device, space, tokenizers, dropped)
 
 

@@ -173,7 +173,11 @@ def test_windows_are_cached_on_disk(tmp_path: Path) -> None:
 
 def test_bad_settings_are_one_line_config_errors() -> None:
     with pytest.raises(ConfigError, match="class"):
-        EvidenceAgent().check_space(SpaceConfig(class_weighting=[False, True]))
+        EvidenceAgent().check_space(SpaceConfig(class_weighting=[False, True]), {})
+    tokenizers = {"hpo-tiny-bert": tiny_tokenizer()}
+    with pytest.raises(ConfigError, match="max_length 32 leaves no room"):
+        EvidenceAgent().check_space(SpaceConfig(max_length=[32, 128], class_weighting=[False]), tokenizers)
+    EvidenceAgent().check_space(SpaceConfig(max_length=[64, 128], class_weighting=[False]), tokenizers)
     with pytest.raises(ConfigError, match="max_length 8 leaves"):
         encode_windows(tiny_tokenizer(), examples(), max_length=8)
 
