@@ -1,23 +1,30 @@
-"""Agents: one module per task (data columns, labels, metric, search-space additions).
+"""Agents: one module per task (data, encoding, head, metric, search-space checks), found by name.
 
-Adding an agent = adding a module here, registering it in ``AGENTS`` and shipping configs/agents/<name>.yaml.
+Adding an agent = a module ``hpo/agents/<name>.py`` exposing ``AGENT`` (an ``Agent``) and its defaults in
+``configs/agents/<name>.yaml``; nothing else changes. The names are those of the shipped agent YAMLs.
 """
 
 from __future__ import annotations
 
+import importlib
+
 from hpo.agents.base import Agent
 from hpo.errors import ConfigError
+from hpo.paths import CONFIG_DIR
 
-AGENTS = ("criteria",)
+
+def agent_names() -> tuple[str, ...]:
+    """The agents hpo ships: one ``configs/agents/<name>.yaml`` each."""
+    return tuple(sorted(p.stem for p in (CONFIG_DIR / "agents").glob("*.yaml")))
 
 
 def get_agent(name: str) -> Agent:
-    """Return the agent called ``name`` or raise a ConfigError listing the known ones."""
-    if name == "criteria":
-        from hpo.agents.criteria import CriteriaAgent
+    """Return the agent called ``name`` (``hpo.agents.<name>.AGENT``) or raise a ConfigError listing them."""
+    names = agent_names()
+    if name not in names:
+        raise ConfigError(f"unknown agent '{name}'", f"use one of: {', '.join(names)}")
+    agent: Agent = importlib.import_module(f"hpo.agents.{name}").AGENT
+    return agent
 
-        return CriteriaAgent()
-    raise ConfigError(f"unknown agent '{name}'", f"use one of: {', '.join(AGENTS)}")
 
-
-__all__ = ["AGENTS", "Agent", "get_agent"]
+__all__ = ["Agent", "agent_names", "get_agent"]

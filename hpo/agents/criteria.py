@@ -7,10 +7,16 @@ the label is the annotation's status. The metric is macro-F1 over classes {0, 1}
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from hpo.agents.base import Tensors
+from hpo.config import SpaceConfig
 from hpo.errors import DataError
 from hpo.train.data import PairExample, Splits, grouped_split, read_redsm5
+from hpo.train.heads import CLASSIFICATION
+from hpo.train.tokenized import encode_cached
 
 # Paraphrases of DSM-5 major depressive episode criteria A1-A9, plus a generic one for SPECIAL_CASE.
 DSM5_DESCRIPTIONS: dict[str, str] = {
@@ -55,6 +61,7 @@ class CriteriaAgent:
     name = "criteria"
     num_labels = 2
     metric_name = "macro_f1"
+    head = CLASSIFICATION
 
     def examples(self, data_dir: Path) -> list[PairExample]:
         """All annotation rows of ``data_dir`` as (description, sentence) -> status examples."""
@@ -78,6 +85,24 @@ class CriteriaAgent:
         """Read and validate the data, return post-grouped seeded train/val/test splits."""
         return grouped_split(self.examples(data_dir), seed)
 
+    def check_space(self, space: SpaceConfig, tokenizers: dict[str, Any]) -> None:
+        """Every search-space choice trains a classifier."""
+
+    def encode(
+        self,
+        tokenizer: Any,
+        examples: Sequence[PairExample],
+        max_length: int,
+        padding: str = "longest",
+        cache_dir: Path | None = None,
+    ) -> tuple[Tensors, bool]:
+        """Pairs tokenized (truncated to ``max_length``), from the disk cache when it holds them."""
+        return encode_cached(tokenizer, examples, max_length, padding, cache_dir)
+
+    def scorer(self, examples: Sequence[PairExample], encoded: Tensors) -> CriteriaScorer:
+        """Macro-F1 of the split's (label, predicted class) rows."""
+        return CriteriaScorer()
+
     def score(self, labels: list[int], predictions: list[int]) -> float:
         """Macro-F1 over classes {0, 1} (higher is better)."""
         return macro_f1(labels, predictions)
@@ -88,3 +113,16 @@ class CriteriaAgent:
         majority = max(sorted(counts), key=lambda label: counts[label]) if counts else 0
         labels = [ex.label for ex in splits.get(split)]
         return self.score(labels, [majority] * len(labels))
+
+
+class CriteriaScorer:
+    """Macro-F1 of (gold label, predicted class) rows: the same for every split."""
+
+    def __call__(self, gold: list[Any], predictions: list[Any]) -> float:
+        return macro_f1(gold, predictions)
+
+    def metrics(self, gold: list[Any], predictions: list[Any]) -> dict[str, float]:
+        return {"macro_f1": macro_f1(gold, predictions)}
+
+
+AGENT = CriteriaAgent()

@@ -14,7 +14,7 @@ from hpo.errors import StorageError
 from hpo.gpu import resolve_device
 from hpo.memory.catalog import get_spec
 from hpo.train.batching import make_loader
-from hpo.train.data import clean_splits, encode_pairs
+from hpo.train.data import clean_splits
 from hpo.train.loop import evaluate, train
 from hpo.train.losses import make_loss
 from hpo.train.model import build_model, load_tokenizer
@@ -44,9 +44,9 @@ def evaluate_best(cfg: StudyConfig, study: optuna.Study, trial: FrozenTrial) -> 
     tok = load_tokenizer(spec)
     train_ex = splits.train[: cfg.max_train_examples] if cfg.max_train_examples else splits.train
     how = "max_length" if cfg.padding == "max_length" else "longest"
-    train_data = encode_pairs(tok, train_ex, tcfg.max_length, how)
-    val_data = encode_pairs(tok, splits.val, tcfg.max_length, how)
-    test_data = encode_pairs(tok, splits.test, tcfg.max_length, how)
+    train_data, _ = agent.encode(tok, train_ex, tcfg.max_length, how)
+    val_data, _ = agent.encode(tok, splits.val, tcfg.max_length, how)
+    test_data, _ = agent.encode(tok, splits.test, tcfg.max_length, how)
     model = build_model(
         spec,
         num_labels=agent.num_labels,
@@ -59,6 +59,7 @@ def evaluate_best(cfg: StudyConfig, study: optuna.Study, trial: FrozenTrial) -> 
         lora_targets=tcfg.lora_targets,
         quant=tcfg.quant,
         seed=cfg.seed,
+        auto_class=agent.head.auto_class,
     )
     scheduled = int(trial.user_attrs.get(K.EPOCHS_SCHEDULED, cfg.epochs))
     epochs = int(trial.user_attrs.get(K.BEST_EPOCH, scheduled - 1)) + 1
@@ -67,7 +68,7 @@ def evaluate_best(cfg: StudyConfig, study: optuna.Study, trial: FrozenTrial) -> 
         tcfg,
         train_data,
         val_data,
-        score=agent.score,
+        score=agent.scorer(splits.val, val_data),
         num_labels=agent.num_labels,
         epochs=scheduled,
         patience=scheduled + 1,
@@ -77,22 +78,31 @@ def evaluate_best(cfg: StudyConfig, study: optuna.Study, trial: FrozenTrial) -> 
         stop_after=epochs,
         dynamic_padding=cfg.padding == "dynamic",
         group_by_length=cfg.group_by_length,
+        head=agent.head,
     )
-    loader = make_loader(test_data, cfg.eval_batch_size, shuffle=False, seed=cfg.seed, sort_by_length=True)
+    loader = make_loader(
+        test_data,
+        cfg.eval_batch_size,
+        shuffle=False,
+        seed=cfg.seed,
+        targets=agent.head.targets,
+        sort_by_length=True,
+    )
     loss_fn = make_loss("ce", label_smoothing=0.0, focal_gamma=0.0, weight=None)
     with torch.no_grad():
         test_loss, gold, pred = evaluate(
-            model, loader, loss_fn, device, tcfg.precision, cfg.padding == "dynamic"
+            model, loader, loss_fn, device, tcfg.precision, cfg.padding == "dynamic", agent.head
         )
+    scorer = agent.scorer(splits.test, test_data)
     out = {
         "trial": trial.number,
         "epochs": epochs,
         "epochs_scheduled": scheduled,
         "optimizer_steps": result.optimizer_steps,
         f"val_{agent.metric_name}": result.history[-1].val_metric,
-        f"test_{agent.metric_name}": agent.score(gold, pred),
+        **{f"test_{name}": value for name, value in scorer.metrics(gold, pred).items()},
         "test_loss": test_loss,
         f"test_majority_baseline_{agent.metric_name}": agent.majority_baseline(splits, "test"),
-        "test_examples": len(gold),
+        "test_examples": len(splits.test),
     }
     return out

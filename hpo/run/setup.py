@@ -96,6 +96,7 @@ def prepare(cfg: StudyConfig) -> Setup:
     )
     validate(space)
     tokenizers = {m: load_tokenizer(get_spec(m)) for m in cfg.models}  # fail fast on unloadable models
+    agent.check_space(cfg.space, tokenizers)
     return Setup(agent, splits, device, space, tokenizers, dropped)
 
 
@@ -144,7 +145,12 @@ def build_objective(
     calibration = Calibration(calibration_path or cfg.output_dir / "calibration.json")
     policy = policy or memory_policy(cfg, setup.device, setup.space.profile)
     data = EncodedData(
-        setup.splits, cfg.max_train_examples, cfg.padding, dict(setup.tokenizers), cfg.output_dir / "cache"
+        setup.splits,
+        cfg.max_train_examples,
+        cfg.padding,
+        dict(setup.tokenizers),
+        cfg.output_dir / "cache",
+        encode=setup.agent.encode,
     )
     sizer = Sizer(
         replace(policy),

@@ -69,13 +69,15 @@ def make_loader(
     shuffle: bool,
     seed: int,
     group_by_length: int | None = None,
+    targets: tuple[str, ...] = ("labels",),
     sort_by_length: bool = False,
 ) -> DataLoader:
-    """A loader over the encoded tensors; ``group_by_length``: the window size to group lengths by;
+    """A loader over the encoded model inputs and ``targets`` (the head's, hpo.train.heads); other encoded
+    tensors (a span agent's offsets) stay out. ``group_by_length``: the window size to group lengths by;
     ``sort_by_length`` (evaluation, no shuffle): longest examples first, so that batches of similar lengths
     carry little padding and the widest batch runs first. ``loader.order`` lists the example index of each
     position (None: split order), for callers that need results in split order."""
-    keys = [k for k in (*SEQUENCE_KEYS, "labels") if k in encoded]
+    keys = [k for k in (*SEQUENCE_KEYS, *targets) if k in encoded]
     dataset = TensorDataset(*(encoded[k] for k in keys))
     generator = torch.Generator().manual_seed(seed)
     order = longest_first(encoded) if sort_by_length and not shuffle else None

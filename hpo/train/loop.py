@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from hpo.config import TrialConfig
 from hpo.train.batching import in_split_order, make_loader, to_device
+from hpo.train.heads import CLASSIFICATION, Head
 from hpo.train.losses import ClassificationLoss, class_weights, make_loss
 from hpo.train.optim import build_optimizer, optimizer_groups
 
@@ -65,21 +66,23 @@ def evaluate(
     device: torch.device,
     precision: str,
     dynamic_padding: bool = True,
-) -> tuple[float, list[int], list[int]]:
-    """Loss over the whole split (sum of terms / sum of weights), gold labels and predictions in split
-    order (the loader may run longest examples first: ``make_loader(sort_by_length=True)``)."""
+    head: Head = CLASSIFICATION,
+) -> tuple[float, list[Any], list[Any]]:
+    """Loss over the whole split (sum of terms / sum of weights), the first target and the head's prediction
+    of every batch row (for a span head: every window), in split order (the loader may run the longest rows
+    first: ``make_loader(sort_by_length=True)``)."""
     model.eval()
-    num, den, labels_all, preds_all = 0.0, 0.0, [], []
+    num, den, gold_all, preds_all = 0.0, 0.0, [], []
     for tensors in loader:
         batch = to_device(loader, tensors, device, dynamic_padding)
-        labels = batch.pop("labels")
+        targets = {k: batch.pop(k) for k in head.targets}
         with _autocast(device, precision):
-            logits = model(**batch).logits
-        terms, weights = loss_fn.terms(logits, labels)
+            outputs = model(**batch)
+        terms, weights = head.terms(loss_fn, outputs, targets, batch["attention_mask"])
         num, den = num + float(terms.sum()), den + float(weights.sum())
-        labels_all.extend(labels.tolist())
-        preds_all.extend(logits.argmax(dim=-1).tolist())
-    gold, pred = in_split_order(loader, labels_all), in_split_order(loader, preds_all)
+        gold_all.extend(targets[head.targets[0]].tolist())
+        preds_all.extend(head.predictions(outputs))
+    gold, pred = in_split_order(loader, gold_all), in_split_order(loader, preds_all)
     return num / den if den else 0.0, gold, pred
 
 
@@ -118,7 +121,7 @@ def train(
     train_data: dict[str, torch.Tensor],
     val_data: dict[str, torch.Tensor],
     *,
-    score: Callable[[list[int], list[int]], float],
+    score: Callable[[list[Any], list[Any]], float],
     num_labels: int,
     epochs: int,
     patience: int,
@@ -130,13 +133,15 @@ def train(
     stop_after: int | None = None,
     dynamic_padding: bool = True,
     group_by_length: bool = False,
+    head: Head = CLASSIFICATION,
 ) -> TrainResult:
     """Fine-tune ``model`` on ``train_data``; returns the best validation metric over epochs.
 
     The schedule spans ``epochs``; ``stop_after`` ends training after that many epochs (a re-run that stops
     at a trial's best epoch keeps the trial's schedule, hence its weights). Batches are cut to their longest
     member unless ``dynamic_padding`` is off; ``group_by_length`` orders each epoch by length within
-    accumulation windows (hpo.train.batching).
+    accumulation windows (hpo.train.batching). ``head`` (hpo.train.heads) names the targets, computes the
+    loss terms and the predictions ``score`` reads.
     """
     from transformers import get_scheduler
 
@@ -145,8 +150,12 @@ def train(
         model.to(dtype=torch.bfloat16)
     model.to(device)
     group = cfg.effective_batch if group_by_length else None
-    train_loader = make_loader(train_data, cfg.batch_size, shuffle=True, seed=seed, group_by_length=group)
-    val_loader = make_loader(val_data, eval_batch_size, shuffle=False, seed=seed, sort_by_length=True)
+    train_loader = make_loader(
+        train_data, cfg.batch_size, shuffle=True, seed=seed, group_by_length=group, targets=head.targets
+    )
+    val_loader = make_loader(
+        val_data, eval_batch_size, shuffle=False, seed=seed, targets=head.targets, sort_by_length=True
+    )
 
     weight = (
         class_weights(train_data["labels"].tolist(), num_labels).to(device) if cfg.class_weighting else None
@@ -166,7 +175,7 @@ def train(
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and cfg.precision == "fp16")
     result = TrainResult(best_metric=-math.inf, best_epoch=-1)
     bad_epochs = 0
-    labels_at = train_loader.keys.index("labels")  # type: ignore[attr-defined]
+    labels_at = train_loader.keys.index(head.targets[0])  # type: ignore[attr-defined]
 
     for epoch in range(epochs if stop_after is None else min(epochs, stop_after)):
         model.train()
@@ -180,14 +189,14 @@ def train(
                 if on_step is not None:
                     on_step(epoch, step)
                 batch = to_device(train_loader, tensors, device, dynamic_padding)
-                labels = batch.pop("labels")
+                targets = {k: batch.pop(k) for k in head.targets}
                 with _autocast(device, cfg.precision):
-                    logits = model(**batch).logits
-                terms, weights = loss_fn.terms(logits, labels)
+                    outputs = model(**batch)
+                terms, weights = head.terms(loss_fn, outputs, targets, batch["attention_mask"])
                 loss_num, loss_den = loss_num + float(terms.detach().sum()), loss_den + float(weights.sum())
                 scaler.scale(terms.sum() / total).backward()
                 step += 1
-                del batch, labels, logits, terms, weights
+                del batch, targets, outputs, terms, weights
             if cfg.max_grad_norm > 0:
                 scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -198,7 +207,9 @@ def train(
             result.optimizer_steps += 1
 
         release_cached_blocks(device)
-        val_loss, gold, pred = evaluate(model, val_loader, loss_fn, device, cfg.precision, dynamic_padding)
+        val_loss, gold, pred = evaluate(
+            model, val_loader, loss_fn, device, cfg.precision, dynamic_padding, head
+        )
         release_cached_blocks(device)  # training's next epoch starts from the state its first one did
         epoch_result = EpochResult(
             epoch=epoch,

@@ -132,13 +132,15 @@ def build_model(
     lora_dropout: float = 0.0,
     lora_targets: str = "q_v",
     quant: str = "none",
+    auto_class: str = "AutoModelForSequenceClassification",
 ) -> nn.Module:
     """Build the classifier: pretrained weights (hub/package/local) or random ones (config-only models);
     with ``lora_r`` > 0, peft LoRA adapters on the ``lora_targets`` module set (hpo.memory.budget), base
-    frozen (only the adapters and the classification head train); ``quant`` 4bit/8bit loads the base through
-    bitsandbytes (QLoRA, CUDA only: hpo.train.quant)."""
-    from transformers import AutoModelForSequenceClassification
+    frozen (only the adapters and the head train); ``quant`` 4bit/8bit loads the base through bitsandbytes
+    (QLoRA, CUDA only: hpo.train.quant). ``auto_class``: the agent's head (hpo.train.heads)."""
+    import transformers
 
+    auto = getattr(transformers, auto_class)
     _quiet_transformers()
     config = _model_config(spec, num_labels, dropout)
     torch.manual_seed(seed)  # the fresh classification head (and config-built weights) depend on the seed
@@ -146,11 +148,11 @@ def build_model(
         if quant != "none":
             from hpo.train.quant import load_quantized
 
-            model = load_quantized(spec, config, quant, lora_r)
+            model = load_quantized(spec, config, quant, lora_r, auto_class)
         elif spec.source == "config":
-            model = AutoModelForSequenceClassification.from_config(config)
+            model = auto.from_config(config)
         else:
-            model = AutoModelForSequenceClassification.from_pretrained(spec.load_path(), config=config)
+            model = auto.from_pretrained(spec.load_path(), config=config)
     except (OSError, ValueError) as exc:
         raise _load_error(spec, "weights", exc) from exc
     if quant != "none":  # frozen k-bit base, fp32 norms/embeddings/head, checkpointing as the trial says
@@ -176,11 +178,26 @@ def build_model(
     freeze_layers(model, frozen_layers)
     if lora_r <= 0:
         return model
-    return add_lora(model, spec, lora_r, lora_alpha, dropout=lora_dropout, targets=lora_targets)
+    task = LORA_TASKS[auto_class]
+    return add_lora(model, spec, lora_r, lora_alpha, dropout=lora_dropout, targets=lora_targets, task=task)
+
+
+# peft's task type per head: it keeps the fresh head (classifier / qa_outputs) trainable beside the adapters
+LORA_TASKS = {
+    "AutoModelForSequenceClassification": "SEQ_CLS",
+    "AutoModelForQuestionAnswering": "QUESTION_ANS",
+}
 
 
 def add_lora(
-    model: nn.Module, spec: ModelSpec, rank: int, alpha: int, *, dropout: float = 0.0, targets: str = "q_v"
+    model: nn.Module,
+    spec: ModelSpec,
+    rank: int,
+    alpha: int,
+    *,
+    dropout: float = 0.0,
+    targets: str = "q_v",
+    task: str = "SEQ_CLS",
 ) -> nn.Module:
     """Wrap ``model`` with peft LoRA adapters on the modules of the ``targets`` set in every layer (the
     estimator's MemoryRequest.lora_targets), with peft's dropout on their input."""
@@ -196,7 +213,7 @@ def add_lora(
     if not modules:
         raise ModelError(f"'{spec.name}' has no {targets} projections for LoRA adapters", "set lora_r to 0")
     config = LoraConfig(
-        r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=modules, task_type="SEQ_CLS"
+        r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=modules, task_type=task
     )
     return get_peft_model(model, config)
 

@@ -51,12 +51,19 @@ def bnb_config(quant: str) -> Any:
     raise ConfigError(f"unknown quantisation '{quant}'", "use none, 4bit or 8bit")
 
 
-def load_quantized(spec: ModelSpec, config: Any, quant: str, lora_r: int) -> Any:
+def load_quantized(
+    spec: ModelSpec,
+    config: Any,
+    quant: str,
+    lora_r: int,
+    auto_class: str = "AutoModelForSequenceClassification",
+) -> Any:
     """The classifier of ``spec`` with ``quant`` base weights on the current CUDA device (ConfigError where
     that cannot run). A config-only model (random weights) is saved once to a temporary folder first:
     transformers quantizes while loading."""
-    from transformers import AutoModelForSequenceClassification as Auto
+    import transformers
 
+    auto = getattr(transformers, auto_class)
     reason = quant_unavailable(torch.cuda.is_available())
     if reason is not None:
         raise ConfigError(reason, QUANT_FIX)
@@ -64,7 +71,7 @@ def load_quantized(spec: ModelSpec, config: Any, quant: str, lora_r: int) -> Any
         raise ConfigError("4/8-bit base weights train LoRA adapters only (lora_r > 0)", "set lora_r")
     kwargs = {"quantization_config": bnb_config(quant), "device_map": {"": torch.cuda.current_device()}}
     if spec.source != "config":
-        return Auto.from_pretrained(spec.load_path(), config=config, **kwargs)
+        return auto.from_pretrained(spec.load_path(), config=config, **kwargs)
     with tempfile.TemporaryDirectory(prefix="hpo-quant-") as tmp:
-        Auto.from_config(config).save_pretrained(tmp)
-        return Auto.from_pretrained(tmp, config=config, **kwargs)
+        auto.from_config(config).save_pretrained(tmp)
+        return auto.from_pretrained(tmp, config=config, **kwargs)

@@ -3,6 +3,7 @@ step hook (fault injection, simulated card, progress) and the epoch hook (metric
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ from hpo.trial.context import TrialContext
 from hpo.trial.sizing import Sizer
 
 Tensors = dict[str, torch.Tensor]
+# (tokenizer, examples, max_length, padding, cache_dir) -> (tensors, tokenized here): an agent's ``encode``
+Encoder = Callable[[Any, Any, int, str, Path | None], tuple[Tensors, bool]]
 
 
 @dataclass
@@ -39,6 +42,7 @@ class EncodedData:
     tokenizers: dict[str, Any] = field(default_factory=dict)
     cache_dir: Path | None = None  # tokenized splits on disk, shared by processes (hpo.train.tokenized)
     tokenized: int = 0  # splits this process tokenized itself (the others came from the cache)
+    encode: Encoder = encode_cached  # the agent's (hpo.agents.base.Agent.encode)
     _encoded: dict[tuple[str, int, str], Tensors] = field(default_factory=dict)
 
     def get(self, spec: ModelSpec, max_length: int) -> tuple[Tensors, Tensors]:
@@ -53,7 +57,7 @@ class EncodedData:
             key = (spec.name, max_length, split)
             if key not in self._encoded:
                 how = "max_length" if self.padding == "max_length" else "longest"
-                self._encoded[key], fresh = encode_cached(tok, examples, max_length, how, self.cache_dir)
+                self._encoded[key], fresh = self.encode(tok, examples, max_length, how, self.cache_dir)
                 self.tokenized += fresh
             out.append(self._encoded[key])
         return out[0], out[1]
@@ -93,6 +97,7 @@ class Trainer:
             lora_targets=ctx.tcfg.lora_targets,
             quant=ctx.tcfg.quant,
             seed=self.cfg.seed,
+            auto_class=self.agent.head.auto_class,
         )
         memory = self.sizer.memory
         simulated = (
@@ -100,7 +105,7 @@ class Trainer:
             if ctx.on_gpu and memory.simulated and memory.gpu_bytes is not None
             else None
         )
-        n_steps = -(-len(train_data["labels"]) // ctx.tcfg.batch_size)
+        n_steps = -(-len(train_data["input_ids"]) // ctx.tcfg.batch_size)
         # on a (real or simulated) card: the evaluation batch the estimate covers (hpo.memory.phases)
         eval_batch = self.sizer.eval_batch(ctx.spec, ctx.tcfg) if ctx.on_gpu else self.cfg.eval_batch_size
         metric, epochs = self.agent.metric_name, self.cfg.epochs
@@ -126,7 +131,7 @@ class Trainer:
                 ctx.tcfg,
                 train_data,
                 val_data,
-                score=self.agent.score,
+                score=self.agent.scorer(self.data.splits.val, val_data),
                 num_labels=self.agent.num_labels,
                 epochs=epochs,
                 patience=self.cfg.patience,
@@ -137,6 +142,7 @@ class Trainer:
                 on_epoch=on_epoch,
                 dynamic_padding=self.cfg.padding == "dynamic",
                 group_by_length=self.cfg.group_by_length,
+                head=self.agent.head,
             )
         finally:
             del model

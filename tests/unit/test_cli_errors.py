@@ -130,3 +130,17 @@ def test_bad_state_filter(tmp_path: Path) -> None:
     assert_one_line_error(
         *invoke("trials", "--study", "s", "--storage", storage, "--state", "weird"), "weird"
     )
+
+
+def test_evidence_agent_refuses_class_weighting(tmp_path: Path, out_dir: str) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("agent: evidence\nmodels: [hpo-tiny-bert]\nspace:\n  class_weighting: [false, true]\n")
+    code, out = invoke("tune", "--config", str(bad), "--output-dir", out_dir, "--no-mlflow")
+    assert_one_line_error(code, out, "evidence agent cannot weight classes", "class_weighting: [false]")
+
+
+def test_evidence_max_length_too_short_for_the_question(tmp_path: Path, out_dir: str) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("agent: evidence\nmodels: [hpo-tiny-bert]\nn_trials: 1\nspace:\n  max_length: [32]\n")
+    code, out = invoke("tune", "--config", str(bad), "--output-dir", out_dir, "--no-mlflow", "--no-report")
+    assert_one_line_error(code, out, "max_length 32 leaves no room", "sample max_length of at least")
