@@ -36,6 +36,7 @@ class Agent(Protocol):
     name: str
     num_labels: int
     metric_name: str
+    baseline_name: str  # what majority_baseline predicts, as the run summary names it
     head: Head
 
     def load_splits(self, data_dir: Path, seed: int) -> Splits:

@@ -61,6 +61,7 @@ class CriteriaAgent:
     name = "criteria"
     num_labels = 2
     metric_name = "macro_f1"
+    baseline_name = "majority-class baseline"
     head = CLASSIFICATION
 
     def examples(self, data_dir: Path) -> list[PairExample]:

@@ -201,6 +201,7 @@ class EvidenceAgent:
     name = "evidence"
     num_labels = 2  # the QA head's two outputs per token: start and end logits
     metric_name = "span_f1"
+    baseline_name = "no-answer baseline"
     head = SPAN
 
     def load_splits(self, data_dir: Path, seed: int) -> Splits:

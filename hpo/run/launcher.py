@@ -271,6 +271,7 @@ def run_parallel(cfg: StudyConfig, started: float) -> TuneReport:
         signum=launch.signum,
         metric=setup.agent.metric_name,
         baseline=setup.agent.majority_baseline(setup.splits, "val"),
+        baseline_name=setup.agent.baseline_name,
     )
     report.new = finished_by(study, launch.pids, wall_start)
     report.dropped_rows = setup.dropped_rows

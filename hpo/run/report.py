@@ -30,6 +30,7 @@ class TuneReport:
     best_params: dict[str, object] = field(default_factory=dict)
     baseline: float | None = None
     metric: str = "macro_f1"
+    baseline_name: str = "majority-class baseline"  # the agent's (hpo.agents)
     mlflow_uri: str | None = None
     mlflow_experiment: str | None = None  # its id: the runs view's address
     interrupted: bool = False
@@ -62,7 +63,7 @@ class TuneReport:
         if self.best_value is not None:
             out.append(
                 f"best trial {self.best_trial}: val {self.metric} = {self.best_value:.4f} "
-                f"(majority-class baseline {self.baseline:.4f})"
+                f"({self.baseline_name} {self.baseline:.4f})"
             )
             params = self.best_params.items()
             out.append(

@@ -112,6 +112,7 @@ def run_serial(cfg: StudyConfig, started: float, progress: Progress | None = Non
     report.dropped_rows = setup.dropped_rows
     report.baseline = objective.agent.majority_baseline(objective.data.splits, "val")
     report.metric = objective.agent.metric_name
+    report.baseline_name = objective.agent.baseline_name
     finish(report, study, objective.tracker, report_path(cfg))
     report.seconds = time.monotonic() - started
     return report

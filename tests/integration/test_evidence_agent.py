@@ -29,7 +29,7 @@ def study_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 
 def test_tune_runs_an_evidence_study(study_run: dict[str, object]) -> None:
     assert "2 finished (2 new)" in str(study_run["output"])
-    assert "span_f1" in str(study_run["output"])
+    assert "span_f1" in str(study_run["output"]) and "(no-answer baseline 0." in str(study_run["output"])
     study = optuna.load_study(study_name="ci-evidence", storage=str(study_run["storage"]))
     assert study.user_attrs["agent"] == "evidence"
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
