@@ -6,13 +6,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-import torch
-
 from hpo.config import SpaceConfig
 from hpo.train.data import PairExample, Splits
-from hpo.train.heads import Head
-
-Tensors = dict[str, torch.Tensor]
+from hpo.train.heads import Head, Tensors
 
 
 class Scorer(Protocol):

@@ -70,11 +70,16 @@ def disk_full_error(cfg: StudyConfig, detail: str) -> HpoError:
     )
 
 
-def _disk_full_error(cfg: StudyConfig, study: optuna.Study, objective: Objective, detail: str) -> HpoError:
-    """Fail this process's trial if the storage still takes it; the one line the CLI prints."""
+def fail_on_disk_full(study: optuna.Study, objective: Objective, detail: str) -> None:
+    """Fail this process's trial if the storage still takes it (it may be on the full disk)."""
     with contextlib.suppress(Exception):
         if objective.last_number >= 0:
             fail_trial(study, objective.last_number, f"disk full: {detail}")
+
+
+def _disk_full_error(cfg: StudyConfig, study: optuna.Study, objective: Objective, detail: str) -> HpoError:
+    """Fail this process's trial if the storage still takes it; the one line the CLI prints."""
+    fail_on_disk_full(study, objective, detail)
     return disk_full_error(cfg, detail)
 
 

@@ -33,9 +33,9 @@ from hpo.run.ledger import Ledger
 from hpo.run.placement import MultiGpuAdmission, gpu_count, gpu_ledgers, home_gpu
 from hpo.run.protocol import WorkerExit, WorkerId, trial_file, write_marker
 from hpo.run.reservations import Reservation, ledger_path_for
-from hpo.run.serial import run_one
+from hpo.run.serial import fail_on_disk_full, run_one
 from hpo.run.setup import build_objective, memory_policy, prepare
-from hpo.study import CONFIG_ATTR, fail_trial, finished_count, load_existing, seed_sampler
+from hpo.study import CONFIG_ATTR, finished_count, load_existing, seed_sampler
 from hpo.trial.admission import no_admission
 from hpo.trial.sizing import MemoryPolicy
 
@@ -268,9 +268,7 @@ def _trial_loop(cfg: StudyConfig, recycle_after: int, worker: WorkerId) -> Worke
     except Exception as exc:  # a storage write (Optuna's own) failed on a full disk
         if not is_disk_full(exc):
             raise
-        with contextlib.suppress(Exception):
-            if objective.last_number >= 0:
-                fail_trial(study, objective.last_number, f"disk full: {str(exc).splitlines()[0][:200]}")
+        fail_on_disk_full(study, objective, str(exc).splitlines()[0][:200])
         return WorkerExit.DISK_FULL
     finally:
         marker.unlink(missing_ok=True)

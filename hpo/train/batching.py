@@ -11,6 +11,7 @@ effective batch only, so every split of it (elastic forms, --on-oom shrink) sees
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TypeVar
 
 import torch
 from torch.utils.data import DataLoader, Sampler, TensorDataset
@@ -18,6 +19,7 @@ from torch.utils.data import DataLoader, Sampler, TensorDataset
 PAD_MULTIPLE_CUDA = 8
 MEGABATCH_WINDOWS = 50  # windows sorted together (HF's LengthGroupedSampler uses 50 batches)
 SEQUENCE_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+T = TypeVar("T")
 
 
 def lengths_of(encoded: dict[str, torch.Tensor]) -> list[int]:
@@ -93,12 +95,12 @@ def make_loader(
     return loader
 
 
-def in_split_order(loader: DataLoader, values: list[int]) -> list[int]:
-    """``values`` (one per example, in loader order) rearranged into split order."""
+def in_split_order(loader: DataLoader, values: list[T]) -> list[T]:
+    """``values`` (one per row, in loader order) rearranged into split order."""
     order: list[int] | None = getattr(loader, "order", None)
     if order is None:
         return values
-    out = [0] * len(values)
+    out = list(values)
     for position, index in enumerate(order):
         out[index] = values[position]
     return out

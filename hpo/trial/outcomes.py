@@ -108,10 +108,8 @@ def admitted(
     now = time.time()
     if gpu is not None and K.GPU not in ctx.trial.user_attrs:
         tracker.log_params(ctx.run_id, {K.GPU: gpu})  # write-once: a retry's GPU only in the user attrs
-    _attrs(
-        ctx,
-        {K.ADMISSION_WAIT_S: round(now - asked_at, 3), K.ADMITTED_AT: now} | ({K.GPU: gpu} if gpu else {}),
-    )
+    where = {K.GPU: gpu} if gpu is not None else {}
+    _attrs(ctx, {K.ADMISSION_WAIT_S: round(now - asked_at, 3), K.ADMITTED_AT: now, **where})
     if not form:
         return
     first = K.ELASTIC_FORM not in ctx.trial.user_attrs
