@@ -2,6 +2,7 @@
 
     python scripts/make_sample_data.py                     # rewrite data/sample/*.csv and the vocab
     python scripts/make_sample_data.py --out /tmp/x --vocab /tmp/x/vocab.txt --seed 1
+    python scripts/make_sample_data.py --out /tmp/s600 --no-vocab --n-posts 600   # 4x larger, same kind
 
 Posts are stitched from templates x fillers with a seeded RNG, so the output is byte-for-byte reproducible.
 The sample imitates the shape of real Reddit data, not only its format (data/sample/README.md says which
@@ -523,9 +524,11 @@ def _write_csv(path: Path, header: Iterable[str], rows: list[list[str]]) -> None
         writer.writerows(rows)
 
 
-def write_sample(out_dir: Path, vocab_path: Path | None, seed: int = 0) -> dict[str, int]:
+def write_sample(
+    out_dir: Path, vocab_path: Path | None, seed: int = 0, n_posts: int = N_POSTS
+) -> dict[str, int]:
     """Write both CSVs into ``out_dir`` (and the vocab, when ``vocab_path`` is given); return stats."""
-    annotations, posts = generate(seed)
+    annotations, posts = generate(seed, n_posts)
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_csv(out_dir / ANNOTATIONS_FILE, ANNOTATION_COLUMNS, annotations)
     _write_csv(out_dir / POSTS_FILE, POST_COLUMNS, posts)
@@ -549,8 +552,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--no-vocab", action="store_true", help="do not write the vocab")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--n-posts",
+        type=int,
+        default=N_POSTS,
+        help=f"posts to generate (default {N_POSTS}); the first N of a larger sample are the N-post sample",
+    )
     args = parser.parse_args(argv)
-    stats = write_sample(args.out, None if args.no_vocab else args.vocab, args.seed)
+    stats = write_sample(args.out, None if args.no_vocab else args.vocab, args.seed, args.n_posts)
     if not args.no_vocab and args.vocab == ASSETS_DIR / "tiny-bert" / "vocab.txt":  # hpo-tiny-llama shares it
         (ASSETS_DIR / "tiny-llama" / "vocab.txt").write_text(args.vocab.read_text(encoding="utf-8"), "utf-8")
     share = 100 * stats["positives"] / stats["rows"]

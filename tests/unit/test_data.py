@@ -106,6 +106,18 @@ def test_generator_is_deterministic(tmp_path: Path) -> None:
     ).read_bytes()
 
 
+def test_a_larger_sample_starts_with_the_shipped_one(tmp_path: Path) -> None:
+    """--n-posts 300 generates the shipped 150 posts first, then 150 more of the same kind."""
+    gen = _load_generator()
+    stats = gen.write_sample(tmp_path, None, seed=0, n_posts=300)
+    rows, posts = read_redsm5(tmp_path)
+    small_rows, small_posts = read_redsm5(SAMPLE_DATA_DIR)
+    assert stats["posts"] == len(posts) == 300
+    assert {k: posts[k] for k in small_posts} == small_posts
+    assert [r for r in rows if r["post_id"] in small_posts] == small_rows
+    assert 0.25 <= stats["positives"] / stats["rows"] <= 0.35
+
+
 # --- validation errors ---
 
 
