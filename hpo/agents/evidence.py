@@ -28,7 +28,7 @@ import torch
 
 from hpo.agents.base import Tensors
 from hpo.agents.criteria import DSM5_DESCRIPTIONS
-from hpo.agents.spans import NOT_CONTEXT, best_span, span_metrics
+from hpo.agents.spans import NOT_CONTEXT, best_span, scored_span, span_metrics
 from hpo.config import SpaceConfig
 from hpo.errors import ConfigError, DataError
 from hpo.train.data import PairExample, Splits, grouped_split, read_redsm5
@@ -176,17 +176,30 @@ class EvidenceScorer:
         self.example_index = encoded["example_index"].tolist()
         self.offsets = encoded["offset_mapping"]
 
-    def answers(self, predictions: list[Any]) -> list[str | None]:
-        """Each example's predicted answer text (None = no evidence)."""
+    def _windows(self, predictions: list[Any]) -> list[list[Any]]:
+        """Each example's (start_logits, end_logits, offsets) windows."""
         if len(predictions) != len(self.example_index):
             raise ValueError(f"{len(self.example_index)} windows but {len(predictions)} predictions")
         windows: list[list[Any]] = [[] for _ in self.golds]
         for w, (index, (start, end)) in enumerate(zip(self.example_index, predictions, strict=True)):
             windows[index].append((start, end, self.offsets[w]))
-        spans = [best_span(ws) if ws else None for ws in windows]
+        return windows
+
+    def answers(self, predictions: list[Any]) -> list[str | None]:
+        """Each example's predicted answer text (None = no evidence)."""
+        spans = [best_span(ws) if ws else None for ws in self._windows(predictions)]
         return [
             None if sp is None else post[sp[0] : sp[1]] for sp, post in zip(spans, self.posts, strict=True)
         ]
+
+    def margins(self, predictions: list[Any]) -> list[tuple[float, str | None]]:
+        """Each example's (best span score - null score, best span text): the answer is given when the
+        margin is >= 0; a null threshold moves that line (``scripts/evidence_probe.py`` reads it)."""
+        out: list[tuple[float, str | None]] = []
+        for ws, post in zip(self._windows(predictions), self.posts, strict=True):
+            null, best, span = scored_span(ws) if ws else (0.0, -float("inf"), None)
+            out.append((best - null, None if span is None else post[span[0] : span[1]]))
+        return out
 
     def __call__(self, gold: list[Any], predictions: list[Any]) -> float:
         return self.metrics(gold, predictions)["span_f1"]

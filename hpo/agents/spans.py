@@ -80,15 +80,16 @@ def span_metrics(predictions: Sequence[str | None], golds: Sequence[Sequence[str
     }
 
 
-def best_span(
+def scored_span(
     windows: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
     max_tokens: int = MAX_ANSWER_TOKENS,
     n_best: int = N_BEST,
-) -> tuple[int, int] | None:
-    """The answer's (start, end) characters over an example's windows, or None for no answer.
+) -> tuple[float, float, tuple[int, int] | None]:
+    """(null score, best span score, the best span's (start, end) characters) over an example's windows.
 
     Each window is (start_logits, end_logits, offsets): logits over its tokens (cut to the batch width) and
-    the (start char, end char) of each token in the post, NOT_CONTEXT for tokens outside it.
+    the (start char, end char) of each token in the post, NOT_CONTEXT for tokens outside it. The span is
+    None (score -inf) when no window holds a token of the post.
     """
     null_score, best_score, best = float("inf"), -float("inf"), None
     for start_logits, end_logits, offsets in windows:
@@ -107,4 +108,15 @@ def best_span(
                 score = float(start_logits[s] + end_logits[e])
                 if score > best_score:
                     best_score, best = score, (int(offsets[s, 0]), int(offsets[e, 1]))
+    return null_score, best_score, best
+
+
+def best_span(
+    windows: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    max_tokens: int = MAX_ANSWER_TOKENS,
+    n_best: int = N_BEST,
+) -> tuple[int, int] | None:
+    """The answer's (start, end) characters over an example's windows, or None for no answer (the null
+    score is higher than the best span's; see ``scored_span``)."""
+    null_score, best_score, best = scored_span(windows, max_tokens, n_best)
     return best if best is not None and best_score >= null_score else None

@@ -129,6 +129,10 @@ def test_best_span_over_windows_and_null_rule() -> None:
             preds.append(peaked(width, first_ctx, first_ctx, score=6.0, null=8.0))
     scorer = EvidenceScorer(exs, enc)
     assert scorer.answers(preds) == [GOLD, None]
+    # margins: best span score minus the lowest null score (16 - 2 = 14; 6 - 8 = -2), with the span's text
+    (gold_margin, gold_text), (neg_margin, neg_text) = scorer.margins(preds)
+    assert gold_margin == pytest.approx(14.0) and gold_text == GOLD
+    assert neg_margin == pytest.approx(-2.0) and neg_text is not None and neg_text in exs[1].text_b
     assert scorer.metrics([], preds) == {
         "span_f1": 1.0,
         "exact_match": 1.0,
@@ -139,6 +143,7 @@ def test_best_span_over_windows_and_null_rule() -> None:
     last_neg = max(w for w, i in enumerate(index) if i == 1)
     preds[last_neg] = peaked(width, first_ctx, first_ctx, score=6.0, null=-30.0)
     assert scorer.answers(preds)[1] is not None
+    assert scorer.margins(preds)[1][0] == pytest.approx(6.0 + 30.0)
     assert scorer.metrics([], preds)["span_f1"] == pytest.approx(0.5)
     # a span longer than the cap is never chosen
     s, e = preds[gold_w]
