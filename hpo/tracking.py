@@ -199,6 +199,10 @@ class MLflowTracker:
             if r.data.tags.get("trial_number", "").isdigit()
         }
 
+    def resolve(self, run_id: str | None) -> str | None:
+        """The real id of a run created while MLflow was down, once its create_run went through."""
+        return self.outbox.resolve(run_id)
+
     def flush(self) -> bool:
         """Replay this process's buffered writes; True when none are left."""
         return self.outbox.flush()

@@ -45,6 +45,8 @@ class Tracker(Protocol):
 
     def open_trial_runs(self) -> dict[int, str]: ...
 
+    def resolve(self, run_id: str | None) -> str | None: ...
+
     def flush(self) -> bool: ...
 
 
@@ -70,6 +72,9 @@ class NullTracker:
 
     def open_trial_runs(self) -> dict[int, str]:
         return {}
+
+    def resolve(self, run_id: str | None) -> str | None:
+        return run_id
 
     def flush(self) -> bool:
         return True

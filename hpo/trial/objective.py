@@ -3,7 +3,8 @@
 1. sample a config from the search space (``hpo.trial.space``) and estimate its peak memory;
 2. record it (``hpo.trial.outcomes.started``) and prune it by estimate if it cannot fit the GPU budget;
 3. run training attempts under the memory admission with the ``--on-oom`` policy (``hpo.trial.attempts``);
-4. record the outcome: complete, pruned (memory estimate, OOM, early stop) or failed.
+4. record the outcome: complete, pruned (memory estimate, OOM, early stop) or failed, and the MLflow run's
+   real id if the run was created while MLflow was down and its writes have gone through since.
 What each step records is listed in ``hpo.trial.keys``.
 """
 
@@ -64,7 +65,15 @@ class Objective:
         except KeyboardInterrupt as exc:
             outcomes.interrupted_early(trial, exc)
             raise
-        deaths = deaths_of(trial.study, ctx.sampled)
+        try:
+            return self._run(ctx)
+        finally:
+            if not self.disk_full:  # the storage may not take another write
+                outcomes.run_id_resolved(ctx, self.tracker)
+
+    def _run(self, ctx: TrialContext) -> float:
+        """Run a begun trial to its value, or raise how it ended (pruned, failed, poisoned)."""
+        deaths = deaths_of(ctx.trial.study, ctx.sampled)
         if deaths >= MAX_DEATHS:  # a died trial is retried once; a config never runs a third time
             raise outcomes.pruned_by_deaths(ctx, self.tracker, deaths)
         reason = self.sizer.over_budget(ctx.spec, ctx.tcfg, ctx.budget)

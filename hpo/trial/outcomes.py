@@ -130,6 +130,15 @@ def admitted(
         tracker.log_params(ctx.run_id, params | {"run_grad_checkpointing": run.grad_checkpointing})
 
 
+def run_id_resolved(ctx: TrialContext, tracker: Tracker) -> None:
+    """A run created while MLflow was down has a placeholder id; once its writes went through, the trial
+    (still RUNNING: finished trials are immutable) records the real one."""
+    real = tracker.resolve(ctx.run_id)
+    if real is not None and real != ctx.run_id:
+        ctx.run_id = real
+        ctx.trial.set_user_attr(K.MLFLOW_RUN_ID, real)
+
+
 def released(ctx: TrialContext) -> None:
     """The trial gave its memory reservation back."""
     ctx.trial.set_user_attr(K.RELEASED_AT, time.time())
@@ -137,14 +146,10 @@ def released(ctx: TrialContext) -> None:
 
 def epoch_done(ctx: TrialContext, tracker: Tracker, r: EpochResult, metric: str) -> None:
     """Per-epoch metrics on the MLflow run (Optuna gets the value through ``trial.report``)."""
-    metrics = {
-        f"val_{metric}": r.val_metric,
-        "val_loss": r.val_loss,
-        "train_loss": r.train_loss,
-        "learning_rate": r.learning_rate,
-        "epoch_seconds": r.seconds,
-    }
-    tracker.log_metrics(ctx.run_id, metrics, step=r.epoch)
+    metrics = {f"val_{metric}": r.val_metric, "val_loss": r.val_loss, "train_loss": r.train_loss}
+    tracker.log_metrics(
+        ctx.run_id, metrics | {"learning_rate": r.learning_rate, "epoch_seconds": r.seconds}, step=r.epoch
+    )
 
 
 def early_stopped(ctx: TrialContext, tracker: Tracker) -> None:
@@ -248,15 +253,8 @@ def completed(
         tracker.log_metrics(ctx.run_id, {k: v for k, v in measured.items() if k != K.HIGH_MEMORY})
         if K.HIGH_MEMORY in measured:
             tracker.log_params(ctx.run_id, {K.HIGH_MEMORY: measured[K.HIGH_MEMORY]})
-    _attrs(
-        ctx,
-        {
-            K.BEST_EPOCH: result.best_epoch,
-            K.EPOCHS_RUN: len(result.history),
-            K.EPOCHS_SCHEDULED: epochs_scheduled,
-            K.STOPPED_EARLY: result.stopped_early,
-        },
-    )
+    ran = {K.BEST_EPOCH: result.best_epoch, K.EPOCHS_RUN: len(result.history)}
+    _attrs(ctx, ran | {K.EPOCHS_SCHEDULED: epochs_scheduled, K.STOPPED_EARLY: result.stopped_early})
     ctx.trial.set_constraint(MEMORY_CONSTRAINT, 0.0)
     best = {f"best_val_{metric}": result.best_metric, K.BEST_EPOCH: float(result.best_epoch)}
     tracker.log_metrics(ctx.run_id, best)

@@ -94,3 +94,55 @@ def test_replay_folder_replays_files_of_dead_processes_only(tmp_path: Path) -> N
     assert replay_folder(folder, mlflow) == (2, 0)
     assert mlflow.done[1] == {"op": "terminate", "run": "run1", "status": "FAILED"}
     assert not gone.exists() and dead.exists() and mine.path.exists()
+
+
+class BufferedTracker:
+    """The MLflow tracker's use of the outbox, over a FlakyMlflow (what hpo.trial.outcomes calls)."""
+
+    def __init__(self, box: Outbox) -> None:
+        self.box = box
+
+    def start_trial(
+        self, number: int, params: dict[str, Any], tags: dict[str, str] | None = None
+    ) -> str | None:
+        return self.box.submit({"op": "create_run", "ref": self.box.new_ref()})
+
+    def end_trial(self, run_id: str | None, status: str, tags: dict[str, str] | None = None) -> None:
+        self.box.submit({"op": "terminate", "run": run_id, "status": status})
+
+    def resolve(self, run_id: str | None) -> str | None:
+        return self.box.resolve(run_id)
+
+
+def test_a_trial_started_while_mlflow_was_down_ends_with_the_real_run_id(tmp_path: Path) -> None:
+    import optuna
+    import torch
+
+    from hpo.config import TrialConfig
+    from hpo.faults import FaultInjector
+    from hpo.memory.catalog import get_spec
+    from hpo.trial import keys as K
+    from hpo.trial import outcomes
+    from hpo.trial.context import TrialContext
+    from hpo.trial.sizing import MemoryPolicy, Sizer
+
+    mlflow = FlakyMlflow()
+    mlflow.up = False
+    tracker = BufferedTracker(outbox(tmp_path, mlflow, hold_s=0.0))
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    tcfg = TrialConfig(model="hpo-tiny-bert", learning_rate=1e-4, batch_size=8, max_length=32)
+    spec = get_spec("hpo-tiny-bert")
+    budget = Sizer(MemoryPolicy(None, 0), num_labels=2).estimate(spec, tcfg)
+    ctx = TrialContext(trial, tcfg, spec, tcfg, budget, torch.device("cpu"), False, FaultInjector(None, 0))
+    ctx.run_id = tracker.start_trial(trial.number, {})
+    trial.set_user_attr(K.MLFLOW_RUN_ID, ctx.run_id)  # as outcomes.started records it
+    assert ctx.run_id is not None and ctx.run_id.startswith(PENDING_PREFIX)
+    outcomes.run_id_resolved(ctx, tracker)  # type: ignore[arg-type]
+    assert trial.user_attrs[K.MLFLOW_RUN_ID].startswith(PENDING_PREFIX)  # still down: nothing to record
+    mlflow.up = True
+    tracker.end_trial(ctx.run_id, "FINISHED")  # MLflow answers again: the buffered run is created
+    outcomes.run_id_resolved(ctx, tracker)  # type: ignore[arg-type]
+    study.tell(trial, 0.5)
+    assert ctx.run_id == "run1" and study.trials[0].user_attrs[K.MLFLOW_RUN_ID] == "run1"
+    assert [op["op"] for op in mlflow.done] == ["create_run", "terminate"]
