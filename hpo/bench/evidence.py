@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from hpo.agents.evidence import EvidenceAgent, SpanExample
+from hpo.agents.evidence import EvidenceAgent
 from hpo.agents.spans import example_scores, span_metrics
 from hpo.config import TrialConfig
 from hpo.memory.catalog import get_spec
@@ -108,8 +108,9 @@ def run(p: Probe) -> dict[str, Any]:
         on_epoch=_progress(p.epochs),
     )
     seconds = time.monotonic() - started
-    margins = {name: _margins(agent, model, splits.get(name), encoded[name], p) for name in ("train", "val")}
-    golds = {name: [ex.answer_texts() for ex in _spans(splits.get(name))] for name in ("train", "val")}
+    scored = {name: _margins(agent, model, splits.get(name), encoded[name], p) for name in ("train", "val")}
+    margins = {name: m for name, (m, _) in scored.items()}
+    golds = {name: g for name, (_, g) in scored.items()}
     val = list(zip(margins["val"], golds["val"], strict=True))
     pos = [m for (m, _), g in val if g]
     neg = [m for (m, _), g in val if not g]
@@ -151,15 +152,15 @@ def _progress(epochs: int) -> Callable[[EpochResult], None]:
     return report
 
 
-def _margins(agent: EvidenceAgent, model: Any, examples: Any, encoded: Any, p: Probe) -> Margins:
+def _margins(
+    agent: EvidenceAgent, model: Any, examples: Any, encoded: Any, p: Probe
+) -> tuple[Margins, list[tuple[str, ...]]]:
+    """Each example's (margin, best span text), and its gold answers."""
     targets = agent.head.targets
     loader = make_loader(
         encoded, p.eval_batch_size, shuffle=False, seed=p.seed, targets=targets, sort_by_length=True
     )
     loss = make_loss("ce", label_smoothing=0.0, focal_gamma=0.0, weight=None)
     _, _, predictions = evaluate(model, loader, loss, torch.device(p.device), "fp32", head=agent.head)
-    return agent.scorer(examples, encoded).margins(predictions)
-
-
-def _spans(examples: Any) -> list[SpanExample]:
-    return [ex for ex in examples if isinstance(ex, SpanExample)]
+    scorer = agent.scorer(examples, encoded)
+    return scorer.margins(predictions), scorer.golds
