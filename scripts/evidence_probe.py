@@ -17,22 +17,21 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hpo.bench.evidence import Probe, run
-from hpo.paths import SAMPLE_DATA_DIR
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the probe and print one JSON object."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add = parser.add_argument
-    add("--model", default="all-MiniLM-L6-v2")
-    add("--data-dir", type=Path, default=SAMPLE_DATA_DIR)
-    add("--epochs", type=int, default=4)
-    add("--lr", type=float, default=2e-4)
-    add("--batch-size", type=int, default=8)
-    add("--max-length", type=int, default=256)
-    add("--seed", type=int, default=42)
-    add("--threads", type=int, default=2)
-    add("--device", default="cpu")
+    d, add = Probe(), parser.add_argument  # the defaults are the Probe's
+    add("--model", default=d.model)
+    add("--data-dir", type=Path, default=d.data_dir)
+    add("--epochs", type=int, default=d.epochs)
+    add("--lr", type=float, default=d.learning_rate)
+    add("--batch-size", type=int, default=d.batch_size)
+    add("--max-length", type=int, default=d.max_length)
+    add("--seed", type=int, default=d.seed)
+    add("--threads", type=int, default=d.threads)
+    add("--device", default=d.device)
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
