@@ -115,6 +115,50 @@ def process_memory_bytes(pid: int | None = None) -> int | None:
         return None
 
 
+FOREIGN_ENV = "HPO_FOREIGN_GPU_BYTES"  # per selected GPU, comma-separated: memory others held at the start
+DRIVER_BASELINE = 512 * MIB  # NVML "used" on an idle card (driver); the fallback below does not count it
+
+
+def foreign_bytes(index: int = 0, nvml: Any | None = None) -> int:
+    """Device memory other processes hold on torch device ``index`` now (0 without NVML).
+
+    Call it before hpo's own processes touch the card (``hpo.run.card``): then every process NVML lists is
+    foreign (a ballast, a desktop, another user's job). When NVML lists none (a container hides them) but
+    reports memory in use, what is used beyond an idle card's ``DRIVER_BASELINE`` counts as foreign.
+    """
+    nvml = nvml if nvml is not None else _nvml()
+    if nvml is None:
+        return 0
+    try:
+        handle = nvml.nvmlDeviceGetHandleByIndex(nvml_index(nvml, index))
+        listed = 0
+        for reader in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
+            for proc in getattr(nvml, reader, lambda _h: [])(handle):
+                listed += int(proc.usedGpuMemory or 0)
+        if listed:
+            return listed
+        return max(0, int(nvml.nvmlDeviceGetMemoryInfo(handle).used) - DRIVER_BASELINE)
+    except Exception:
+        return 0
+
+
+def foreign_from_env(position: int, env: Mapping[str, str] | None = None) -> int:
+    """The foreign memory recorded at the start of the run for selected GPU ``position`` (0 when unset)."""
+    raw = (os.environ if env is None else env).get(FOREIGN_ENV, "")
+    values = [v.strip() for v in raw.split(",") if v.strip()]
+    try:
+        return max(0, int(values[position])) if position < len(values) else 0
+    except ValueError:
+        return 0
+
+
+def usable_card_bytes(total_bytes: int, foreign: int, configured: int | None = None) -> int:
+    """The card hpo sizes trials for: the configured size (``--gpu-memory``) or the device's total, but never
+    more than other processes leave of the device."""
+    card = configured if configured is not None else total_bytes
+    return max(0, min(card, total_bytes - foreign))
+
+
 def resolve_device(choice: str) -> torch.device:
     """auto -> cuda when available, else cpu; asking for cuda without one is a ConfigError."""
     import torch

@@ -146,6 +146,19 @@ class OomRecord:
     attempt: int = 0
     policy: str = "prune"
     origin: str = ""  # injected | simulated | host_ram | neighbour | cuda (only cuda calibrates)
+    # this process's memory once the OOM was cleaned up (free_memory), before the reservation is released:
+    # what a neighbour gets back; None on CPU or before the cleanup ran
+    after_allocated_gb: float | None = None
+    after_reserved_gb: float | None = None
+    after_process_gb: float | None = None
+
+    def cleaned_up(self, now: PeakMemory | None) -> None:
+        """Record the memory this process still holds after the OOM's cleanup (``memory_now``)."""
+        if now is not None:
+            self.after_allocated_gb = round(now.allocated_bytes / GIB, 4)
+            self.after_reserved_gb = round(now.reserved_bytes / GIB, 4)
+            gb = None if now.nvml_process_bytes is None else round(now.nvml_process_bytes / GIB, 4)
+            self.after_process_gb = gb
 
     @classmethod
     def from_trial_config(
@@ -241,4 +254,17 @@ def measure_peak() -> PeakMemory:
             reserved = int(torch.cuda.max_memory_reserved())
     except Exception:
         pass
+    return PeakMemory(allocated, reserved, process_memory_bytes())
+
+
+def memory_now() -> PeakMemory | None:
+    """This process's CUDA memory now: allocated, reserved and NVML usage; None without CUDA in use."""
+    try:
+        import torch
+
+        if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+            return None
+        allocated, reserved = int(torch.cuda.memory_allocated()), int(torch.cuda.memory_reserved())
+    except Exception:
+        return None
     return PeakMemory(allocated, reserved, process_memory_bytes())

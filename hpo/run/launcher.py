@@ -24,12 +24,13 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from hpo.config import MLFLOW_URI_ENV, StudyConfig
-from hpo.gpu import detect
+from hpo.gpu import detect, foreign_from_env
 from hpo.lifecycle import Stopped, StopRequest, ignore_stop_signals
 from hpo.memory.host import host_available
 from hpo.redact import redact
 from hpo.results.trials import count_states
 from hpo.run.bootstrap import start_study
+from hpo.run.card import card_status
 from hpo.run.deaths import CrashLoop, evidence, last_error, likely_cause, ran_count
 from hpo.run.isolation import worker_env
 from hpo.run.placement import cuda_visible, gpu_count
@@ -41,7 +42,7 @@ from hpo.run.setup import prepare
 from hpo.study import fail_trial, finished_count, open_study, public_config
 from hpo.trial import keys as K
 from hpo.trial import outcomes
-from hpo.units import GIB, MIB
+from hpo.units import MIB
 
 
 @dataclass
@@ -174,8 +175,7 @@ class Launcher:
     def status_line(self, study: optuna.Study) -> str:
         c = count_states(study)
         done = finished_count(study)
-        info = detect(0)
-        gpu = f" | GPU {info.used_bytes / GIB:.1f}/{info.total_bytes / GIB:.1f} GB" if info.available else ""
+        gpu = card_status(self.cfg, detect(0), foreign_from_env(0))
         usage = usage_line(ledger_path_for(self.cfg.storage_url, self.cfg.output_dir))
         ledger = f" | {usage}" if usage else ""
         return (

@@ -18,12 +18,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 from hpo.config import StudyConfig
-from hpo.gpu import detect
+from hpo.gpu import detect, foreign_from_env, usable_card_bytes
 from hpo.run.isolation import apply_memory_cap
 from hpo.run.ledger import Ledger, LedgerTimeout, LedgerTooLarge
 from hpo.run.reservations import Reservation, ledger_path_for
 from hpo.trial.sizing import MemoryPolicy
-from hpo.units import human
+from hpo.units import human, parse_memory
 
 
 def visible_gpus(requested: Sequence[int] | None, count: int) -> list[int]:
@@ -62,9 +62,13 @@ def gpu_ledgers(cfg: StudyConfig, policy: MemoryPolicy, simulated: bool) -> list
     for pos in range(gpu_count(cfg)):
         if simulated:
             key, total = f"simulated-{policy.gpu_bytes}-gpu{(cfg.gpus or [pos])[pos]}", policy.gpu_bytes or 0
-        else:
+        else:  # the configured card, never more than other processes left of the device at the start
             info = detect(pos)
-            key, total = info.uuid or f"gpu{pos}", policy.gpu_bytes or info.total_bytes
+            configured = parse_memory(cfg.gpu_memory) if cfg.gpu_memory else None
+            key, total = (
+                info.uuid or f"gpu{pos}",
+                usable_card_bytes(info.total_bytes, foreign_from_env(pos), configured),
+            )
         ledgers.append(Ledger(path, key, max(0, total - policy.headroom_bytes), poll_interval=0.5))
     return ledgers
 

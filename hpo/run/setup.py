@@ -18,7 +18,15 @@ from hpo.agents import get_agent
 from hpo.agents.base import Agent
 from hpo.config import StudyConfig
 from hpo.faults import FaultPlan
-from hpo.gpu import GpuProfile, detect, headroom_bytes, load_profile, resolve_device
+from hpo.gpu import (
+    GpuProfile,
+    detect,
+    foreign_from_env,
+    headroom_bytes,
+    load_profile,
+    resolve_device,
+    usable_card_bytes,
+)
 from hpo.memory.calibrate import Calibration
 from hpo.memory.catalog import get_spec
 from hpo.progress import Progress
@@ -44,20 +52,21 @@ def memory_policy(cfg: StudyConfig, device: torch.device, profile: GpuProfile | 
     profile = profile or load_profile(cfg.gpu_memory)
     headroom, alloc = headroom_bytes(profile, cfg.headroom_gb), profile.allocator
     host = parse_memory(cfg.host_memory) if cfg.host_memory else None
-    if cfg.gpu_memory is not None:
-        simulated = device.type != "cuda"
+    if cfg.gpu_memory is not None and device.type != "cuda":
         return MemoryPolicy(
             parse_memory(cfg.gpu_memory),
             headroom,
-            simulated,
+            True,
             cfg.high_memory_fraction,
             host_bytes=host,
             allocator=alloc,
         )
-    if device.type == "cuda":
-        info = detect(torch.cuda.current_device())
+    if device.type == "cuda":  # the configured card (or the device), less what other processes held at start
+        position = torch.cuda.current_device()
+        info = detect(position)
+        configured = parse_memory(cfg.gpu_memory) if cfg.gpu_memory is not None else None
         return MemoryPolicy(
-            info.total_bytes,
+            usable_card_bytes(info.total_bytes, foreign_from_env(position), configured),
             headroom,
             False,
             cfg.high_memory_fraction,

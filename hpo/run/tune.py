@@ -7,6 +7,7 @@ import time
 
 from hpo.config import StudyConfig
 from hpo.progress import Progress
+from hpo.run.card import record_foreign_memory
 from hpo.run.launcher import run_parallel
 from hpo.run.placement import gpu_count
 from hpo.run.report import TuneReport
@@ -17,6 +18,8 @@ def run_tune(cfg: StudyConfig, progress: Progress | None = None) -> TuneReport:
     """Create or resume the study and run trials until it has ``cfg.n_trials`` finished ones."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     started = time.monotonic()
+    for note in record_foreign_memory(cfg):  # before any process of ours touches the card
+        print(note, flush=True)
     if cfg.par > 1 or gpu_count(cfg) > 1:  # worker processes: several per GPU, or one per GPU of several
         return run_parallel(cfg, started)
     return run_serial(cfg, started, progress)

@@ -24,6 +24,7 @@ from hpo.oom import (
     is_fatal_cuda_error,
     is_oom,
     measure_peak,
+    memory_now,
     shrink,
 )
 from hpo.tracking import Tracker
@@ -87,6 +88,7 @@ class Attempts:
                     clear_exception_frames(exc)
                     del exc
                     free_memory()
+                    ctx.records[-1].cleaned_up(memory_now())  # what the cleanup gave back
                     if not self._retry(ctx):
                         raise outcomes.oom_pruned(ctx, self.tracker) from None
                     outcomes.oom_retry(ctx, self.tracker)

@@ -19,6 +19,7 @@ from hpo.oom import (
     is_fatal_cuda_error,
     is_oom,
     measure_peak,
+    memory_now,
     shrink,
 )
 
@@ -172,6 +173,9 @@ def test_oom_record_from_trial_config() -> None:
         "attempt": 2,
         "policy": "shrink",
         "origin": "",
+        "after_allocated_gb": None,
+        "after_reserved_gb": None,
+        "after_process_gb": None,
     }
     assert json.loads(json.dumps(d)) == d
     long = OomRecord.from_trial_config(
@@ -228,3 +232,15 @@ def test_accelerator_error_type() -> None:
     """Recent torch raises CUDA runtime errors as torch.AcceleratorError (a RuntimeError)."""
     assert is_fatal_cuda_error(torch.AcceleratorError("CUDA error: an illegal memory access was encountered"))
     assert is_oom(torch.AcceleratorError("CUDA error: out of memory" + _DSA_TAIL))
+
+
+def test_oom_record_keeps_the_memory_left_after_cleanup() -> None:
+    """What the process still holds once the OOM is cleaned up is on the record (None on CPU)."""
+    rec = OomRecord.from_trial_config(
+        _cfg(), torch.cuda.OutOfMemoryError(), estimated_peak_gb=1.0, measured_peak_gb=None, epoch=0, step=0
+    )
+    rec.cleaned_up(memory_now())
+    assert rec.after_reserved_gb is None  # no CUDA here: nothing read
+    rec.cleaned_up(PeakMemory(3 * 2**20, 2 * 2**30, 3 * 2**30))
+    d = rec.to_dict()
+    assert (d["after_allocated_gb"], d["after_reserved_gb"], d["after_process_gb"]) == (0.0029, 2.0, 3.0)
