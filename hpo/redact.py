@@ -7,17 +7,45 @@ from __future__ import annotations
 import re
 
 MASK = "***"
-_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:@/]*):(?P<pw>[^@/]*)@")
+_SCHEME_USER = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:/@?#]*):")
 _QUERY_PW = re.compile(r"(?P<key>[?&](?:password|passwd|pwd)=)[^&]*", re.IGNORECASE)
 
 
+def _userinfo(url: str) -> tuple[str, str, str, str] | None:
+    """(scheme, user, raw password, rest after its '@') of ``url``, or None without a password.
+
+    The password runs from the ':' after the user to the LAST '@' before the query: SQLAlchemy's parser
+    ends it at the first '@' (a raw '@' is not allowed there, but users type it), so everything up to the
+    last one is masked: '/', ':', '#', '%', '+', '=' and '@' included, percent-encoded or not.
+    """
+    m = _SCHEME_USER.match(url)
+    if m is None:
+        return None
+    rest = url[m.end() :]
+    query = rest.find("?")
+    at = rest.rfind("@", 0, query if query >= 0 else len(rest))
+    if at < 0:
+        return None
+    return m.group("scheme"), m.group("user"), rest[:at], rest[at + 1 :]
+
+
+def _sqlalchemy_password(url: str) -> str | None:
+    """The (decoded) password SQLAlchemy reads from ``url``; None when it reads none or cannot parse it."""
+    try:
+        from sqlalchemy.engine.url import make_url
+
+        return make_url(url).password or None
+    except Exception:
+        return None
+
+
 def password_of(url: str | None) -> str | None:
-    """The password in ``url`` (``scheme://user:PASSWORD@host`` or ``?password=``), None when it has none."""
+    """The password in ``url`` as written (``scheme://user:PASSWORD@host`` or ``?password=``), else None."""
     if not url:
         return None
-    m = _USERINFO.match(url)
-    if m and m.group("pw") and m.group("pw") != MASK:
-        return m.group("pw")
+    parts = _userinfo(url)
+    if parts and parts[2] and parts[2] != MASK:
+        return parts[2]
     q = _QUERY_PW.search(url)
     value = url[q.end("key") : q.end()] if q else ""
     return value if value and value != MASK else None
@@ -25,7 +53,10 @@ def password_of(url: str | None) -> str | None:
 
 def redact(url: str) -> str:
     """``url`` with its password replaced by ``***`` (URLs without one unchanged)."""
-    url = _USERINFO.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:{MASK}@", url, count=1)
+    parts = _userinfo(url)
+    if parts is not None:
+        scheme, user, _, rest = parts
+        url = f"{scheme}{user}:{MASK}@{rest}"
     return _QUERY_PW.sub(lambda m: f"{m.group('key')}{MASK}", url)
 
 
@@ -33,11 +64,11 @@ def redact_text(text: str, *urls: str | None) -> str:
     """``text`` (an error message, a log line) with the password of each of ``urls`` masked wherever it
     appears, and every URL-shaped userinfo password masked."""
     for url in urls:
-        pw = password_of(url)
-        if pw:
-            text = text.replace(pw, MASK)
+        for pw in (password_of(url), url and _sqlalchemy_password(url)):  # as written and as decoded
+            if pw and pw != MASK:
+                text = text.replace(pw, MASK)
     return re.sub(
-        r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:@/\s]*):(?P<pw>[^@/\s]*)@",
+        r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:@/\s]*):(?P<pw>[^@\s]*)@",
         lambda m: f"{m.group('scheme')}{m.group('user')}:{MASK}@",
         text,
     )

@@ -69,3 +69,46 @@ def test_server_storages_have_a_small_fixed_pool(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("HPO_HEARTBEAT_INTERVAL_S", "1")
     monkeypatch.setenv("HPO_HEARTBEAT_GRACE_S", "4")
     assert heartbeat_settings(20, 60) == (1, 4)
+
+
+PASSWORDS = [
+    "abc+/x=",  # base64-like: SQLAlchemy reads all of it as the password
+    "p/a/t/h",
+    "with:colons",
+    "hash#tag",
+    "per%cent",
+    "pl+us=eq",
+    "at@sign",  # a raw '@' (SQLAlchemy stops at it; everything up to the last '@' is masked)
+    "s3cr%40t%2Fpw",  # percent-encoded '@' and '/'
+    "all/@:%+=#of-them",
+]
+
+
+@pytest.mark.parametrize("pw", PASSWORDS)
+@pytest.mark.parametrize(
+    "template",
+    [
+        "postgresql://hpo:{pw}@db.example:5432/hpo?sslmode=require",
+        "postgresql+psycopg://hpo:{pw}@db/hpo",
+        "mysql+pymysql://root:{pw}@127.0.0.1/hpo",
+        "http://user:{pw}@mlflow.example:5000",
+    ],
+)
+def test_every_password_shape_is_masked(template: str, pw: str) -> None:
+    url = template.format(pw=pw)
+    shown = redact(url)
+    assert shown == template.format(pw="***") and pw not in shown
+    assert password_of(url) == pw and password_of(shown) is None and is_redacted(shown)
+    message = f"could not connect to {url}: authentication failed for password {pw}"
+    assert pw not in redact_text(message, url)
+    assert pw not in redact_text(f"server said: {url}")  # a URL in text, no URL given
+
+
+def test_the_decoded_password_is_masked_too() -> None:
+    url = "postgresql://hpo:s3cr%40t%2Fpw@db/hpo"
+    assert "s3cr@t/pw" not in redact_text('password "s3cr@t/pw" rejected', url)
+
+
+def test_urls_without_a_password_are_unchanged() -> None:
+    for url in ["sqlite:////tmp/a@b.db", "postgresql://hpo@db/hpo", "http://mlflow:5000/x", "journal.log"]:
+        assert redact(url) == url and password_of(url) is None
