@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hpo.bench import DEFAULT_CONFIG
-from hpo.bench.error import error_model
+from hpo.bench.error import error_model, true_context_bytes
 from hpo.bench.mix import Mix, estimator_footprint, space_draw
 from hpo.bench.simulate import NAMES, ceiling, run_all, simulate, table
 from hpo.memory.budget import CUDA_CONTEXT
@@ -45,11 +45,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     add("--gpu-memory", default="24GB", help="card size; also picks the GPU profile's bounds")
     add("--headroom-gib", type=float, default=1.5, help="ledger capacity = card - headroom")
     add("--crash-kills", choices=["all", "newest"], default="newest", help="attempts an OOM crash kills")
-    add("--error", default="published", help="estimator error: published | none | lognormal:SIGMA")
+    add("--error", default="loso", help="estimator error: loso | published | none | lognormal:SIGMA")
     add(
         "--published-table", type=Path, default=TABLE, help="published measured peaks (for --error published)"
     )
     add("--cap-margin-mib", type=float, help="per-worker cap margin (default: min(512, headroom / par))")
+    add(
+        "--true-context-mib",
+        type=float,
+        help="each worker's real CUDA context (default: the median measured on the H200, tests/data/gpu)",
+    )
+    add("--outside-cap-mib", type=float, default=0.0, help="more per worker that no cap limits")
     add("--lost", choices=["retry", "drop"], default="retry", help="whether a killed trial reruns")
     add("--max-attempts", type=int, default=5, help="attempts per trial with --lost retry")
     add(
@@ -77,7 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     pars = [args.par, *args.extra_par]
     kw = {"crash_kills": args.crash_kills, "lost": args.lost, "max_attempts": args.max_attempts}
     kw |= {"unfit": args.unfit, "contention": args.contention, "priority_after": args.priority_after}
-    kw |= {"elastic_after": args.elastic_after}
+    kw |= {"elastic_after": args.elastic_after, "outside_cap_bytes": int(args.outside_cap_mib * 2**20)}
+    kw["true_context_bytes"] = true_context_bytes(args.true_context_mib)
     if args.cap_margin_mib is not None:
         kw["cap_margin_bytes"] = int(args.cap_margin_mib * 2**20)
     error, error_text = error_model(args.error, args.published_table)
@@ -111,18 +118,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"footprints hpo.memory.estimate (mean {sum(footprints) / len(footprints) / GIB:.1f} GiB, max "
             f"{max(footprints) / GIB:.1f}), {mix.pruned} configs that cannot fit (fixed PAR: {args.unfit}), "
             f"OOM kills {args.crash_kills}, lost {args.lost}, contention {'on' if args.contention else 'off'}"
-            f"; true footprint = estimate x error: {error_text}"
+            f"; true footprint = estimate x error: {error_text}; true CUDA context "
+            f"{kw['true_context_bytes'] / 2**20:.0f} MiB + {args.outside_cap_mib:g} MiB outside the cap per "
+            f"worker (the estimate and ledger count {CUDA_CONTEXT / 2**20:.0f} MiB)"
         )
         print(table(results, baseline, ceilings))
     if args.repeat > 1:
         seeds, base = f"{args.seed}..{args.seed + args.repeat - 1}", max(1, args.par // 2)
-        print(f"\nseeds {seeds}, trials/h vs fixed PAR={base}: mean (min..max)")
+        print(f"\nseeds {seeds}, trials/h vs fixed PAR={base}: mean (min..max); means per seed of the rest")
+        print(
+            f"  {'schedule':<36}{'vs base':<20}{'done':>8}{'OOM crashes':>13}{'own OOM':>9}{'lost GPU-h':>12}"
+        )
         for k, row in enumerate(runs[0]["results"]):
             ratios = [run["results"][k]["vs_base"] for run in runs]
+            mean = lambda key, k=k: sum(run["results"][k][key] for run in runs) / len(runs)  # noqa: E731
             name = f"{NAMES[row['policy']]} PAR={row['par']}" + (
                 f" x {row['gpus']}" if row["gpus"] > 1 else ""
             )
-            print(f"  {name:<36}{sum(ratios) / len(ratios):.2f}x ({min(ratios):.2f}..{max(ratios):.2f})")
+            vs = f"{sum(ratios) / len(ratios):.2f}x ({min(ratios):.2f}..{max(ratios):.2f})"
+            print(
+                f"  {name:<36}{vs:<20}{mean('completed'):>8.1f}{mean('crashes'):>13.1f}"
+                f"{mean('own_ooms'):>9.1f}{mean('lost_gpu_hours'):>12.2f}"
+            )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}

@@ -11,7 +11,13 @@
   Its allocator is capped at the reservation + a margin (hpo.run.worker): a trial whose true footprint
   (``Form.real``: estimate x the estimator's error, hpo.bench.mix) is over that runs out of memory inside
   its own cap when it first reaches its peak, and is pruned (``--on-oom prune``); its neighbours run on.
-  Those are "own OOMs"; "OOM crashes" are OOMs that kill neighbours (fixed PAR, on the true footprints).
+  Those are "own OOMs".
+- every schedule runs on true footprints: what sits on the card is each trial's true tensors + allocator
+  (memory-aware: clipped by its cap) plus what no cap limits, each live worker's real CUDA context
+  (``true_context_bytes``: it grows as kernels load, past what the estimate and the ledger count) and
+  ``outside_cap_bytes``. When that sum exceeds the card, CUDA runs out of memory in the attempt that
+  allocates (the newest, or every attempt on the card with crash_kills="all"): an "OOM crash", counted
+  alike for fixed PAR and memory-aware. "lost GPU-h" sums the worker-hours of every lost attempt.
 - ceiling: the most trials/h ANY schedule with PAR workers can reach without an OOM. Memory-time is
   conserved: sum over trials of (reservation x duration) <= (capacity - PAR contexts) x makespan, and
   sum of durations <= PAR x makespan. Memory-aware admission is judged against it.
@@ -44,9 +50,9 @@ class Result:
     par: int
     trials: int
     completed: int
-    crashes: int
-    lost: int
-    wasted_gpu_hours: float
+    crashes: int  # OOMs of the card that killed attempts (neighbour crashes), any schedule
+    lost: int  # attempts lost: killed by those crashes, or out of memory inside their own cap
+    lost_gpu_hours: float  # worker-hours of every lost attempt (its run time, + the killed worker's restart)
     makespan_hours: float
     trials_per_hour: float
     work_per_hour: float  # standalone trial-hours completed per wall hour (size-neutral throughput)
@@ -77,6 +83,8 @@ def simulate(
     unfit: str = "run",
     cap_margin_bytes: int | None = None,
     gpus: int = 1,
+    true_context_bytes: int | None = None,
+    outside_cap_bytes: int = 0,
 ) -> Result:
     """Run trials 0..n_trials-1 of ``mix`` with ``par`` workers under a "fixed" or "memory" policy.
 
@@ -89,6 +97,8 @@ def simulate(
     min(512 MiB, headroom / par)).
     ``gpus`` (memory-aware only): that many cards of ``card_bytes``, each with its own ledger and ``par``
     workers; a waiting trial starts on the first card whose ledger admits it (hpo.run.placement).
+    ``true_context_bytes`` (default ``context_bytes``): each worker's real CUDA context, which the estimate
+    and the ledger count as ``context_bytes``; ``outside_cap_bytes``: more per worker that no cap limits.
     """
     valid = policy in ("fixed", "memory") and crash_kills in ("all", "newest") and lost in ("retry", "drop")
     if not valid or unfit not in ("run", "skip"):
@@ -100,7 +110,8 @@ def simulate(
     for k in range(n_trials):
         queue.extend([UNFIT] * (mix.unfit_before[k] if policy == "fixed" and unfit == "run" else 0) + [k])
     attempts = [0] * n_trials
-    # trial -> [remaining standalone seconds, start time, reserved bytes, utilisation, standalone seconds]
+    # trial -> [remaining standalone seconds, start time, reserved bytes, utilisation, standalone seconds,
+    #           OOMs in its own cap, card, true bytes on the card]
     running: dict[int, list[float]] = {}
     restarting: list[float] = []  # when each crashed worker is back (process restart, CUDA init)
     waiting: list[dict[str, Any]] = []  # ledger waiter records
@@ -108,6 +119,7 @@ def simulate(
     completed = crashes = killed = own_ooms = 0
     # memory-aware: each worker's context is on the card for its whole life; a trial reserves the rest
     ctx = context_bytes if policy == "memory" else 0
+    worker = (context_bytes if true_context_bytes is None else true_context_bytes) + outside_cap_bytes
     margin = (
         min(512 * 2**20, (card_bytes - capacity_bytes) // par)
         if cap_margin_bytes is None
@@ -120,13 +132,36 @@ def simulate(
         held = (int(state[2]) for state in running.values() if gpu is None or int(state[6]) == gpu)
         return cards * par * ctx + sum(held)
 
+    def on_card(gpu: int | None = None) -> int:
+        """True bytes on card ``gpu`` (all: None): every live worker's real context and uncapped extras
+        (fixed PAR: a running trial's worker) + each trial's true footprint, clipped by its cap."""
+        cards = gpus if gpu is None else 1
+        held = (int(state[7]) for state in running.values() if gpu is None or int(state[6]) == gpu)
+        return (cards * par * worker if policy == "memory" else 0) + sum(held)
+
     def start(i: int, form: Form, gpu: int = 0) -> None:
-        # fixed PAR: the true footprint is on the card; memory-aware: the reservation (its cap bounds it)
-        ooms = policy == "memory" and form.real > form.footprint + margin  # over its own cap, at its peak
+        # the ledger holds the reservation (memory-aware); the card holds the true footprint: fixed PAR all of
+        # it with its worker's real context, memory-aware its allocator's part up to the cap (reservation +
+        # margin: over it, the trial runs out of memory inside its own cap at its peak and is pruned)
+        tensors = form.real - context_bytes  # true tensors + allocator (the estimate's context taken out)
+        ooms = policy == "memory" and form.real > form.footprint + margin
         left = form.peak_at_s if ooms else form.duration_s
         held = form.footprint - ctx if policy == "memory" else form.real
-        running[i] = [left, now, held, form.util, form.duration_s, float(ooms), float(gpu)]
+        true = min(tensors, form.footprint - ctx + margin) if policy == "memory" else tensors + worker
+        running[i] = [left, now, held, form.util, form.duration_s, float(ooms), float(gpu), true]
         attempts[i] += 1
+        if on_card(gpu) > card_bytes:  # CUDA OOM on the card, whichever schedule: the allocating attempt
+            crash([i] if crash_kills == "newest" else [j for j, st in running.items() if int(st[6]) == gpu])
+
+    def crash(victims: list[int]) -> None:
+        """An OOM that kills attempts (not inside their own cap): each is lost and its worker restarts."""
+        nonlocal crashes, killed, wasted
+        crashes += 1
+        for j in victims:
+            wasted, killed = wasted + now - running.pop(j)[1] + STARTUP_S, killed + 1
+            restarting.append(now + STARTUP_S)
+            if lost == "retry" and attempts[j] < max_attempts:
+                queue.append(j)
 
     def eligible(w: dict[str, Any]) -> tuple[Form, ...]:
         forms = mix[int(w["key"])].forms
@@ -142,18 +177,11 @@ def simulate(
                 waiting.append(record | {"priority_at": now + priority_after})
                 continue
             if i == UNFIT:  # out of memory on its first step, alone or not: lost for good
-                crashes, killed, wasted = crashes + 1, killed + 1, wasted + STARTUP_S
+                killed, wasted = killed + 1, wasted + STARTUP_S
                 restarting.append(now + STARTUP_S)
-                victims = list(running) if crash_kills == "all" else []
+                crash(list(running) if crash_kills == "all" else [])
             else:
                 start(i, mix[i].forms[0])
-                victims = [] if in_use() <= card_bytes else list(running) if crash_kills == "all" else [i]
-                crashes += 1 if victims else 0
-            for j in victims:  # CUDA OOM: the old tool loses the attempt(s) it kills
-                wasted, killed = wasted + now - running.pop(j)[1] + STARTUP_S, killed + 1
-                restarting.append(now + STARTUP_S)
-                if lost == "retry" and attempts[j] < max_attempts:
-                    queue.append(j)
         for w in sorted(waiting, key=lambda w: float(w["since"])):
             forms = eligible(w)
             w["bytes"] = min(f.footprint for f in forms) - ctx  # the least it can run with (hpo.run.ledger)
@@ -176,7 +204,7 @@ def simulate(
         if not events:
             raise AssertionError("a waiter can never run: every trial must fit beside the workers' contexts")
         step = min(events)
-        mem_integral, max_in_use = mem_integral + in_use() * step, max(max_in_use, in_use())
+        mem_integral, max_in_use = mem_integral + on_card() * step, max(max_in_use, on_card())
         now += step
         for i, state in list(running.items()):
             state[0] -= step * rate
@@ -233,7 +261,7 @@ def run_all(
 NAMES = {"fixed": "fixed", "memory": "memory-aware", "memory-elastic": "memory-aware+elastic"}
 ROW = "{:<36}{:>9}{:>10}{:>9}{:>8}{:>13}{:>9}{:>6}{:>14}{:>10}{:>9}{:>10}{:>10}"
 HEADER = (
-    "schedule|done|trials/h|vs base|work/h|OOM crashes|own OOM|lost|wasted GPU-h|mean mem|max GiB|wait min"
+    "schedule|done|trials/h|vs base|work/h|OOM crashes|own OOM|lost|lost GPU-h|mean mem|max GiB|wait min"
     "|max wait"
 )
 
@@ -245,7 +273,7 @@ def table(results: Sequence[Result], baseline: Result, ceilings: dict[str, float
     for r in results:
         name = f"{NAMES[r.policy]} PAR={r.par}" + (f" x {r.gpus} GPUs" if r.gpus > 1 else "")
         speed = (f"{r.trials_per_hour:.2f}", f"{r.trials_per_hour / baseline.trials_per_hour:.2f}x")
-        loss = (f"{r.work_per_hour:.2f}", r.crashes, r.own_ooms, r.lost, f"{r.wasted_gpu_hours:.2f}")
+        loss = (f"{r.work_per_hour:.2f}", r.crashes, r.own_ooms, r.lost, f"{r.lost_gpu_hours:.2f}")
         memory = (f"{r.mean_memory_util:.1%}", f"{r.max_in_use_gib:.1f}")
         waits = (f"{r.mean_wait_min:.1f}", f"{r.max_wait_min:.1f}")
         rows.append(ROW.format(name, f"{r.completed}/{r.trials}", *speed, *loss, *memory, *waits))
