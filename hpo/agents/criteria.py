@@ -14,7 +14,7 @@ from typing import Any
 from hpo.agents.base import Tensors
 from hpo.config import SpaceConfig
 from hpo.errors import DataError
-from hpo.train.data import PairExample, Splits, grouped_split, read_redsm5
+from hpo.train.data import PairExample, Splits, grouped_split, read_redsm5, warn_once
 from hpo.train.heads import CLASSIFICATION
 from hpo.train.tokenized import encode_cached
 
@@ -83,8 +83,14 @@ class CriteriaAgent:
         return examples
 
     def load_splits(self, data_dir: Path, seed: int) -> Splits:
-        """Read and validate the data, return post-grouped seeded train/val/test splits."""
-        return grouped_split(self.examples(data_dir), seed)
+        """Read and validate the data, return post-grouped seeded train/val/test splits.
+
+        A train split with one status value is a DataError (a classifier learns nothing from it: every
+        trial would tie the majority baseline); a val or test split with one is a warning (its macro-F1
+        cannot exceed 0.5)."""
+        splits = grouped_split(self.examples(data_dir), seed)
+        check_labels(splits, seed, key=(Path(data_dir).resolve(), seed))
+        return splits
 
     def check_space(self, space: SpaceConfig, tokenizers: dict[str, Any]) -> None:
         """Every search-space choice trains a classifier."""
@@ -114,6 +120,26 @@ class CriteriaAgent:
         majority = max(sorted(counts), key=lambda label: counts[label]) if counts else 0
         labels = [ex.label for ex in splits.get(split)]
         return self.score(labels, [majority] * len(labels))
+
+
+def check_labels(splits: Splits, seed: int, key: object) -> None:
+    """Refuse a train split with one status value; warn (once per ``key``) for val/test splits with one."""
+    fix = f"use more data, or another --seed than {seed}: the posts are split at random by seed"
+    statuses = {ex.label for ex in splits.train}
+    if len(statuses) == 1:
+        raise DataError(
+            f"the train split has only status {statuses.pop()} rows ({len(splits.train)} example(s) from "
+            f"{len({ex.post_id for ex in splits.train})} posts): nothing can be learned from it",
+            fix,
+        )
+    for name in ("val", "test"):
+        statuses = {ex.label for ex in splits.get(name)}
+        if len(statuses) == 1:
+            warn_once(
+                (key, name),
+                f"the {name} split has only status {statuses.pop()} rows ({len(splits.get(name))} "
+                f"example(s)): its macro-F1 cannot exceed 0.5; {fix}",
+            )
 
 
 class CriteriaScorer:

@@ -220,7 +220,14 @@ class EvidenceAgent:
     def load_splits(self, data_dir: Path, seed: int) -> Splits:
         """Read and validate the data; post-grouped seeded splits of the (post, symptom) examples."""
         rows, posts = read_redsm5(data_dir)
-        return grouped_split(span_examples(rows, posts), seed)
+        splits = grouped_split(span_examples(rows, posts), seed)
+        if not any(ex.label for ex in splits.train):  # only no-answer examples: no span to learn
+            raise DataError(
+                f"the train split has no example with evidence found in its post ({len(splits.train)} "
+                "unanswerable example(s)): nothing can be learned from it",
+                f"use more data, or another --seed than {seed}: the posts are split at random by seed",
+            )
+        return splits
 
     def check_space(self, space: SpaceConfig, tokenizers: dict[str, Any]) -> None:
         """Refuse class weighting, and max_length choices leaving no room for the post beside a question."""

@@ -1,4 +1,5 @@
-"""ReDSM5-format data: reading and validating the CSVs, post-grouped seeded splits, pair tokenization.
+"""ReDSM5-format data: post-grouped seeded splits, pair tokenization, dirty-row checks (reading and
+validating the CSVs: ``hpo.train.redsm5``, re-exported here).
 
 Agent-independent: an agent turns annotation rows into ``PairExample``s; everything here works on those.
 torch is imported lazily (only ``encode_pairs`` needs it) so importing this module stays cheap.
@@ -6,11 +7,9 @@ torch is imported lazily (only ``encode_pairs`` needs it) so importing this modu
 
 from __future__ import annotations
 
-import csv
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpo.errors import ConfigError, DataError
@@ -18,25 +17,31 @@ from hpo.errors import ConfigError, DataError
 if TYPE_CHECKING:
     import torch
 
-ANNOTATIONS_FILE = "redsm5_annotations.csv"
-POSTS_FILE = "redsm5_posts.csv"
-ANNOTATION_COLUMNS = ("post_id", "sentence_id", "sentence_text", "DSM5_symptom", "status", "explanation")
-POST_COLUMNS = ("post_id", "text")
-DSM5_SYMPTOMS = (
-    "DEPRESSED_MOOD",
-    "ANHEDONIA",
-    "APPETITE_CHANGE",
-    "SLEEP_ISSUES",
-    "PSYCHOMOTOR",
-    "FATIGUE",
-    "WORTHLESSNESS",
-    "COGNITIVE_ISSUES",
-    "SUICIDAL_THOUGHTS",
-    "SPECIAL_CASE",
+from hpo.train.redsm5 import (  # re-exported: agents, scripts and tests read them here
+    ANNOTATION_COLUMNS,
+    ANNOTATIONS_FILE,
+    DSM5_SYMPTOMS,
+    POST_COLUMNS,
+    POSTS_FILE,
+    read_redsm5,
+    short_list,
+    warn_once,
 )
-# Status spellings accepted (a pandas export may write 1.0); normalised to "0" / "1".
-_STATUS = {"0": "0", "1": "1", "0.0": "0", "1.0": "1"}
-_FIX_DIR = f"pass --data-dir pointing to a folder with {ANNOTATIONS_FILE} and {POSTS_FILE}"
+
+__all__ = [
+    "ANNOTATIONS_FILE",
+    "ANNOTATION_COLUMNS",
+    "DSM5_SYMPTOMS",
+    "POSTS_FILE",
+    "POST_COLUMNS",
+    "PairExample",
+    "Splits",
+    "clean_splits",
+    "encode_pairs",
+    "grouped_split",
+    "read_redsm5",
+    "warn_once",
+]
 
 
 @dataclass(frozen=True)
@@ -69,85 +74,6 @@ class Splits:
             raise ValueError(f"unknown split '{split}': use train, val or test")
         examples: list[PairExample] = getattr(self, split)
         return examples
-
-
-def _read_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
-    """Rows of one CSV as dicts, after checking it exists, is non-empty and has the required columns."""
-    if not path.is_file():
-        raise DataError(f"data file {path.name} is missing in {path.parent}", _FIX_DIR)
-    try:
-        return _parse_csv(path, required)
-    except UnicodeDecodeError as exc:
-        bad = bytes(exc.object[exc.start : exc.start + 1]).hex()
-        raise DataError(
-            f"data file {path} is not valid UTF-8 (byte 0x{bad})",
-            "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
-        ) from None
-    except csv.Error as exc:
-        raise DataError(f"data file {path} is not valid CSV: {exc}", "fix the file's quoting") from None
-
-
-def _parse_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        header = [name.strip() for name in reader.fieldnames or []]
-        if not header:
-            raise DataError(
-                f"data file {path.name} is empty", f"write the header {','.join(required)} and rows"
-            )
-        missing = [col for col in required if col not in header]
-        if missing:
-            raise DataError(
-                f"{path.name} lacks column(s) {', '.join(missing)}",
-                f"expected columns: {', '.join(required)}",
-            )
-        reader.fieldnames = header
-        rows = [
-            {key: (value or "").strip() for key, value in row.items() if key is not None} for row in reader
-        ]
-    if not rows:
-        raise DataError(f"data file {path.name} has a header but no rows", "add data rows")
-    return rows
-
-
-def _short(items: Sequence[str], limit: int = 5) -> str:
-    shown = ", ".join(items[:limit])
-    return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
-
-
-def read_redsm5(data_dir: Path) -> tuple[list[dict[str, str]], dict[str, str]]:
-    """Read and validate ``redsm5_annotations.csv`` and ``redsm5_posts.csv`` from ``data_dir``.
-
-    Returns the annotation rows (status normalised to "0"/"1") and a post_id -> post text mapping.
-    Every problem (missing directory/file/column, unknown label, bad status, orphan post_id) is a DataError.
-    """
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise DataError(f"data directory {data_dir} does not exist", _FIX_DIR)
-    rows = _read_csv(data_dir / ANNOTATIONS_FILE, ANNOTATION_COLUMNS)
-    post_rows = _read_csv(data_dir / POSTS_FILE, POST_COLUMNS)
-    posts = {row["post_id"]: row["text"] for row in post_rows}
-
-    unknown = sorted({row["DSM5_symptom"] for row in rows} - set(DSM5_SYMPTOMS))
-    if unknown:
-        raise DataError(
-            f"{ANNOTATIONS_FILE} has unknown DSM5_symptom label(s): {_short(unknown)}",
-            f"use one of {', '.join(DSM5_SYMPTOMS)}",
-        )
-    for number, row in enumerate(rows, start=1):
-        if row["status"] not in _STATUS:
-            raise DataError(
-                f"{ANNOTATIONS_FILE} row {number}: status '{row['status']}' is not 0 or 1",
-                "status must be 1 (symptom present) or 0 (absent)",
-            )
-        row["status"] = _STATUS[row["status"]]
-    orphans = sorted({row["post_id"] for row in rows} - set(posts))
-    if orphans:
-        raise DataError(
-            f"{ANNOTATIONS_FILE} has post_id(s) not in {POSTS_FILE}: {_short(orphans)}",
-            f"add those posts to {POSTS_FILE} or drop their annotations",
-        )
-    return rows, posts
 
 
 def grouped_split(
@@ -229,7 +155,7 @@ def clean_splits(splits: Splits, allow_dirty: bool) -> tuple[Splits, int]:
     what = f"{len(empty)} example(s) with empty text and {len(clash)} contradictory duplicate(s) (same text, "
     if not allow_dirty:
         raise DataError(
-            what + f"opposite labels) in the data, e.g. post/sentence {_short(ids, 3)}",
+            what + f"opposite labels) in the data, e.g. post/sentence {short_list(ids, 3)}",
             "fix or remove those rows, or pass --allow-dirty-data to drop them with a warning",
         )
     bad = {id(ex) for ex in empty + clash}

@@ -144,3 +144,28 @@ def test_evidence_max_length_too_short_for_the_question(tmp_path: Path, out_dir:
     bad.write_text("agent: evidence\nmodels: [hpo-tiny-bert]\nn_trials: 1\nspace:\n  max_length: [32]\n")
     code, out = invoke("tune", "--config", str(bad), "--output-dir", out_dir, "--no-mlflow", "--no-report")
     assert_one_line_error(code, out, "max_length 32 leaves no room", "sample max_length of at least")
+
+
+def test_data_dir_post_id_with_two_texts(tmp_path: Path, out_dir: str) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    posts = "".join(f"p{i},Post {i}.\n" for i in range(6))
+    (data / "redsm5_posts.csv").write_text(f"post_id,text\n{posts}p2,Another text.\n")
+    rows = "".join(f"p{i},p{i}_0,Post {i}.,FATIGUE,{i % 2},\n" for i in range(6))
+    (data / "redsm5_annotations.csv").write_text(
+        "post_id,sentence_id,sentence_text,DSM5_symptom,status,explanation\n" + rows
+    )
+    code, out = invoke(
+        "tune",
+        "--models",
+        "hpo-tiny-bert",
+        "--data-dir",
+        str(data),
+        "--output-dir",
+        out_dir,
+        "--no-mlflow",
+        "--n-trials",
+        "1",
+        "--no-report",
+    )
+    assert_one_line_error(code, out, "redsm5_posts.csv", "post_id p2", "rows 3 and 7")
