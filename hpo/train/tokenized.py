@@ -9,6 +9,7 @@ padded to the split's longest pair (or to max_length with ``padding="max_length"
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import shutil
 import uuid
@@ -69,8 +70,9 @@ def encode_cached(
     cache_dir: Path | None = None,
 ) -> tuple[dict[str, torch.Tensor], bool]:
     """(tensors, whether this call tokenized): from the on-disk cache when it holds this split, else
-    tokenized now (and saved there). Without ``cache_dir``: ``encode_pairs`` (no datasets, no disk)."""
-    if cache_dir is None:
+    tokenized now (and saved there). Without ``cache_dir``, or without the ``datasets`` package (a GPU device
+    image, scripts/wheelhouse.py): ``encode_pairs`` (no datasets, no disk)."""
+    if cache_dir is None or importlib.util.find_spec("datasets") is None:
         return encode_pairs(tokenizer, examples, max_length, padding), True
     from datasets import load_from_disk
 
