@@ -21,7 +21,7 @@ N_TRIALS_CRITERIA ?= 5000
 GPU_MEMORY ?=
 CONFIG ?=
 
-.PHONY: report-screenshot install demo test test-integration test-all lint format bench gpu-check clean help tune-criteria-max tune-criteria-supermax
+.PHONY: wheelhouse report-screenshot install demo test test-integration test-all lint format bench gpu-check gpu-study clean help tune-criteria-max tune-criteria-supermax
 
 help:
 	@echo "make demo | test | test-integration | test-all | lint | format | bench | gpu-check | clean | install [TORCH_SPEC=...]"
@@ -43,6 +43,17 @@ demo: install
 test: install
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
+# The GPU device machine (no registry there): `make wheelhouse` downloads into wheelhouse/ the wheels hpo needs
+# beyond the device image's CUDA torch/transformers/peft (the assumed baseline and what is left out: see
+# scripts/wheelhouse.py) for these Pythons and platform, plus hpo's own wheel; it fails over the carry budget.
+# On the device: run(carry=["wheelhouse"], command="scripts/device_run.sh hpo tune ... --no-mlflow").
+DEVICE_PYTHON ?= 3.11 3.12
+DEVICE_PLATFORM ?= manylinux_2_28_x86_64
+WHEELHOUSE_MAX_MIB ?= 64
+wheelhouse: install
+	$(BIN)/python scripts/wheelhouse.py --dest wheelhouse --python-version $(DEVICE_PYTHON) \
+		--platform $(DEVICE_PLATFORM) --max-mib $(WHEELHOUSE_MAX_MIB)
+
 # On a CUDA machine: real short trainings over a grid (models x batch x length x precision x checkpointing),
 # measured allocated / reserved / NVML peaks vs the estimate -> runs/gpu-check.csv, and the measured peaks as
 # a calibration file for this card (runs/gpu-check-calibration.json). Without CUDA it says so and exits 0.
@@ -51,6 +62,12 @@ gpu-check: install
 		--out runs/gpu-check.csv --calibration runs/gpu-check-calibration.json
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python scripts/bench_estimator.py --gpu-check --grid lora \
 		--out runs/gpu-check-lora.csv
+
+# The whole-card study (scripts/gpu_study.py, ~8 min on a CUDA card): hpo --par vs fixed PAR on an emulated
+# 24 GB card, forced OOMs, estimate vs measured peaks -> one JSON line, runs/gpu-study/*.csv. Without CUDA it
+# runs simulated (tiny models, "measured": false).
+gpu-study: install
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python scripts/gpu_study.py --out runs/gpu-study
 
 test-integration: install
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)

@@ -23,6 +23,9 @@ from hpo.units import parse_memory
 from hpo.yaml_file import read_yaml
 
 OnOom = Literal["prune", "shrink", "cpu"]
+# ledger: trials are admitted by estimated memory (hpo.run.ledger); none: a baseline for benchmarks, the old
+# fixed-PAR way (no ledger, no allocator cap, no pruning by estimate: every config runs, OOM or not)
+AdmissionMode = Literal["ledger", "none"]
 DEFAULT_OUTPUT_DIR = Path("runs")
 MAX_PAR = 32  # worker processes on one GPU; each holds a CUDA context
 
@@ -86,6 +89,7 @@ class StudyConfig(_Strict):
     elastic: bool = True  # --par: run a waiting trial in a lighter equivalent form (hpo/trial/elastic.py)
     elastic_after_s: float = Field(60.0, ge=0.0)  # ...once it has waited this long for room
     admission_timeout_s: float | None = Field(None, gt=0.0)  # --par: prune a trial after waiting this long
+    admission: AdmissionMode = "ledger"  # --admission none: fixed-PAR baseline for benchmarks (see above)
     recycle_after: int = Field(50, ge=1)
     max_worker_deaths: int = Field(3, ge=1)  # --par: stop after K worker deaths in a row (hpo/run/deaths.py)
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)

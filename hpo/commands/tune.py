@@ -36,6 +36,7 @@ FLAG_NAMES = {
     "elastic_after_s": "--elastic-after",
     "allow_changes": "--allow-changes",
     "allow_dirty_data": "--allow-dirty-data",
+    "admission": "--admission",
 }
 
 
@@ -69,6 +70,7 @@ class TuneOptions:
     allow_changes: bool | None = None
     allow_dirty_data: bool | None = None
     admission_timeout_s: float | None = None
+    admission: str | None = None
 
     def overrides(self) -> dict[str, Any]:
         """The StudyConfig fields set on the command line."""
@@ -170,6 +172,15 @@ def tune(
             help="With --par: seconds a trial may wait for GPU room before it is pruned (default: no limit).",
         ),
     ] = None,
+    admission: Annotated[
+        str | None,
+        typer.Option(
+            "--admission",
+            help="ledger (default): a trial starts only when its estimated peak fits beside the running "
+            "ones. none: a BASELINE FOR BENCHMARKS, as fixed-PAR tools run: no memory ledger (GPU or host "
+            "RAM), no allocator cap, no pruning by estimate; every config runs and may run out of memory.",
+        ),
+    ] = None,
 ) -> None:
     """Create or resume a study and run trials until it has --n-trials finished trials."""
     from hpo.config import load_config
@@ -202,6 +213,7 @@ def tune(
         allow_changes=allow_changes or None,
         allow_dirty_data=allow_dirty_data or None,
         admission_timeout_s=admission_timeout,
+        admission=admission,
     )
     cfg = load_config(config, opts.overrides(), flags=FLAG_NAMES)
     gpu_note = f" per GPU x GPUs {','.join(map(str, cfg.gpus))}" if cfg.gpus else ""

@@ -7,7 +7,10 @@ estimate runs out of memory itself (and is pruned) instead of taking a neighbour
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Mapping
+
+from hpo.errors import ConfigError
 
 ALLOC_CONF_DEFAULT = "expandable_segments:True"
 # torch >= 2.9 reads PYTORCH_ALLOC_CONF; PYTORCH_CUDA_ALLOC_CONF is its alias. We set the alias, which every
@@ -16,6 +19,10 @@ ALLOC_CONF_DEFAULT = "expandable_segments:True"
 ALLOC_CONF_VARS = ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF")
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 DEFAULT_MARGIN_BYTES = 512 * 2**20
+# TEST HOOK (scripts/gpu_study.py's forced OOM): "trials=3;7,fraction=0.3" caps those trials' allocators at
+# that fraction of their reservation, without margin, so they run out of memory for real. Both keys are
+# required; unset (the default) it never fires.
+FORCE_CAP_ENV = "HPO_TEST_FORCE_CAP"
 _MIN_FRACTION = 1e-6
 
 
@@ -83,6 +90,30 @@ def apply_memory_cap(
     fraction = memory_fraction(reserved_bytes, total, margin_bytes, context_bytes)
     torch.cuda.set_per_process_memory_fraction(fraction, device)
     return fraction
+
+
+def forced_cap(
+    trial: int, reserved_bytes: int, margin_bytes: int, env: Mapping[str, str] = os.environ
+) -> tuple[int, int]:
+    """(reservation, margin) for trial ``trial``'s cap: as given, unless the ``HPO_TEST_FORCE_CAP`` test
+    hook names the trial (then a fraction of the reservation and no margin; said on stderr)."""
+    raw = env.get(FORCE_CAP_ENV, "").strip()
+    if not raw:
+        return reserved_bytes, margin_bytes
+    fix = f'e.g. {FORCE_CAP_ENV}="trials=3;7,fraction=0.3" (a test hook; unset it otherwise)'
+    try:
+        kv = dict((k.strip(), v.strip()) for k, _, v in (p.partition("=") for p in raw.split(",")))
+        trials = {int(t) for t in kv["trials"].split(";") if t.strip()}
+        fraction = float(kv["fraction"])
+    except (KeyError, ValueError):
+        raise ConfigError(f"malformed {FORCE_CAP_ENV}={raw!r}", fix) from None
+    if not 0.0 < fraction < 1.0 or set(kv) != {"trials", "fraction"}:
+        raise ConfigError(f"malformed {FORCE_CAP_ENV}={raw!r}: keys trials and fraction in (0, 1)", fix)
+    if trial not in trials:
+        return reserved_bytes, margin_bytes
+    capped = int(reserved_bytes * fraction)
+    print(f"{FORCE_CAP_ENV}: trial {trial} capped at {capped / 2**30:.2f} GiB (test hook)", file=sys.stderr)
+    return capped, 0
 
 
 def _positive_int(value: str | None) -> int:

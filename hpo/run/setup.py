@@ -165,7 +165,7 @@ def build_objective(
         replace(policy),
         setup.agent.num_labels,
         calibration,
-        cfg.prune_by_estimate,
+        cfg.prune_by_estimate and cfg.admission == "ledger",  # --admission none: every config runs
         eval_batch_size=cfg.eval_batch_size,
         longest=data.longest,
     )

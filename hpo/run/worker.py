@@ -28,7 +28,7 @@ from hpo.progress import Progress
 from hpo.redact import is_redacted
 from hpo.run.bootstrap import open_for_worker
 from hpo.run.host import make_host_admission
-from hpo.run.isolation import apply_memory_cap, cuda_context_bytes
+from hpo.run.isolation import apply_memory_cap, cuda_context_bytes, forced_cap
 from hpo.run.ledger import Ledger
 from hpo.run.placement import MultiGpuAdmission, gpu_count, gpu_ledgers, home_gpu
 from hpo.run.protocol import WorkerExit, WorkerId, trial_file, write_marker
@@ -36,7 +36,7 @@ from hpo.run.reservations import Reservation, ledger_path_for
 from hpo.run.serial import fail_on_disk_full, run_one
 from hpo.run.setup import build_objective, memory_policy, prepare
 from hpo.study import CONFIG_ATTR, finished_count, load_existing, seed_sampler
-from hpo.trial.admission import no_admission
+from hpo.trial.admission import no_admission, no_host_admission
 from hpo.trial.sizing import MemoryPolicy
 
 CAP_MARGIN_BYTES = 512 * 1024**2
@@ -127,7 +127,7 @@ class LedgerAdmission:
             timeout=self.timeout,  # LedgerTimeout: the trial is pruned (admission_timeout)
         ) as res:
             # the context lives outside the caching allocator, which the cap limits
-            apply_memory_cap(res.bytes, self.margin_bytes)
+            apply_memory_cap(*forced_cap(trial, res.bytes, self.margin_bytes))
             yield res.form
 
 
@@ -224,7 +224,9 @@ def _trial_loop(cfg: StudyConfig, recycle_after: int, worker: WorkerId) -> Worke
         policy.allocator = replace(policy.allocator, context_bytes=measured)
     info = detect(0)
     key = info.uuid if info.available else f"simulated-{policy.gpu_bytes}"
-    admission = make_admission(cfg, policy, key, worker.slot)
+    # --admission none (a benchmark baseline): no ledger, hence no allocator cap and no host-RAM admission
+    ledger = cfg.admission == "ledger"
+    admission = make_admission(cfg, policy, key, worker.slot) if ledger else None
     if admission is not None:
         # every other worker's CUDA context stays on the card: a trial must fit beside them
         policy.resident_bytes = (cfg.par - 1) * policy.allocator.context_bytes
@@ -237,8 +239,9 @@ def _trial_loop(cfg: StudyConfig, recycle_after: int, worker: WorkerId) -> Worke
         write_marker(marker, trial.number, "sampling")
 
     study, tracker = open_for_worker(cfg, setup)  # the launcher set them up; a worker creates nothing
-    host = make_host_admission(cfg)
-    host.start()
+    host = make_host_admission(cfg) if ledger else None
+    if host is not None:
+        host.start()
     objective = build_objective(
         cfg,
         MarkerProgress(marker),
@@ -246,7 +249,7 @@ def _trial_loop(cfg: StudyConfig, recycle_after: int, worker: WorkerId) -> Worke
         tracker=tracker,
         policy=policy,
         admission=admission or no_admission,
-        host_admission=host,
+        host_admission=host or no_host_admission,
         on_start=on_start,
     )
     objective.worker = str(worker)
@@ -273,6 +276,7 @@ def _trial_loop(cfg: StudyConfig, recycle_after: int, worker: WorkerId) -> Worke
     finally:
         marker.unlink(missing_ok=True)
         tracker.flush()  # MLflow writes buffered while MLflow was unavailable
-        host.close()
+        if host is not None:
+            host.close()
         if admission is not None:
             admission.close()
