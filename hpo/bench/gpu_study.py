@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,9 +83,11 @@ def mlflow_available() -> bool:
 
 
 def study_config(plan: Plan, out: Path, models: dict[str, str], s: Schedule) -> StudyConfig:
-    over = {"study": f"gpu-study-{s.name}", "output_dir": out, "par": s.par, "on_oom": s.on_oom}
+    """The schedule's study: its own output dir, storage and ledger under ``out/<schedule>/``."""
+    home = out / s.name
+    over = {"study": f"gpu-study-{s.name}", "output_dir": home, "par": s.par, "on_oom": s.on_oom}
     over |= {"admission": s.admission, "models": list(models.values())}
-    over["storage"] = f"sqlite:///{(out / 'gpu-study.db').resolve()}"
+    over["storage"] = f"sqlite:///{(home / 'gpu-study.db').resolve()}"
     if plan.simulated:
         over["device"] = "cpu"
     return load_config(plan.study_yaml, over)
@@ -99,6 +103,7 @@ def fault_env(plan: Plan, special: dict[str, Any], trial: int) -> dict[str, str]
 
 def enqueue(cfg: StudyConfig, plan: Plan, models: dict[str, str], s: Schedule) -> tuple[int, int | None]:
     """Create the schedule's study and enqueue its trials; (how many, the forced trial's number)."""
+    cfg.output_dir.mkdir(parents=True, exist_ok=True)
     study = optuna.create_study(study_name=cfg.study, storage=cfg.storage_url, direction="maximize")
     special = plan.forced_oom if s.on_oom != "cpu" else plan.cpu_fallback
     todo = ([special] if s.forced else []) + (plan.mix * plan.cycles if s.mix else [])
@@ -113,10 +118,12 @@ def run_schedule(plan: Plan, out: Path, models: dict[str, str], s: Schedule, mlf
     cfg = study_config(plan, out, models, s)
     n, forced = enqueue(cfg, plan, models, s)
     cmd = [sys.executable, "-m", "hpo", "tune", "--config", str(plan.study_yaml), "--study", cfg.study]
-    cmd += ["--storage", cfg.storage_url, "--output-dir", str(out), "--par", str(s.par), "--on-oom", s.on_oom]
+    cmd += ["--storage", cfg.storage_url, "--output-dir", str(cfg.output_dir), "--par", str(s.par)]
+    cmd += ["--on-oom", s.on_oom]
     cmd += ["--admission", s.admission, "--n-trials", str(n), "--no-report", "--models", ",".join(cfg.models)]
     cmd += ["--device", "cpu"] if plan.simulated else []
-    cmd += ["--mlflow-uri", f"sqlite:///{(out / 'mlflow.db').resolve()}"] if mlflow else ["--no-mlflow"]
+    tracking = f"sqlite:///{(cfg.output_dir / 'mlflow.db').resolve()}"
+    cmd += ["--mlflow-uri", tracking] if mlflow else ["--no-mlflow"]
     env = dict(os.environ) | OFFLINE
     for var in ("HPO_INJECT_OOM", "HPO_INJECT_FATAL", "HPO_INJECT_KILL", "HPO_TEST_FORCE_CAP"):
         env.pop(var, None)
@@ -148,26 +155,28 @@ def run_schedule(plan: Plan, out: Path, models: dict[str, str], s: Schedule, mlf
     }
 
 
-def fresh(out: Path) -> None:
-    """Remove what an earlier study left in ``out`` (its storage, ledger, CSVs and logs; models stay)."""
+def fresh(out: Path, schedules: list[Schedule]) -> None:
+    """Remove what an earlier study left in ``out`` (the schedules' folders, CSVs and logs; models stay)."""
     out.mkdir(parents=True, exist_ok=True)
-    for pattern in ("gpu-study.db", "gpu-study.ledger.json", "mlflow.db", "*.csv", "*.log"):
+    for s in schedules:
+        shutil.rmtree(out / s.name, ignore_errors=True)
+    for pattern in ("*.csv", "*.log"):
         for path in out.glob(pattern):
             path.unlink()
 
 
 def run_all(plan: Plan, out: Path, mlflow: bool) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
     """Every schedule in turn, beside a ballast on a real card; (results by schedule, the ballast's info)."""
-    fresh(out)
+    fresh(out, plan.schedules())
     base = load_config(plan.study_yaml)
     models = local_models(list(base.models), out / "models") if not plan.simulated else {}
     models = models or {m: m for m in base.models}
     ballast: dict[str, Any] | None = None
     results: dict[str, dict[str, Any]] = {}
-    if plan.simulated:
-        for s in plan.schedules():
-            results[s.name] = run_schedule(plan, out, models, s, mlflow)
-        return results, ballast
+    if plan.simulated:  # nothing is measured: the schedules run side by side (each its own storage, ledger)
+        with ThreadPoolExecutor(max_workers=len(plan.schedules())) as pool:
+            runs = {s.name: pool.submit(run_schedule, plan, out, models, s, mlflow) for s in plan.schedules()}
+        return {name: run.result() for name, run in runs.items()}, ballast
     from hpo.bench.ballast import hold  # lazy: only with CUDA
 
     keep = parse_memory(base.gpu_memory or "24GB")

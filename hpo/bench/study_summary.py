@@ -71,7 +71,8 @@ def cpu_fallback(result: dict[str, Any]) -> dict[str, Any] | None:
     t = _trial(result["trials"], result["forced"])
     if t is None:
         return None
-    rec = t.user_attrs.get(K.OOM_CONFIG) or {}
+    attempts = t.user_attrs.get(K.OOM_ATTEMPTS) or []  # a completed trial keeps its OOMs here
+    rec = t.user_attrs.get(K.OOM_CONFIG) or (attempts[-1] if attempts else {})
     device = str(t.user_attrs.get(K.FINAL_DEVICE, ""))
     return {
         "trial": t.number,
@@ -79,7 +80,8 @@ def cpu_fallback(result: dict[str, Any]) -> dict[str, Any] | None:
         "final_device": device,
         "origin": rec.get("origin"),
         "injected": rec.get("origin") == "injected",
-        "ok": t.state.name == "COMPLETE" and device.startswith("cpu"),
+        "after_reserved_gb": rec.get("after_reserved_gb"),
+        "ok": t.state.name == "COMPLETE" and device.startswith("cpu") and bool(rec),
     }
 
 

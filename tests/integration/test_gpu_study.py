@@ -39,7 +39,8 @@ def test_simulated_gpu_study_prints_every_field_and_writes_the_csvs(tmp_path: Pa
     forced = s["forced_oom"]
     assert forced["ok"] and forced["injected"] and forced["pruned_reason"] == "oom"
     assert forced["oom_config"]["model"] == "hpo-tiny-bert" and forced["oom_config"]["batch_size"] == 16
-    assert s["cpu_fallback"]["ok"] and s["cpu_fallback"]["final_device"].startswith("cpu")
+    fallback = s["cpu_fallback"]
+    assert fallback["ok"] and fallback["final_device"].startswith("cpu") and fallback["origin"] == "injected"
     pruned = s["schedules"]["hpo"]["pruned"]
     assert pruned.get("memory_estimate", 0) >= 1 or s["schedules"]["hpo"]["trials"] < 6  # MiniLM b64 x 512
     assert (out / "trials.csv").is_file()
