@@ -19,7 +19,7 @@ from hpo.config_trial import (  # noqa: F401  re-exported: hpo.config stays the 
 from hpo.errors import ConfigError
 from hpo.paths import CONFIG_DIR, SAMPLE_DATA_DIR
 from hpo.redact import is_redacted
-from hpo.units import parse_memory
+from hpo.units import parse_duration, parse_memory
 from hpo.yaml_file import read_yaml
 
 OnOom = Literal["prune", "shrink", "cpu"]
@@ -92,6 +92,7 @@ class StudyConfig(_Strict):
     admission: AdmissionMode = "ledger"  # --admission none: fixed-PAR baseline for benchmarks (see above)
     recycle_after: int = Field(50, ge=1)
     max_worker_deaths: int = Field(3, ge=1)  # --par: stop after K worker deaths in a row (hpo/run/deaths.py)
+    storage_retry: str = "10m"  # storage calls wait out an outage this long (hpo/storage_retry.py)
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     pruner: PrunerConfig = Field(default_factory=PrunerConfig)
     space: SpaceConfig = Field(default_factory=SpaceConfig)
@@ -114,6 +115,15 @@ class StudyConfig(_Strict):
                 raise ValueError(f"{exc.message}: write it like 8GB or 512MiB") from None
         return v
 
+    @field_validator("storage_retry", mode="before")
+    @classmethod
+    def _storage_retry(cls, v: object) -> str:
+        try:
+            parse_duration(v)  # type: ignore[arg-type]
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{exc}") from None
+        return str(v)
+
     @field_validator("gpus")
     @classmethod
     def _gpus(cls, v: list[int] | None) -> list[int] | None:
@@ -130,6 +140,11 @@ class StudyConfig(_Strict):
         if env_uri and (self.mlflow_uri is None or is_redacted(self.mlflow_uri)):
             self.mlflow_uri = env_uri
         return self
+
+    @property
+    def storage_retry_s(self) -> float:
+        """``storage_retry`` in seconds."""
+        return parse_duration(self.storage_retry)
 
     @property
     def storage_url(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shlex
 import shutil
 import sqlite3
 import tempfile
@@ -47,7 +48,8 @@ def check_sqlite(path: Path, what: str) -> list[str]:
             return []  # busy, not broken: the next open waits for it
         raise StorageError(
             f"{what} {path} is damaged: {str(exc).splitlines()[0][:120]}",
-            f"restore it from a backup, or move it away (mv {path} {path}.broken) to start afresh",
+            f"restore it from a backup, or move it away (mv {shlex.quote(str(path))} "
+            f"{shlex.quote(f'{path}.broken')}) to start afresh",
         ) from exc
 
 
@@ -59,8 +61,9 @@ def check_mlflow_db(path: Path) -> None:
         raise StorageError(
             f"MLflow database {path} is half-migrated (table {', '.join(leftovers)} left by an interrupted "
             "schema migration)",
-            f'back it up, then run sqlite3 {path} "{drops};" and mlflow db upgrade sqlite:///{path}; or move '
-            "it away to start a new MLflow history, or pass --no-mlflow",
+            f"back it up, then run sqlite3 {shlex.quote(str(path))} {shlex.quote(drops + ';')} and mlflow db "
+            f"upgrade {shlex.quote(f'sqlite:///{path}')}; or move it away to start a new MLflow history, or "
+            "pass --no-mlflow",
         )
 
 

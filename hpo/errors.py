@@ -29,3 +29,15 @@ class ModelError(HpoError):
 
 class StorageError(HpoError):
     """Unreachable or unusable Optuna storage, unknown study."""
+
+
+class CacheError(HpoError):
+    """A derived file on disk (the tokenization cache) still cannot be read after it was rebuilt."""
+
+
+class RepeatedFailureError(HpoError):
+    """Trials kept failing the same way: the run stopped (finished trials are kept)."""
+
+
+class StorageDown(StorageError):
+    """The storage stayed unreachable past --storage-retry (hpo.storage_retry): the run stopped (exit 75)."""

@@ -10,6 +10,8 @@ Environment (both optional; unset or empty means no fault):
 - ``HPO_INJECT_ENOSPC``: ``epoch``, ``step``: raise ``OSError(ENOSPC)`` (disk full) in every trial there.
 - ``HPO_INJECT_KILL``: ``epoch``, ``step`` and optionally ``trials``: the process sends itself SIGKILL, as
   the kernel's OOM killer would (for tests of worker deaths; every trial when ``trials`` is not given).
+- ``HPO_INJECT_ERROR``: ``epoch``, ``step``: raise a plain ``RuntimeError`` there in every trial (a bug that
+  fails each trial the same way: for tests of the repeated-failure breaker).
 
 The training loop calls ``check(epoch, step)`` before each micro-batch, ``step`` being the 0-based
 micro-batch index within the epoch. A fault fires at the first check at or after its (epoch, step)
@@ -38,6 +40,7 @@ OOM_ENV = "HPO_INJECT_OOM"
 FATAL_ENV = "HPO_INJECT_FATAL"
 ENOSPC_ENV = "HPO_INJECT_ENOSPC"
 KILL_ENV = "HPO_INJECT_KILL"
+ERROR_ENV = "HPO_INJECT_ERROR"
 _FIX = "use e.g. HPO_INJECT_OOM='epoch=1,step=3', 'p=0.3,seed=7' or 'epoch=0,step=0,trials=1;4'"
 _RANDOM_STEPS = 4  # with p and no step, the step is drawn from 0..3
 
@@ -57,10 +60,12 @@ class FaultPlan:
     trials: frozenset[int] | None = None
     enospc_epoch: int | None = None
     enospc_step: int | None = None
+    error_epoch: int | None = None
+    error_step: int | None = None
 
     def __post_init__(self) -> None:
         names = ("oom_epoch", "oom_step", "fatal_epoch", "fatal_step", "kill_epoch", "kill_step")
-        for name in (*names, "enospc_epoch", "enospc_step"):
+        for name in (*names, "enospc_epoch", "enospc_step", "error_epoch", "error_step"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
                 raise ConfigError(f"fault plan: {name} must be an integer >= 0, got {value!r}", _FIX)
@@ -81,12 +86,16 @@ class FaultPlan:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> FaultPlan | None:
-        """Parse ``HPO_INJECT_OOM`` / ``_FATAL`` / ``_KILL`` / ``_ENOSPC``; None when none is set."""
+        """Parse ``HPO_INJECT_OOM`` / ``_FATAL`` / ``_KILL`` / ``_ENOSPC`` / ``_ERROR``; None if none is."""
         oom_raw, fatal_raw = env.get(OOM_ENV, "").strip(), env.get(FATAL_ENV, "").strip()
         kill_raw, enospc_raw = env.get(KILL_ENV, "").strip(), env.get(ENOSPC_ENV, "").strip()
-        if not oom_raw and not fatal_raw and not kill_raw and not enospc_raw:
+        error_raw = env.get(ERROR_ENV, "").strip()
+        if not oom_raw and not fatal_raw and not kill_raw and not enospc_raw and not error_raw:
             return None
         d: dict[str, Any] = {}
+        if error_raw:
+            kv = _parse(ERROR_ENV, error_raw, {"epoch", "step"})
+            d.update(error_epoch=kv.get("epoch", 0), error_step=kv.get("step", 0))
         if enospc_raw:
             kv = _parse(ENOSPC_ENV, enospc_raw, {"epoch", "step"})
             d.update(enospc_epoch=kv.get("epoch", 0), enospc_step=kv.get("step", 0))
@@ -163,6 +172,9 @@ class FaultInjector:
         self.enospc_at: tuple[int, int] | None = None
         if plan is not None and plan.enospc_epoch is not None:
             self.enospc_at = (plan.enospc_epoch, plan.enospc_step or 0)
+        self.error_at: tuple[int, int] | None = None
+        if plan is not None and plan.error_epoch is not None:
+            self.error_at = (plan.error_epoch, plan.error_step or 0)
         if plan is None or (plan.trials is not None and trial_number not in plan.trials):
             return
         if plan.has_fatal:
@@ -187,6 +199,8 @@ class FaultInjector:
         here = (epoch, step)
         if self.enospc_at is not None and here >= self.enospc_at:
             raise OSError(errno.ENOSPC, f"No space left on device (injected at epoch {epoch}, step {step})")
+        if self.error_at is not None and here >= self.error_at:
+            raise RuntimeError(f"injected error ({ERROR_ENV}) at epoch {epoch}, step {step}")
         if self.kill_at is not None and here >= self.kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
         if self.fatal_at is not None and (self._fatal_fired or here >= self.fatal_at):

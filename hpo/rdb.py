@@ -19,6 +19,10 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from hpo.errors import StorageError
+from hpo.redact import redact
+
+DRIVERS = "postgresql+psycopg://, mysql+pymysql:// or sqlite:///PATH"  # installed with hpo
 POOL_SIZE = 2  # connections per process and storage URL: the trial loop + the heartbeat thread
 CREATE_TRIES = 5
 _CACHE: dict[str, Any] = {}
@@ -27,6 +31,35 @@ _CACHE: dict[str, Any] = {}
 def is_server_url(url: str) -> bool:
     """PostgreSQL or MySQL (any driver): a database server several hosts share."""
     return url.startswith(("postgresql", "postgres://", "mysql"))
+
+
+def check_driver(url: str) -> None:
+    """A StorageError naming the problem when SQLAlchemy does not know the dialect of ``url`` or its driver
+    is not installed (before any connection: it is no server problem)."""
+    from sqlalchemy.engine.url import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+        scheme = parsed.drivername
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError as exc:
+        scheme = url.split("://", 1)[0]
+        raise StorageError(
+            f"unknown database driver '{scheme}' in storage {redact(url)}", f"use {DRIVERS}"
+        ) from exc
+    except ArgumentError:
+        return  # not an URL SQLAlchemy reads: the storage says so
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        backend = parsed.get_backend_name()
+        use = {"mysql": "mysql+pymysql://", "postgresql": "postgresql+psycopg://"}.get(backend, DRIVERS)
+        raise StorageError(
+            f"the driver '{dialect.driver}' of {scheme}:// is not installed (storage {redact(url)}: "
+            f"{str(exc).splitlines()[0][:120]})",
+            f"use {use} (installed with hpo), or install that driver",
+        ) from exc
 
 
 def engine_kwargs(url: str) -> dict[str, Any]:
@@ -53,6 +86,7 @@ def db_lock(url: str, name: str, timeout_s: float = 600.0) -> Iterator[None]:
     if not is_server_url(url):
         yield
         return
+    check_driver(url)
     import sqlalchemy as sa
     from sqlalchemy.pool import NullPool
 
@@ -84,7 +118,7 @@ def db_lock(url: str, name: str, timeout_s: float = 600.0) -> Iterator[None]:
 
 def server_storage(url: str, heartbeat: dict[str, Any]) -> Any:
     """This process's Optuna storage for the server at ``url`` (one per URL: bounded connections)."""
-    from optuna.storages import RDBStorage
+    from hpo.storage_retry import open_rdb  # waits out outages (restarts, failovers)
 
     cached = _CACHE.get(url)
     if cached is not None:
@@ -92,7 +126,7 @@ def server_storage(url: str, heartbeat: dict[str, Any]) -> Any:
     for attempt in range(CREATE_TRIES):
         try:
             with db_lock(url, "optuna-schema"):
-                storage = RDBStorage(url, engine_kwargs=engine_kwargs(url), **heartbeat)
+                storage = open_rdb(url, engine_kwargs=engine_kwargs(url), **heartbeat)
             break
         except ImportError:
             raise

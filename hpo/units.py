@@ -40,3 +40,21 @@ def gb(nbytes: float, digits: int = 3) -> float:
 def human(nbytes: int) -> str:
     """A size for messages: GiB from 16 MiB up, else bytes."""
     return f"{nbytes / GIB:.2f} GiB" if nbytes >= 2**24 else f"{nbytes} bytes"
+
+
+_SECONDS = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Seconds in ``text``: a number of seconds, or a number with s, m or h (30s, 10m, 1.5h, 1h30m)."""
+    if isinstance(text, (int, float)):
+        seconds = float(text)
+    else:
+        raw = str(text).strip().lower()
+        parts = re.findall(r"(\d+(?:\.\d+)?)\s*([smh]?)", raw)
+        if not raw or re.sub(r"\s", "", "".join(n + u for n, u in parts)) != re.sub(r"\s", "", raw):
+            raise ValueError(f"cannot read duration {text!r}: write it like 30s, 10m or 1h")
+        seconds = sum(float(n) * _SECONDS[u or "s"] for n, u in parts)
+    if seconds < 0:
+        raise ValueError(f"duration {text!r} is negative")
+    return seconds

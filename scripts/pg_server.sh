@@ -4,9 +4,11 @@
 #                                           create databases hpo and mlflow; prints the URL of hpo (role hpo,
 #                                           password $HPO_PG_PASSWORD, default hpo-secret-pw)
 #   scripts/pg_server.sh stop DIR           stop it (fast shutdown)
+#   scripts/pg_server.sh restart DIR        pg_ctl restart -m fast on the same data dir and port (chaos tests:
+#                                           every connection is cut, the server is back within seconds)
 # PostgreSQL refuses to run as root: as root the server runs as the `postgres` user (created if missing).
 set -euo pipefail
-cmd=${1:?start|stop}; dir=${2:?data dir}
+cmd=${1:?start|stop|restart}; dir=${2:?data dir}
 port=${3:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 PG_BIN=${PG_BIN:-$(dirname "$(command -v pg_ctl || echo /usr/local/bin/pg_ctl)")}
 PASSWORD=${HPO_PG_PASSWORD:-hpo-secret-pw}
@@ -37,5 +39,8 @@ start)
 stop)
   as_owner "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null || true
   ;;
-*) echo "usage: $0 start|stop DIR [PORT]" >&2; exit 2 ;;
+restart)  # pg_ctl reuses the options of the running server (postmaster.opts): same port and socket dir
+  as_owner "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/data/server.log" -m fast -w -t 60 restart >/dev/null
+  ;;
+*) echo "usage: $0 start|stop|restart DIR [PORT]" >&2; exit 2 ;;
 esac

@@ -2,7 +2,8 @@
 
 Without that variable the tests that need it skip with the reason, unless HPO_REQUIRE_POSTGRES=1 (set by
 `.ci/run`): then they fail, so CI never passes by skipping them. Locally:
-`scripts/pg_server.sh start /tmp/hpo-pg` prints a URL to export.
+`scripts/pg_server.sh start /tmp/hpo-pg` prints a URL to export (and HPO_TEST_POSTGRES_DIR=/tmp/hpo-pg lets
+the storage-outage tests restart it).
 """
 
 from __future__ import annotations
@@ -49,3 +50,18 @@ def fresh_database() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+DIR_ENV = "HPO_TEST_POSTGRES_DIR"  # the server's folder (scripts/pg_server.sh DIR): outage tests restart it
+
+
+def server_dir() -> str:
+    """The folder of the test server (``.ci/run`` exports it), for ``scripts/pg_server.sh restart``."""
+    server_url()  # skip or fail first when there is no server at all
+    path = os.environ.get(DIR_ENV)
+    if not path:
+        reason = f"{DIR_ENV} is not set: the tests cannot restart the PostgreSQL server (see .ci/run)"
+        if os.environ.get("HPO_REQUIRE_POSTGRES") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path

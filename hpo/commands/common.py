@@ -9,8 +9,8 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from hpo.commands.exit_codes import BAD_INPUT
-from hpo.errors import HpoError
+from hpo.commands.exit_codes import BAD_INPUT, STORAGE_DOWN
+from hpo.errors import HpoError, StorageDown
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -55,13 +55,16 @@ def fail(message: str) -> typer.Exit:
 
 
 def handles_errors(fn: F) -> F:
-    """Turn HpoError into one line on stderr and exit code 2."""
+    """Turn HpoError into one line on stderr and exit code 2 (a storage outage past --storage-retry: 75)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except HpoError as exc:
+            if isinstance(exc, StorageDown):  # the run stopped; rerun once the database is back
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(code=STORAGE_DOWN) from None
             raise fail(str(exc)) from None
 
     return wrapper  # type: ignore[return-value]

@@ -37,6 +37,7 @@ FLAG_NAMES = {
     "allow_changes": "--allow-changes",
     "allow_dirty_data": "--allow-dirty-data",
     "admission": "--admission",
+    "storage_retry": "--storage-retry",
 }
 
 
@@ -71,6 +72,7 @@ class TuneOptions:
     allow_dirty_data: bool | None = None
     admission_timeout_s: float | None = None
     admission: str | None = None
+    storage_retry: str | None = None
 
     def overrides(self) -> dict[str, Any]:
         """The StudyConfig fields set on the command line."""
@@ -181,10 +183,18 @@ def tune(
             "RAM), no allocator cap, no pruning by estimate; every config runs and may run out of memory.",
         ),
     ] = None,
+    storage_retry: Annotated[
+        str | None,
+        typer.Option(
+            "--storage-retry",
+            help="How long storage calls wait out a database outage (restart, failover), retrying with "
+            "backoff, e.g. 30s, 10m, 1h (default 10m); then the run stops with exit code 75 (finished trials "
+            "are kept: rerun to resume).",
+        ),
+    ] = None,
 ) -> None:
     """Create or resume a study and run trials until it has --n-trials finished trials."""
     from hpo.config import load_config
-    from hpo.run.tune import run_tune  # lazy: imports torch
 
     opts = TuneOptions(
         agent=agent,
@@ -214,6 +224,7 @@ def tune(
         allow_dirty_data=allow_dirty_data or None,
         admission_timeout_s=admission_timeout,
         admission=admission,
+        storage_retry=storage_retry,
     )
     cfg = load_config(config, opts.overrides(), flags=FLAG_NAMES)
     gpu_note = f" per GPU x GPUs {','.join(map(str, cfg.gpus))}" if cfg.gpus else ""
@@ -221,7 +232,9 @@ def tune(
         f"study {cfg.study} | agent {cfg.agent} | models {','.join(cfg.models)} | target "
         f"{cfg.n_trials} trials x <= {cfg.epochs} epochs | par {cfg.par}{gpu_note} | "
         f"storage {redact(cfg.storage_url)}"
-    )
+    )  # at once: the setup below (torch, data, storage) takes seconds
+    from hpo.run.tune import run_tune  # lazy: imports torch
+
     report = run_tune(cfg)
     typer.echo("\n".join(report.lines()))
     if report.poisoned:

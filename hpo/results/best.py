@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -11,21 +12,49 @@ from optuna.trial import FrozenTrial
 
 from hpo.config import StudyConfig
 from hpo.errors import StorageError
+from hpo.results.trials import count_states
 from hpo.study import CONFIG_ATTR, load_existing
 from hpo.trial import keys as K
 
 TEST_EVALUATION = "test_evaluation"  # study user attr: the last `hpo best --evaluate` result
 
 
+MEMORY_REASONS = (K.REASON_OOM, K.REASON_MEMORY_ESTIMATE, K.REASON_ADMISSION_TIMEOUT, K.REASON_WORKER_DEATHS)
+
+
+def no_complete_trial(study: str, counts: dict[str, int], target: int | None) -> tuple[str, str]:
+    """Why a study has no complete trial and what to do: (what happened, the fix). ``counts`` as
+    ``count_states`` gives them, ``target`` the study's --n-trials (None: unknown)."""
+    pruned = {k.removeprefix("pruned_"): v for k, v in counts.items() if k.startswith("pruned_") and v}
+    finished = counts.get("complete", 0) + sum(pruned.values())
+    if not pruned:
+        return "no trial finished yet", "run `hpo tune` until at least one trial completes"
+    ranked = sorted(pruned.items(), key=lambda kv: -kv[1])
+    breakdown = ", ".join(f"{reason} {n}" for reason, n in ranked)
+    name, top = shlex.quote(study), ranked[0][0]
+    why = f"see why: hpo trials --study {name} --reason {top}"
+    if top in MEMORY_REASONS:
+        why += " and the GPU memory (a larger --gpu-memory card, smaller models, batch sizes or max_length)"
+    elif top == K.REASON_EARLY_STOP:
+        why += " (they stopped early: raise --patience or --epochs)"
+    if target is not None and finished < target:
+        return f"{finished} of {target} trials finished, all pruned ({breakdown})", (
+            f"resume it to run the other {target - finished}: hpo tune --study {name} (same --storage); {why}"
+        )
+    more = f" --n-trials {2 * target}" if target else " --n-trials N"
+    return f"all {finished} finished trials were pruned ({breakdown})", (
+        f"the target is reached: raise --n-trials to run more (hpo tune --study {name}{more}); {why}"
+    )
+
+
 def best_trial(study: optuna.Study) -> FrozenTrial:
-    """The best complete trial, or a StorageError saying there is none yet."""
+    """The best complete trial, or a StorageError saying there is none yet and what to do."""
     try:
         return study.best_trial
     except ValueError as exc:
-        raise StorageError(
-            f"study '{study.study_name}' has no complete trial yet",
-            "run `hpo tune` until at least one trial completes",
-        ) from exc
+        target = (study.user_attrs.get(CONFIG_ATTR) or {}).get("n_trials")
+        detail, fix = no_complete_trial(study.study_name, count_states(study), target)
+        raise StorageError(f"study '{study.study_name}' has no complete trial yet: {detail}", fix) from exc
 
 
 def describe_best(study: optuna.Study) -> dict[str, Any]:

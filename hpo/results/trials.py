@@ -15,6 +15,18 @@ from hpo.trial import keys as K
 
 STATES: tuple[str, ...] = ("complete", "pruned", "fail", "running", "waiting", "all")
 KEY_PARAMS = ("model", "learning_rate", "batch_size", "grad_accum", "max_length", "precision", "loss")
+REASON_WIDTH = 80  # a FAIL trial's error, first line, in the table
+
+
+def _reason(t: FrozenTrial) -> str:
+    """Why a trial did not complete: a PRUNED one's reason, a FAIL one's error (its first line, cut short)."""
+    if t.state == TrialState.PRUNED:
+        return str(t.user_attrs.get(K.PRUNED_REASON, ""))
+    if t.state != TrialState.FAIL:
+        return ""
+    lines = str(t.user_attrs.get(K.ERROR) or "").strip().splitlines()
+    first = lines[0].strip() if lines else ""
+    return first if len(first) <= REASON_WIDTH else first[: REASON_WIDTH - 3].rstrip() + "..."
 
 
 def _fmt(value: Any) -> str:
@@ -33,7 +45,7 @@ def trial_row(t: FrozenTrial) -> dict[str, Any]:
         "number": t.number,
         "state": state,
         "value": t.value,
-        "reason": t.user_attrs.get(K.PRUNED_REASON, "") if t.state == TrialState.PRUNED else "",
+        "reason": _reason(t),
         "duration_s": round(duration, 1) if duration is not None else None,
         "est_gb": t.user_attrs.get(K.ESTIMATED_PEAK_GB),
         "wait_s": t.user_attrs.get(K.ADMISSION_WAIT_S),  # waited for GPU memory (--par)

@@ -3,18 +3,23 @@
 When a worker process dies, the launcher records how on its trial (:func:`evidence`: exit code or signal,
 host RAM in use and available at that moment, the phase the worker was in, the likely cause). The
 :class:`CrashLoop` breaker stops the launcher after K deaths in a row without a trial finishing in between,
-so a config that kills every worker (the host runs out of RAM) cannot loop forever.
+so a config that kills every worker (the host runs out of RAM) cannot loop forever. The
+:class:`FailureStreak` breaker stops a run (serial or the launcher) when trials keep failing the same way (a
+bug, a broken derived file): FAIL trials do not count towards the target, so the run would never end.
 """
 
 from __future__ import annotations
 
+import re
 import signal
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import optuna
 import psutil
 
+from hpo.errors import RepeatedFailureError
 from hpo.study import FINISHED_STATES
 from hpo.trial import keys as K
 from hpo.units import GIB
@@ -121,3 +126,63 @@ def last_error(study: optuna.Study) -> str:
         if error:
             return error.splitlines()[0][:200]
     return ""
+
+
+def signature(error: str) -> str:
+    """What makes two trial errors "the same": the first line with its numbers blanked (trial numbers, sizes
+    and step counts differ between trials that fail for one reason)."""
+    first = error.strip().splitlines()[0] if error.strip() else "unknown error"
+    return re.sub(r"\d+", "#", first)[:200]
+
+
+@dataclass
+class FailureStreak:
+    """Counts FAIL trials in a row; trips after ``limit`` of them with the same error, or after twice that
+    many with any errors (a FAIL trial never counts towards the target: the run would go on forever)."""
+
+    limit: int = 5
+    failed: int = 0  # FAIL trials in a row
+    same: int = 0  # of those, the last ones with the last one's error
+    last: str = ""  # the last FAIL trial's error (first line)
+
+    def add(self, failed: bool, error: str = "") -> bool:
+        """Count one finished trial (``failed``: it FAILed with ``error``); True when the breaker trips."""
+        if not failed:
+            self.failed = self.same = 0
+            return False
+        error = (error.strip().splitlines() or ["unknown error"])[0][:300]
+        self.same = self.same + 1 if self.failed and signature(error) == signature(self.last) else 1
+        self.failed, self.last = self.failed + 1, error
+        return self.tripped
+
+    @property
+    def tripped(self) -> bool:
+        return self.same >= self.limit or self.failed >= 2 * self.limit
+
+    def error(self) -> RepeatedFailureError:
+        """The one line the run stops with (the CLI prints it and exits 2)."""
+        how = "with the same error" if self.same >= self.limit else "in a row (different errors)"
+        n = self.same if self.same >= self.limit else self.failed
+        return RepeatedFailureError(
+            f"stopped: {n} trials failed {how}; last: {self.last}",
+            "fix the cause of that error (each FAIL trial records it: hpo trials) and rerun the same "
+            "command to resume; finished trials are kept",
+        )
+
+
+def repeated_failures(study: optuna.Study, since: datetime, limit: int) -> RepeatedFailureError | None:
+    """The error to stop the launcher with when the trials that finished since ``since`` (in the order they
+    finished, across all workers) end in a streak that trips :class:`FailureStreak`; else None. Trials failed
+    for a worker's death are the crash-loop breaker's (and are retried): they neither count nor reset."""
+    states = (*FINISHED_STATES, optuna.trial.TrialState.FAIL)
+    trials = [
+        t
+        for t in study.get_trials(deepcopy=False, states=states)
+        if t.datetime_complete is not None
+        and t.datetime_complete >= since
+        and K.WORKER_DEATH not in t.user_attrs
+    ]
+    streak = FailureStreak(limit)
+    for t in sorted(trials, key=lambda t: (t.datetime_complete, t.number)):
+        streak.add(t.state == optuna.trial.TrialState.FAIL, str(t.user_attrs.get(K.ERROR, "")))
+    return streak.error() if streak.tripped else None

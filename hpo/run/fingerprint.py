@@ -1,10 +1,14 @@
 """What defines a study, stored on it at creation and compared on every resume.
 
-The fingerprint holds the agent, metric, models, seed, search space, epochs, patience and the data (each
-file's SHA-256 and the number of examples). Resuming with a different one is an error naming the field and
-the fix, before any trial can fail on a mismatched distribution. With ``--allow-changes`` the compatible
-changes (epochs, patience, a float range that only widens) go through and are recorded on the study;
-``--n-trials`` is the run's target, never part of the fingerprint.
+The fingerprint holds every setting that changes what a trial computes, as hpo.config_fingerprint classifies
+them (agent, models, seed, search space, epochs, patience, training-data cap, padding, batching...), the
+metric, and the data by content (each file's SHA-256 and the number of examples). Resuming with a different
+one is an error naming the field and the fix, before any trial can fail on a mismatched distribution. With
+``--allow-changes`` the compatible changes (epochs, patience, a float range that only widens) go through and
+are recorded on the study; ``--n-trials`` is the run's target, never part of the fingerprint.
+
+A fingerprint stored before a setting joined it lacks that key: the study's stored config (or, failing
+that, the setting's default) stands in for it, so old studies resume unchanged and are checked in full.
 """
 
 from __future__ import annotations
@@ -17,13 +21,16 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from pydantic_core import to_jsonable_python
 
 from hpo.config import SpaceConfig, StudyConfig
+from hpo.config_fingerprint import fingerprinted
 from hpo.errors import ConfigError
 from hpo.run.setup import Setup
 from hpo.study import CONFIG_ATTR, public_config
 
 FINGERPRINT_ATTR = "fingerprint"
+DATA_FIELD = "data_dir"  # fingerprinted by content, as "data"
 CHANGES_ATTR = "changes"
 _COMPATIBLE = ("epochs", "patience")
 # the search space's float ranges (low, high): widening one is compatible, any other space change is not
@@ -48,17 +55,25 @@ def data_fingerprint(data_dir: Path, rows: int) -> dict[str, Any]:
 
 def fingerprint(cfg: StudyConfig, setup: Setup) -> dict[str, Any]:
     """What defines the study ``cfg`` describes (JSON-able)."""
-    rows = sum(setup.splits.sizes().values())
-    return {
-        "agent": cfg.agent,
-        "metric": setup.agent.metric_name,
-        "models": list(cfg.models),
-        "seed": cfg.seed,
-        "epochs": cfg.epochs,
-        "patience": cfg.patience,
-        "space": cfg.space.model_dump(mode="json"),
-        "data": data_fingerprint(cfg.data_dir, rows),
-    }
+    settings = cfg.model_dump(mode="json")
+    out: dict[str, Any] = {name: settings[name] for name in fingerprinted() if name != DATA_FIELD}
+    out["metric"] = setup.agent.metric_name
+    out["data"] = data_fingerprint(cfg.data_dir, sum(setup.splits.sizes().values()))
+    return out
+
+
+def completed(old: dict[str, Any], stored_config: dict[str, Any] | None) -> dict[str, Any]:
+    """``old`` with the fingerprinted settings it predates: the study's stored config's value, else the
+    setting's default (what the runs that made the study used)."""
+    full = dict(old)
+    for name in fingerprinted():
+        if name != DATA_FIELD and name not in full:
+            if stored_config is not None and name in stored_config:
+                full[name] = stored_config[name]
+            else:
+                default = StudyConfig.model_fields[name].get_default(call_default_factory=True)
+                full[name] = to_jsonable_python(default)
+    return full
 
 
 @dataclass(frozen=True)
@@ -126,8 +141,11 @@ def check_resume(
     if old is None:  # a new study, or one made before fingerprints: this run defines it
         study.set_user_attr(FINGERPRINT_ATTR, new)
         return []
-    changes = diff(old, new)
+    full = completed(old, study.user_attrs.get(CONFIG_ATTR))
+    changes = diff(full, new)
     if not changes:
+        if full != old and not joining:  # stored before some settings joined: now stored in full
+            study.set_user_attr(FINGERPRINT_ATTR, new)
         return []
     hard = [c for c in changes if not c.compatible]
     first = (hard or changes)[0]

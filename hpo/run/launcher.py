@@ -17,31 +17,29 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import optuna
-from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from hpo.config import MLFLOW_URI_ENV, StudyConfig
-from hpo.gpu import detect, foreign_from_env
+from hpo.errors import HpoError, StorageDown
 from hpo.lifecycle import Stopped, StopRequest, ignore_stop_signals
 from hpo.memory.host import host_available
 from hpo.redact import redact
-from hpo.results.trials import count_states
 from hpo.run.bootstrap import start_study
-from hpo.run.card import card_status
-from hpo.run.deaths import CrashLoop, evidence, last_error, likely_cause, ran_count
+from hpo.run.deaths import CrashLoop, last_error, likely_cause, ran_count, repeated_failures
 from hpo.run.isolation import worker_env
+from hpo.run.liveness import SpinGuard, slots_left
 from hpo.run.placement import cuda_visible, gpu_count
 from hpo.run.protocol import WorkerExit, WorkerId, config_path, read_marker, trial_file, write_private
-from hpo.run.report import TuneReport, finish, finished_by, report_path
-from hpo.run.reservations import ledger_path_for, usage_line
-from hpo.run.serial import disk_full_error
+from hpo.run.report import TuneReport, finish, finished_by, report_path, status_line
+from hpo.run.serial import MAX_CONSECUTIVE_FAILURES, disk_full_error
 from hpo.run.setup import prepare
+from hpo.run.trial_map import WorkerTrials
+from hpo.storage_retry import stopped_error
 from hpo.study import fail_trial, finished_count, open_study, public_config
-from hpo.trial import keys as K
-from hpo.trial import outcomes
 from hpo.units import MIB
 
 
@@ -59,6 +57,8 @@ class LaunchReport:
     signum: int | None = None  # the signal that stopped the launcher (SIGINT or SIGTERM)
     crash_loop: str = ""  # why the crash-loop breaker stopped the launcher (hpo.run.deaths.CrashLoop)
     disk_full: str = ""  # a worker's write failed on a full disk: the launcher stopped every worker
+    failures: HpoError | None = None  # trials kept failing the same way (hpo.run.deaths.FailureStreak)
+    storage_down: StorageDown | None = None  # the storage stayed unreachable past --storage-retry
 
 
 @dataclass
@@ -91,6 +91,8 @@ class Launcher:
         self.workers: list[_Worker] = []
         self._generations = [0] * par  # workers started so far per slot
         self.breaker = CrashLoop(cfg.max_worker_deaths)
+        self.trials = WorkerTrials(cfg)  # which trial each worker runs (its trial is failed when it dies)
+        self.spin = SpinGuard(par)  # workers that exit without running a trial, in a row
 
     def _say(self, text: str) -> None:
         print(f"[launcher] {text}", file=self.stream, flush=True)
@@ -132,21 +134,15 @@ class Launcher:
         self.report.pids.add(proc.pid)
 
     def _fail_orphan_trial(self, study: optuna.Study, w: _Worker, rc: int) -> dict[str, Any]:
-        """A worker died mid-trial: fail its trial now with how it died and enqueue one retry (as heartbeats
-        would); returns the evidence (with the trial and its config), empty when it ran no trial."""
-        marker = trial_file(self.cfg, w.proc.pid)
-        found = read_marker(marker)
-        marker.unlink(missing_ok=True)
-        if found is None:
-            return {}
-        number, phase = found
-        death = evidence(rc, phase, w.name)
-        failed = outcomes.worker_died(study, number, death)
-        if failed is None:
-            return {}
-        RetryHeartbeatStaleTrialCallback(max_retry=1)(study, failed)
-        self.report.retried_trials.append(failed.number)
-        return death | {"trial": number, "config": failed.user_attrs.get(K.TRIAL_CONFIG)}
+        """A worker exited: fail the trials it left RUNNING, with how it died, and enqueue one retry each
+        (hpo.run.trial_map); returns the evidence (with the trial and its config), empty when it left none.
+        Workers that keep exiting without running a trial stop the run (hpo.run.liveness.SpinGuard)."""
+        ran, death, failed = self.trials.fail_left(study, w.proc.pid, rc, w.name)
+        self.report.retried_trials += failed
+        if (rc == WorkerExit.DONE or ran) and self.spin.exited(ran) and slots_left(study, self.cfg.n_trials):
+            running = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+            self.report.crash_loop = self.spin.message(finished_count(study), self.cfg.n_trials, running)
+        return death
 
     def _reap(self, study: optuna.Study) -> None:
         for w in list(self.workers):
@@ -159,6 +155,8 @@ class Launcher:
             elif rc == WorkerExit.DISK_FULL:
                 self.report.disk_full = last_error(study) or "No space left on device"
                 self._say(f"{w.name} stopped: disk full ({self.report.disk_full}); stopping the workers")
+            elif rc == WorkerExit.STORAGE_DOWN:  # its storage calls gave up (hpo.storage_retry)
+                raise stopped_error(f"worker {w.name}", self.cfg.storage_retry_s)
             elif rc == WorkerExit.POISONED:
                 self.report.poisoned += 1
                 self._say(f"{w.name} stopped after a fatal CUDA error; replacing it")
@@ -173,16 +171,7 @@ class Launcher:
             self._fail_orphan_trial(study, w, rc)
 
     def status_line(self, study: optuna.Study) -> str:
-        c = count_states(study)
-        done = finished_count(study)
-        gpu = card_status(self.cfg, detect(0), foreign_from_env(0))
-        usage = usage_line(ledger_path_for(self.cfg.storage_url, self.cfg.output_dir))
-        ledger = f" | {usage}" if usage else ""
-        return (
-            f"{done}/{self.cfg.n_trials} finished | complete {c['complete']} | pruned by estimate "
-            f"{c['pruned_memory_estimate']} | OOM {c['pruned_oom']} | early stop {c['pruned_early_stop']} | "
-            f"failed {c['fail']} | running {c['running']} | workers {len(self.workers)}{gpu}{ledger}"
-        )
+        return status_line(self.cfg, study, len(self.workers))
 
     def _shutdown(self, study: optuna.Study, stop: Stopped, grace: float = 30.0) -> None:
         ignore_stop_signals()  # a second SIGTERM / Ctrl-C must not cut the cleanup short
@@ -212,6 +201,7 @@ class Launcher:
         # an exception raised inside a storage call could leave a SQLite lock held that blocks every worker
         request = StopRequest()
         request.install()
+        since = datetime.now()  # trials that fail from now on count towards the failure breaker
         study = open_study(cfg)  # run_parallel set it up (hpo.run.bootstrap)
         config_path(cfg).parent.mkdir(parents=True, exist_ok=True)
         # one host-RAM capacity for every worker: --host-memory, else what is available before they start
@@ -222,23 +212,28 @@ class Launcher:
         try:
             while True:
                 request.check()
+                self.trials.observe(w.proc.pid for w in self.workers)
                 self.breaker.trial_finished(ran_count(study))
                 self._reap(study)
-                if self.report.crash_loop or self.report.disk_full:
+                self.report.failures = repeated_failures(study, since, MAX_CONSECUTIVE_FAILURES)
+                if self.report.crash_loop or self.report.disk_full or self.report.failures:
                     why = "disk full" if self.report.disk_full else "crash-loop breaker"
+                    why = "repeated trial failures" if self.report.failures else why
                     self._say(f"{why}: stopping the workers")
                     self._shutdown(study, Stopped(signal.SIGTERM, why))
                     break
                 done = finished_count(study)
                 if done >= cfg.n_trials and not self.workers:
                     break
-                want = min(self.par, max(0, cfg.n_trials - done))  # never more workers than trials left
+                # never more workers than trials left: finished and live RUNNING ones (hpo.run.liveness)
+                want = min(self.par, cfg.n_trials - done, len(self.workers) + slots_left(study, cfg.n_trials))
                 waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
                 while len(self.workers) < want and (
                     done + len(self.workers) < cfg.n_trials + self.par or waiting
                 ):
                     self._spawn()
                 if time.monotonic() - last_status >= self.status_every:
+                    optuna.storages.fail_stale_trials(study)  # another host's dead trials (heartbeats)
                     self._say(self.status_line(study))
                     last_status = time.monotonic()
                 time.sleep(self.poll)
@@ -247,6 +242,12 @@ class Launcher:
             self.report.interrupted, self.report.signum = True, stop.signum
             self._say(f"{stop.reason}: stopping workers (finished trials are kept; rerun to resume)")
             self._shutdown(study, stop)
+        except StorageDown as exc:  # unreachable past --storage-retry: the workers stop, a rerun resumes
+            self.report.storage_down = exc
+            self._say(f"{exc.message}: stopping the workers")
+            with contextlib.suppress(StorageDown):  # the next start fails the trials left RUNNING
+                self._shutdown(study, Stopped(signal.SIGTERM, "storage unreachable"))
+            return self.report
         self._say(self.status_line(study))
         return self.report
 
@@ -261,6 +262,10 @@ def run_parallel(cfg: StudyConfig, started: float) -> TuneReport:
     launch = Launcher(cfg, cfg.par * gpu_count(cfg), recycle_after=cfg.recycle_after).run()
     if launch.disk_full:  # as a serial run: one line, finished trials kept, nothing left RUNNING
         raise disk_full_error(cfg, launch.disk_full)
+    if launch.storage_down is not None:  # one line, exit 75 (hpo.commands.exit_codes)
+        raise launch.storage_down
+    if launch.failures is not None:  # the same line as a serial run; the workers were stopped
+        raise launch.failures
     report = TuneReport(
         study=cfg.study,
         storage=redact(cfg.storage_url),

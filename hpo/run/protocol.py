@@ -20,6 +20,7 @@ class WorkerExit(IntEnum):
     POISONED = 3  # a fatal CUDA error: the launcher replaces the process
     DISK_FULL = 28  # a write failed on a full disk (errno ENOSPC): the launcher stops the run
     RECYCLE = 10  # ran its K trials: the launcher starts a fresh process
+    STORAGE_DOWN = 75  # the storage stayed unreachable past --storage-retry (EX_TEMPFAIL): the run stops
     INTERRUPTED = 130  # SIGINT / SIGTERM
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,8 +10,12 @@ from pathlib import Path
 import optuna
 
 from hpo.config import StudyConfig
+from hpo.gpu import detect, foreign_from_env
+from hpo.results.best import no_complete_trial
 from hpo.results.trials import count_states
-from hpo.study import FINISHED_STATES
+from hpo.run.card import card_status
+from hpo.run.reservations import ledger_path_for, usage_line
+from hpo.study import FINISHED_STATES, finished_count
 from hpo.tracking import Tracker, runs_view_url
 from hpo.trial import keys as K
 from hpo.trial import outcomes
@@ -69,13 +74,18 @@ class TuneReport:
             out.append(
                 "  " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params)
             )
+        elif sum(v for k, v in c.items() if k.startswith("pruned")) and not self.interrupted:
+            detail, fix = no_complete_trial(self.study, c, self.target)
+            out += [f"no trial completed: {detail}", f"  {fix}"]
         if self.dropped_rows:
             out.append(f"warning: {self.dropped_rows} dirty data row(s) dropped (--allow-dirty-data)")
         if self.mlflow_uri:
-            out.append(f"MLflow: mlflow ui --backend-store-uri {self.mlflow_uri}")
+            out.append(f"MLflow: mlflow ui --backend-store-uri {shlex.quote(self.mlflow_uri)}")
             if self.mlflow_experiment is not None:
                 out.append(f"  trial runs: {runs_view_url(self.mlflow_experiment)}")
-        out.append(f"trials: hpo trials --study {self.study} --storage {self.storage}")
+        out.append(
+            f"trials: hpo trials --study {shlex.quote(self.study)} --storage {shlex.quote(self.storage)}"
+        )
         if self.report_error:
             out.append(f"warning: report not written: {self.report_error}")
         elif self.report_path is not None:
@@ -137,4 +147,18 @@ def finished_by(study: optuna.Study, pids: set[int], since: float) -> int:
         and t.user_attrs.get(K.HOST) == host
         and t.datetime_start is not None
         and t.datetime_start.timestamp() >= since
+    )
+
+
+def status_line(cfg: StudyConfig, study: optuna.Study, workers: int) -> str:
+    """The launcher's periodic line: trials by outcome, its workers, the card and the memory ledger."""
+    c = count_states(study)
+    done = finished_count(study)
+    gpu = card_status(cfg, detect(0), foreign_from_env(0))
+    usage = usage_line(ledger_path_for(cfg.storage_url, cfg.output_dir))
+    ledger = f" | {usage}" if usage else ""
+    return (
+        f"{done}/{cfg.n_trials} finished | complete {c['complete']} | pruned by estimate "
+        f"{c['pruned_memory_estimate']} | OOM {c['pruned_oom']} | early stop {c['pruned_early_stop']} | "
+        f"failed {c['fail']} | running {c['running']} | workers {workers}{gpu}{ledger}"
     )

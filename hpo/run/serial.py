@@ -16,27 +16,53 @@ from hpo.lifecycle import check_stop, signal_of, stop_on_signals
 from hpo.progress import Progress
 from hpo.redact import redact
 from hpo.run.bootstrap import start_study
+from hpo.run.deaths import FailureStreak
 from hpo.run.report import TuneReport, finish, finished_by, report_path
 from hpo.run.setup import build_objective, prepare
+from hpo.storage_retry import down_error
 from hpo.study import fail_trial, finished_count, seed_sampler, trial_by_number
 from hpo.trial import keys as K
+from hpo.trial.context import TrialTakenOver
 from hpo.trial.objective import Objective
 
 MAX_CONSECUTIVE_FAILURES = 5
 
 
 def run_one(study: optuna.Study, objective: Objective) -> optuna.trial.FrozenTrial:
-    """Run one trial (errors become FAIL trials) and report how it ended."""
-    study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+    """Run one trial (errors become FAIL trials, each with its ``error``) and report how it ended."""
+
+    def recorded(trial: optuna.Trial) -> float:
+        try:
+            return objective(trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:  # raised before the trial's own outcome was written (sampling, estimate)
+            _record_error(trial, objective, exc)
+            raise
+
+    try:
+        study.optimize(recorded, n_trials=1, catch=(Exception,), gc_after_trial=True)
+    except TrialTakenOver:  # finished by another process meanwhile: abandoned (the objective said so)
+        return trial_by_number(study, objective.last_number)
     last = trial_by_number(study, objective.last_number)  # this process's trial (others may run too)
     note = last.user_attrs.get(K.PRUNED_REASON) or last.user_attrs.get(K.ERROR) or ""
     objective.progress.trial_finished(last.number, last.state.name.lower(), last.value, str(note))
     return last
 
 
+def _record_error(trial: optuna.Trial, objective: Objective, exc: Exception) -> None:
+    """Give a failing trial its ``error`` (type and first line) when nothing recorded one yet."""
+    if objective.disk_full or K.ERROR in trial.user_attrs or K.FATAL_ERROR in trial.user_attrs:
+        return
+    head = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    with contextlib.suppress(Exception):  # the storage may not take it: Optuna still records FAIL
+        trial.set_user_attr(K.ERROR, f"{type(exc).__name__}: {head}" if head else type(exc).__name__)
+
+
 def run_trials(study: optuna.Study, objective: Objective, target: int, timeout: float | None) -> str:
-    """Run trials one at a time until ``target`` finished trials; returns why it stopped."""
-    start, failures = time.monotonic(), 0
+    """Run trials one at a time until ``target`` finished trials; returns why it stopped. Trials failing the
+    same way again and again raise RepeatedFailureError (hpo.run.deaths.FailureStreak)."""
+    start, streak = time.monotonic(), FailureStreak(MAX_CONSECUTIVE_FAILURES)
     while True:
         check_stop()
         running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
@@ -49,10 +75,8 @@ def run_trials(study: optuna.Study, objective: Objective, target: int, timeout: 
             return "fatal CUDA error: this process stopped (a launcher replaces it)"
         if objective.disk_full:
             raise DiskFull(last.user_attrs.get(K.ERROR, "No space left on device"))
-        failures = failures + 1 if last.state == TrialState.FAIL else 0
-        if failures >= MAX_CONSECUTIVE_FAILURES:
-            err = last.user_attrs.get(K.ERROR, "see the log")
-            return f"stopped after {failures} consecutive failed trials (last: {err})"
+        if streak.add(last.state == TrialState.FAIL, str(last.user_attrs.get(K.ERROR, ""))):
+            raise streak.error()
     if finished_count(study) >= target:
         return "target reached"
     return "target reached with the trials other processes still run"
@@ -107,6 +131,8 @@ def run_serial(cfg: StudyConfig, started: float, progress: Progress | None = Non
     except DiskFull as exc:
         raise _disk_full_error(cfg, study, objective, str(exc)) from None
     except Exception as exc:  # a storage write (Optuna's own) failed on a full disk
+        if (down := down_error()) is not None:  # the storage stayed unreachable past --storage-retry
+            raise down from None
         if not is_disk_full(exc):
             raise
         raise _disk_full_error(cfg, study, objective, str(exc).splitlines()[0][:200]) from None

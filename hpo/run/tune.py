@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 
+from hpo import storage_retry
 from hpo.config import StudyConfig
 from hpo.progress import Progress
 from hpo.run.card import record_foreign_memory
@@ -17,6 +18,7 @@ from hpo.run.serial import run_serial
 def run_tune(cfg: StudyConfig, progress: Progress | None = None) -> TuneReport:
     """Create or resume the study and run trials until it has ``cfg.n_trials`` finished ones."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    storage_retry.configure(cfg.storage_retry_s)  # storage calls wait out an outage this long
     started = time.monotonic()
     for note in record_foreign_memory(cfg):  # before any process of ours touches the card
         print(note, flush=True)

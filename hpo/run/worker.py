@@ -11,14 +11,15 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import optuna
-from optuna.trial import TrialState
 
+from hpo import storage_retry
 from hpo.config import MLFLOW_URI_ENV, StudyConfig, load_config
 from hpo.dbcheck import is_disk_full
 from hpo.errors import HpoError
@@ -30,17 +31,21 @@ from hpo.run.bootstrap import open_for_worker
 from hpo.run.host import make_host_admission
 from hpo.run.isolation import apply_memory_cap, cuda_context_bytes, forced_cap
 from hpo.run.ledger import Ledger
+from hpo.run.liveness import HOST, slots_left
 from hpo.run.placement import MultiGpuAdmission, gpu_count, gpu_ledgers, home_gpu
 from hpo.run.protocol import WorkerExit, WorkerId, trial_file, write_marker
 from hpo.run.reservations import Reservation, ledger_path_for
 from hpo.run.serial import fail_on_disk_full, run_one
 from hpo.run.setup import build_objective, memory_policy, prepare
-from hpo.study import CONFIG_ATTR, finished_count, load_existing, seed_sampler
+from hpo.storage_retry import down_error
+from hpo.study import CONFIG_ATTR, load_existing, seed_sampler
+from hpo.trial import keys as K
 from hpo.trial.admission import no_admission, no_host_admission
 from hpo.trial.sizing import MemoryPolicy
 
 CAP_MARGIN_BYTES = 512 * 1024**2
 STOP_DEADLINE_S = 10  # a stopped worker fails its trial and exits; past this the kernel ends it (SIGALRM)
+LEFT_TRIAL = "its trial is failed; if the storage missed that, the next hpo tune start fails it"
 
 
 def worker_config(
@@ -207,12 +212,16 @@ def run_worker(
         return f"stopped by {signal.Signals(signum).name}"
 
     stop_on_signals(why, deadline_s=STOP_DEADLINE_S)
+    # a launcher's worker: the storage worked before it started, a failure is an outage to wait out
+    storage_retry.configure(cfg.storage_retry_s, assume_up=launcher_pid is not None)
     if launcher_pid is not None:
         die_with_parent(launcher_pid)
     try:
         # a worker started by hand: its pid tells it apart from the workers of other shells
         return _trial_loop(cfg, recycle_after, worker or WorkerId(slot=os.getpid()))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if launcher_pid is None or not parent_alive(launcher_pid):  # else the launcher tells the user
+            print(f"[worker {worker or os.getpid()}] {exc}: exiting ({LEFT_TRIAL})", file=sys.stderr)
         return WorkerExit.INTERRUPTED
 
 
@@ -237,6 +246,8 @@ def _trial_loop(cfg: StudyConfig, recycle_after: int, worker: WorkerId) -> Worke
 
     def on_start(trial: optuna.Trial) -> None:
         write_marker(marker, trial.number, "sampling")
+        trial.set_user_attr(K.HOST, HOST)  # its process, first: a launcher finds the trial of a dead worker
+        trial.set_user_attr(K.PID, os.getpid())
 
     study, tracker = open_for_worker(cfg, setup)  # the launcher set them up; a worker creates nothing
     host = make_host_admission(cfg) if ledger else None
@@ -257,8 +268,7 @@ def _trial_loop(cfg: StudyConfig, recycle_after: int, worker: WorkerId) -> Worke
     done = 0
     try:
         while done < recycle_after:
-            running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-            if finished_count(study) + running >= cfg.n_trials:
+            if not slots_left(study, cfg.n_trials):  # finished + live RUNNING (hpo.run.liveness)
                 return WorkerExit.DONE
             run_one(study, objective)
             marker.unlink(missing_ok=True)
@@ -269,6 +279,8 @@ def _trial_loop(cfg: StudyConfig, recycle_after: int, worker: WorkerId) -> Worke
                 return WorkerExit.DISK_FULL
         return WorkerExit.RECYCLE
     except Exception as exc:  # a storage write (Optuna's own) failed on a full disk
+        if down_error() is not None:  # unreachable past --storage-retry; the launcher fails the trial later
+            return WorkerExit.STORAGE_DOWN
         if not is_disk_full(exc):
             raise
         fail_on_disk_full(study, objective, str(exc).splitlines()[0][:200])

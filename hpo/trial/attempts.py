@@ -75,6 +75,8 @@ class Attempts:
             except KeyboardInterrupt as exc:
                 outcomes.interrupted(ctx, self.tracker, exc)
                 raise
+            except optuna.exceptions.UpdateFinishedTrialError:  # finished by another process: record nothing
+                raise
             except NoRoom as exc:  # the other workers' own memory leaves it no room, ever
                 raise outcomes.pruned_by_estimate(ctx, self.tracker, exc.message, 1.0) from None
             except AdmissionTimeout as exc:  # waited --admission-timeout for room

@@ -19,6 +19,16 @@ class WorkerPoisoned(Exception):
     """A fatal CUDA error (device-side assert, illegal access): this process must not run another trial."""
 
 
+class TrialTakenOver(BaseException):
+    """Another process finished this process's trial while it ran (a frozen worker's heartbeat went stale):
+    the trial is abandoned, nothing more is written on it. Not an Exception, so that Optuna's ``optimize``
+    lets it through without telling the finished trial (that raises); hpo.run.serial.run_one catches it."""
+
+    def __init__(self, number: int, state: str) -> None:
+        super().__init__(f"trial {number} was finished ({state}) by another process")
+        self.number, self.state = number, state
+
+
 @dataclass
 class Position:
     """Where training is (the last step hook seen): OOM records name it."""

@@ -10,6 +10,7 @@ What each step records is listed in ``hpo.trial.keys``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,6 +33,8 @@ from hpo.trial.sizing import Sizer
 from hpo.trial.space import SpaceContext, sample
 from hpo.trial.training import EncodedData, Trainer
 from hpo.units import GIB
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -60,6 +63,17 @@ class Objective:
         self.last_number = trial.number
         if self.on_start is not None:
             self.on_start(trial)
+        try:
+            return self._story(trial)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # another process finished the trial meanwhile (this one was frozen past the heartbeat grace): it
+            # is theirs now; abandon it without another write (Optuna must not tell it either)
+            over = outcomes.taken_over(trial, self.tracker)
+            who = f"worker {self.worker}" if self.worker else "this process"
+            log.warning("%s: %s while it ran it; abandoned, going on with the next trial", who, over)
+            raise over from None
+
+    def _story(self, trial: optuna.Trial) -> float:
         try:
             ctx = self._begin(trial)
         except KeyboardInterrupt as exc:

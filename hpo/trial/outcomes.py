@@ -8,6 +8,7 @@ config as promising, whatever it reported before failing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -17,11 +18,11 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo.config import TrialConfig
-from hpo.study import fail_trial
+from hpo.study import fail_trial, trial_by_number
 from hpo.tracking import RunStatus, Tracker
 from hpo.train.loop import EpochResult, TrainResult
 from hpo.trial import keys as K
-from hpo.trial.context import TrialContext, WorkerPoisoned
+from hpo.trial.context import TrialContext, TrialTakenOver, WorkerPoisoned
 from hpo.trial.elastic import describe
 from hpo.units import gb
 
@@ -114,14 +115,8 @@ def admitted(
         return
     first = K.ELASTIC_FORM not in ctx.trial.user_attrs
     how = describe(before, ctx.tcfg)
-    _attrs(
-        ctx,
-        {
-            K.ELASTIC_FORM: how,
-            K.RUN_CONFIG: ctx.tcfg.model_dump(),
-            K.RUN_ESTIMATED_PEAK_GB: gb(ctx.budget.device_total_bytes),
-        },
-    )
+    peak = gb(ctx.budget.device_total_bytes)
+    _attrs(ctx, {K.ELASTIC_FORM: how, K.RUN_CONFIG: ctx.tcfg.model_dump(), K.RUN_ESTIMATED_PEAK_GB: peak})
     # MLflow params are write-once: an OOM retry (--on-oom shrink) may admit another form, which only the
     # user attrs follow
     if first:
@@ -136,7 +131,8 @@ def run_id_resolved(ctx: TrialContext, tracker: Tracker) -> None:
     real = tracker.resolve(ctx.run_id)
     if real is not None and real != ctx.run_id:
         ctx.run_id = real
-        ctx.trial.set_user_attr(K.MLFLOW_RUN_ID, real)
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # finished by another process
+            ctx.trial.set_user_attr(K.MLFLOW_RUN_ID, real)
 
 
 def released(ctx: TrialContext) -> None:
@@ -169,8 +165,10 @@ def interrupted(ctx: TrialContext, tracker: Tracker, exc: BaseException) -> None
 
 
 def interrupted_early(trial: optuna.Trial, exc: BaseException) -> None:
-    """Interrupted while sampling or estimating (no MLflow run yet): the reason on the FAIL trial."""
-    trial.set_user_attr(K.ERROR, f"interrupted: {exc}" if str(exc) else "interrupted")
+    """Interrupted while sampling or estimating (no MLflow run yet): the reason on the FAIL trial (unless
+    another process finished it already: the interrupt goes on all the same)."""
+    with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+        trial.set_user_attr(K.ERROR, f"interrupted: {exc}" if str(exc) else "interrupted")
 
 
 def pruned_by_deaths(ctx: TrialContext, tracker: Tracker, deaths: int) -> optuna.TrialPruned:
@@ -240,14 +238,9 @@ def completed(
 ) -> float:
     """Training finished: the form it ended in (after OOM retries), measured peaks, best epoch."""
     if ctx.records:
-        _attrs(
-            ctx,
-            {
-                K.OOM_ATTEMPTS: [r.to_dict() for r in ctx.records],
-                K.FINAL_CONFIG: ctx.tcfg.model_dump(),
-                K.FINAL_DEVICE: ctx.device.type if ctx.on_gpu else "cpu (fallback after OOM)",
-            },
-        )
+        device = ctx.device.type if ctx.on_gpu else "cpu (fallback after OOM)"
+        final = {K.FINAL_CONFIG: ctx.tcfg.model_dump(), K.FINAL_DEVICE: device}
+        _attrs(ctx, {K.OOM_ATTEMPTS: [r.to_dict() for r in ctx.records], **final})
     if measured:
         _attrs(ctx, measured)
         tracker.log_metrics(ctx.run_id, {k: v for k, v in measured.items() if k != K.HIGH_MEMORY})
@@ -260,6 +253,16 @@ def completed(
     tracker.log_metrics(ctx.run_id, best)
     tracker.end_trial(ctx.run_id, "FINISHED", end_tags(ctx.number, "COMPLETE"))
     return result.best_metric
+
+
+def taken_over(trial: optuna.Trial, tracker: Tracker) -> TrialTakenOver:
+    """Another process finished the trial while this one ran it: nothing more is written on the trial; its
+    MLflow run, if still open, ends KILLED."""
+    state = trial_by_number(trial.study, trial.number).state.name
+    run_id = tracker.open_trial_runs().get(trial.number)
+    if run_id is not None:
+        tracker.end_trial(run_id, "KILLED", end_tags(trial.number, state, "finished by another process"))
+    return TrialTakenOver(trial.number, state)
 
 
 def abandoned(study: optuna.Study, trial: optuna.trial.FrozenTrial, tracker: Tracker, why: str) -> bool:
