@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +31,7 @@ from hpo.config import SpaceConfig
 from hpo.errors import ConfigError, DataError
 from hpo.train.data import PairExample, Splits, grouped_split, read_redsm5
 from hpo.train.heads import SPAN
-from hpo.train.tokenized import cache_key
+from hpo.train.tokenized import cache_key, cached_file
 
 log = logging.getLogger(__name__)
 
@@ -255,24 +253,16 @@ class EvidenceAgent:
         cache_dir: Path | None = None,
     ) -> tuple[Tensors, bool]:
         """Stride windows; with ``cache_dir``: from/to ``<cache_dir>/tokenized/<key>.windows.pt``
-        (under a file lock, written to a temporary file and renamed, as pair tokenizations are)."""
+        (``hpo.train.tokenized.cached_file``: under a file lock, atomic, rebuilt once when unreadable)."""
         spans = _spans(examples)
         if cache_dir is None:
             return encode_windows(tokenizer, spans, max_length, padding), True
-        from filelock import FileLock
-
         h = hashlib.sha256(f"{cache_key(tokenizer, spans, max_length)}|{padding}".encode())
         h.update(repr([ex.answers for ex in spans]).encode())
         path = Path(cache_dir) / "tokenized" / f"{h.hexdigest()[:24]}.windows.pt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(path) + ".lock"):
-            if path.is_file():
-                return torch.load(path), False
-            encoded = encode_windows(tokenizer, spans, max_length, padding)
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-            torch.save(encoded, tmp)
-            os.replace(tmp, path)
-        return encoded, True
+        encoded: Tensors
+        encoded, built = cached_file(path, lambda: encode_windows(tokenizer, spans, max_length, padding))
+        return encoded, built
 
     def scorer(self, examples: Sequence[PairExample], encoded: Tensors) -> EvidenceScorer:
         return EvidenceScorer(_spans(examples), encoded)

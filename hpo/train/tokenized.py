@@ -14,7 +14,7 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -167,3 +167,35 @@ def _unreadable(folder: Path, exc: BaseException) -> CacheError:
         f"check the disk under {folder.parent} (space, permissions, a full or failing filesystem); "
         f"delete {folder.parent} to start the cache afresh",
     )
+
+
+def cached_file(path: Path, build: Callable[[], Any]) -> tuple[Any, bool]:
+    """(value, whether this call built it) of a ``torch.save`` cache file, under its file lock: loaded when
+    readable, else built, written to a temporary file and renamed. An unreadable file is deleted and rebuilt
+    once (one warning naming it); a rebuilt one that still cannot be read is a CacheError."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        if path.is_file():
+            try:
+                return torch.load(path), False
+            except Exception as exc:
+                log.warning(
+                    "cache file %s cannot be read (%s): deleting and rebuilding it", path, _first(exc)
+                )
+                path.unlink(missing_ok=True)
+        value = build()
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        torch.save(value, tmp)
+        os.replace(tmp, path)
+        try:
+            torch.load(path)
+        except Exception as exc:
+            raise CacheError(
+                f"cache file {path} cannot be read even after a rebuild ({_first(exc)})",
+                f"check the disk under {path.parent}; delete that folder to start the cache afresh",
+            ) from None
+    return value, True
+
+
+def _first(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"

@@ -101,3 +101,29 @@ def test_a_corruption_that_comes_back_is_an_error_naming_the_file(
     assert str(folder) in err.value.message and "after a rebuild" in err.value.message
     assert err.value.fix and "delete" in err.value.fix
     assert len(calls) == 2  # read, rebuilt once, read again: no loop
+
+
+def test_a_torch_cache_file_is_rebuilt_once_then_an_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The evidence agent's ``.windows.pt`` files: a truncated one is rebuilt (one warning naming it); one
+    that cannot be read even when just written is a CacheError naming it."""
+    path = tmp_path / "tokenized" / "k.windows.pt"
+    value = {"input_ids": torch.arange(12).view(3, 4)}
+    built = tokenized.cached_file(path, lambda: value)
+    assert built[1] and torch.equal(
+        tokenized.cached_file(path, lambda: {})[0]["input_ids"], value["input_ids"]
+    )
+    path.write_bytes(path.read_bytes()[:40])  # truncated
+    with caplog.at_level(logging.WARNING, logger="hpo.train.tokenized"):
+        again, rebuilt = tokenized.cached_file(path, lambda: value)
+    assert rebuilt and torch.equal(again["input_ids"], value["input_ids"])
+    assert sum(str(path) in r.getMessage() for r in caplog.records) == 1
+
+    def unreadable(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("PytorchStreamReader failed reading zip archive")
+
+    monkeypatch.setattr(tokenized.torch, "load", unreadable)
+    with pytest.raises(CacheError, match="even after a rebuild") as err:
+        tokenized.cached_file(path, lambda: value)
+    assert str(path) in str(err.value)
