@@ -118,7 +118,7 @@ def test_worker_joins_an_existing_study(tmp_path: Path) -> None:
     storage = f"sqlite:///{(out / 'hpo.db').resolve()}"
     # a second shell joins with the study's stored config and a higher target from its own YAML
     cfg = tmp_path / "more.yaml"
-    cfg.write_text(CONFIG.read_text().replace("n_trials: 3", "n_trials: 3\nmax_train_examples: 32"))
+    cfg.write_text(CONFIG.read_text())  # max_train_examples etc. must match: they are in the fingerprint
     res = run_cli(
         [
             sys.executable,
