@@ -1,4 +1,5 @@
-"""Trials failing the same way stop `hpo tune` (serial and --par) with exit 2; a corrupt cache is rebuilt."""
+"""Trials failing the same way stop `hpo tune` (serial and --par) with exit 2; a corrupt cache is rebuilt
+(serial and --par)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from hpo.run.serial import MAX_CONSECUTIVE_FAILURES
 from tests.support import CI_CONFIG, hpo_cmd, quiet_env, run_cli
 
 
-def tune_cmd(out: Path, *extra: str) -> list[str]:
+def tune_cmd(out: Path, *extra: str, config: Path = CI_CONFIG) -> list[str]:
     return hpo_cmd(
-        "tune", "--config", str(CI_CONFIG), "--output-dir", str(out), "--no-mlflow", "--epochs", "1", *extra
+        "tune", "--config", str(config), "--output-dir", str(out), "--no-mlflow", "--epochs", "1", *extra
     )
 
 
@@ -46,9 +47,13 @@ def test_every_trial_failing_the_same_way_stops_the_run(tmp_path: Path, par: int
     assert not [t for t in trials if t.state == TrialState.RUNNING]
 
 
-def test_a_corrupt_cache_under_par_is_rebuilt_and_the_study_finishes(tmp_path: Path) -> None:
-    out = tmp_path / "runs"
-    first = run_cli(tune_cmd(out, "--n-trials", "1"), timeout=600)
+@pytest.mark.parametrize("par", [1, 2], ids=["serial", "par2"])
+def test_a_corrupt_cache_is_rebuilt_and_the_study_finishes(tmp_path: Path, par: int) -> None:
+    out, config = tmp_path / "runs", tmp_path / "one-length.yaml"
+    # one max_length: every trial of the rerun reads the entries the first run built (the cache key has it)
+    config.write_text(CI_CONFIG.read_text().replace("max_length: [48, 64]", "max_length: [64]"))
+    assert "max_length: [64]" in config.read_text()
+    first = run_cli(tune_cmd(out, "--n-trials", "1", config=config), timeout=600)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     entries = [p for p in (out / "cache" / "tokenized").iterdir() if p.is_dir()]
     assert entries
@@ -59,7 +64,7 @@ def test_a_corrupt_cache_under_par_is_rebuilt_and_the_study_finishes(tmp_path: P
         else:
             (entry / "state.json").write_text("{not json")
     res = subprocess.run(
-        tune_cmd(out, "--n-trials", "3", "--par", "2"),
+        tune_cmd(out, "--n-trials", "3", *(["--par", str(par)] if par > 1 else []), config=config),
         capture_output=True,
         text=True,
         env=quiet_env(),
