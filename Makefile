@@ -41,8 +41,10 @@ demo: install
 # Test tiers (tests/unit: no training, no subprocess, well under a minute; tests/integration: real training,
 # processes, storage, MLflow). CI (.ci/run) runs both. Tests marked `learning` (pyproject: deselected by
 # default) run only in `make test-learning`.
+# The unit tier runs on UNIT_WORKERS processes (pytest-xdist; 2 fit the 2-core CI machine; 0 = in this one).
+UNIT_WORKERS ?= 2
 test: install
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest tests/unit -m "not learning" $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest tests/unit -m "not learning" -n $(UNIT_WORKERS) $(PYTEST_ARGS)
 
 # The GPU device machine (no registry there): `make wheelhouse` downloads into wheelhouse/ the wheels hpo needs
 # beyond the device image's CUDA torch/transformers/peft (the assumed baseline and what is left out: see
