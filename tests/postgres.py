@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from typing import NoReturn
 
 import pytest
 
@@ -21,11 +22,15 @@ PASSWORD_IN_URL = "hpo-secret-pw"  # scripts/pg_server.sh's default; the secrets
 def server_url() -> str:
     url = os.environ.get(PG_ENV)
     if not url:
-        reason = f"{PG_ENV} is not set: no PostgreSQL server (.ci/run starts one; see tests/postgres.py)"
-        if os.environ.get("HPO_REQUIRE_POSTGRES") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return url
+        _missing(f"{PG_ENV} is not set: no PostgreSQL server (.ci/run starts one; see tests/postgres.py)")
+    return str(url)
+
+
+def _missing(reason: str) -> NoReturn:
+    """Skip the test, or fail it where the server is required (``HPO_REQUIRE_POSTGRES=1``, as in CI)."""
+    if os.environ.get("HPO_REQUIRE_POSTGRES") == "1":
+        pytest.fail(reason)
+    pytest.skip(reason)
 
 
 def _with_db(url: str, name: str) -> str:
@@ -60,8 +65,5 @@ def server_dir() -> str:
     server_url()  # skip or fail first when there is no server at all
     path = os.environ.get(DIR_ENV)
     if not path:
-        reason = f"{DIR_ENV} is not set: the tests cannot restart the PostgreSQL server (see .ci/run)"
-        if os.environ.get("HPO_REQUIRE_POSTGRES") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return path
+        _missing(f"{DIR_ENV} is not set: the tests cannot restart the PostgreSQL server (see .ci/run)")
+    return str(path)
