@@ -30,6 +30,7 @@ from optuna.storages import RDBStorage
 
 from hpo.dbcheck import is_disk_full
 from hpo.errors import StorageDown
+from hpo.units import human_duration
 
 T = TypeVar("T")
 DEFAULT_LIMIT_S = 600.0
@@ -111,7 +112,7 @@ class Outage:
         with self.lock:
             if self.down_since is None:
                 self.down_since = now
-                limit = human(self.limit_s)
+                limit = human_duration(self.limit_s)
                 self.say(f"[storage] {what} unreachable ({first_line(exc)}); retrying for up to {limit}")
             left = self.down_since + self.limit_s - now
             if left <= 0 and self.gave_up is None:
@@ -126,7 +127,7 @@ class Outage:
             return
         with self.lock:
             if self.down_since is not None:
-                self.say(f"[storage] back after {human(self.clock() - self.down_since)}")
+                self.say(f"[storage] back after {human_duration(self.clock() - self.down_since)}")
                 self.down_since, self.recovered_at = None, self.clock()
 
     def recently_recovered(self, within_s: float) -> bool:
@@ -139,8 +140,9 @@ OUTAGE = Outage()  # one per process: the launcher, a worker, a serial run
 
 def stopped_error(who: str, seconds: float, detail: str = "") -> StorageDown:
     """The one `error:` line of a run whose storage (as ``who`` saw it) stayed unreachable ``seconds``."""
+    where = f"{who}: {detail}" if detail else who
     return StorageDown(
-        f"the storage stayed unreachable for {human(seconds)} ({who}{': ' + detail if detail else ''}); "
+        f"the storage stayed unreachable for {human_duration(seconds)} ({where}); "
         "the run stopped, finished trials are kept",
         "check the database server, then rerun the same command to resume (--storage-retry sets how long "
         "a run waits for it)",
@@ -164,15 +166,6 @@ def first_line(exc: BaseException) -> str:
     cause = exc.__cause__ if wrapped and exc.__cause__ is not None else exc
     text = str(getattr(cause, "orig", None) or cause).strip()
     return (text.splitlines() or [type(cause).__name__])[0][:200]
-
-
-def human(seconds: float) -> str:
-    """12s, 5m, 1h30m."""
-    s = round(seconds)
-    if s < 120:
-        return f"{s}s"
-    h, m = divmod(s // 60, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m"
 
 
 _local = threading.local()

@@ -58,3 +58,12 @@ def parse_duration(text: str | float | int) -> float:
     if seconds < 0:
         raise ValueError(f"duration {text!r} is negative")
     return seconds
+
+
+def human_duration(seconds: float) -> str:
+    """A duration for messages, as ``parse_duration`` reads it back: 12s, 5m, 1h30m."""
+    s = round(seconds)
+    if s < 120:
+        return f"{s}s"
+    h, m = divmod(s // 60, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m"

@@ -180,7 +180,7 @@ def cached_file(path: Path, build: Callable[[], Any]) -> tuple[Any, bool]:
                 return torch.load(path), False
             except Exception as exc:
                 log.warning(
-                    "cache file %s cannot be read (%s): deleting and rebuilding it", path, _first(exc)
+                    "cache file %s cannot be read (%s): deleting and rebuilding it", path, _head(exc)
                 )
                 path.unlink(missing_ok=True)
         value = build()
@@ -191,11 +191,7 @@ def cached_file(path: Path, build: Callable[[], Any]) -> tuple[Any, bool]:
             torch.load(path)
         except Exception as exc:
             raise CacheError(
-                f"cache file {path} cannot be read even after a rebuild ({_first(exc)})",
+                f"cache file {path} cannot be read even after a rebuild ({_head(exc)})",
                 f"check the disk under {path.parent}; delete that folder to start the cache afresh",
             ) from None
     return value, True
-
-
-def _first(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
