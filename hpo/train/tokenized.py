@@ -179,9 +179,7 @@ def cached_file(path: Path, build: Callable[[], Any]) -> tuple[Any, bool]:
             try:
                 return torch.load(path), False
             except Exception as exc:
-                log.warning(
-                    "cache file %s cannot be read (%s): deleting and rebuilding it", path, _head(exc)
-                )
+                log.warning("cache file %s cannot be read (%s): deleting and rebuilding it", path, _head(exc))
                 path.unlink(missing_ok=True)
         value = build()
         tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
