@@ -40,4 +40,4 @@ class RepeatedFailureError(HpoError):
 
 
 class StorageDown(StorageError):
-    """The storage stayed unreachable past --storage-retry (hpo.storage_retry): the run stopped (exit 75)."""
+    """The storage stayed unreachable past --storage-retry (hpo.storage.retry): the run stopped (exit 75)."""

@@ -32,9 +32,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hpo.gpu import process_memory_bytes
+from hpo.config.catalog import ModelSpec, get_spec
+from hpo.device.gpu import process_memory_bytes
 from hpo.memory.budget import CUDA_CONTEXT, MemoryRequest
-from hpo.memory.catalog import ModelSpec, get_spec
 from hpo.memory.estimate import estimate
 from hpo.memory.meta_optim import make_optimizer
 from hpo.memory.phases import with_evaluation
@@ -118,7 +118,7 @@ def _peft_model(spec: ModelSpec, req: MemoryRequest, device: str = "cuda") -> An
     request's targets and the trainable score head."""
     from peft import LoraConfig, get_peft_model
 
-    from hpo.memory.budget import lora_target_names
+    from hpo.config.catalog import lora_target_names
 
     base = model_from_config(spec, replace(req, lora_r=0), device=device)
     targets = list(lora_target_names(spec, req.lora_targets))
@@ -231,7 +231,7 @@ def write(path: Path, rows: list[dict[str, Any]], summary: dict[str, Any]) -> No
 def calibrate(rows: list[dict[str, Any]], path: Path) -> int:
     """Record each measured device peak next to its estimate in a calibration file (hpo.memory.calibrate),
     keyed by this card; returns how many rows were recorded."""
-    from hpo.gpu import detect
+    from hpo.device.gpu import detect
     from hpo.memory.calibrate import Calibration, calibration_key
 
     card, cal, n = detect(0), Calibration(path), 0

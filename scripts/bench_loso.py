@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from hpo.allocator import DEFAULT_ALLOCATOR
 from hpo.bench.loso import DATA, NEVER_UNDER, Errors, describe, folds, held_out_ratios, loso_table
+from hpo.device.allocator import DEFAULT_ALLOCATOR
 
 
 def markdown(rows: Sequence[Errors]) -> str:

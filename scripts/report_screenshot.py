@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from hpo.config import storage_url
+from hpo.config.study import storage_url
 from hpo.results.report_html import show_report
 
 ARGS = [

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from hpo.config import TrialConfig
+from hpo.config.study import TrialConfig
 
 REPO = Path(__file__).resolve().parent.parent
 CI_CONFIG = REPO / "configs" / "studies" / "ci-tiny.yaml"

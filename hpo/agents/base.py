@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from hpo.config import SpaceConfig
+from hpo.config.study import SpaceConfig
 from hpo.train.data import PairExample, Splits
 from hpo.train.heads import Head, Tensors
 

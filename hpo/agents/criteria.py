@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hpo.agents.base import Tensors
-from hpo.config import SpaceConfig
+from hpo.config.study import SpaceConfig
 from hpo.errors import DataError
 from hpo.train.data import PairExample, Splits, grouped_split, read_redsm5, warn_once
 from hpo.train.heads import CLASSIFICATION

@@ -27,7 +27,7 @@ import torch
 from hpo.agents.base import Tensors
 from hpo.agents.criteria import DSM5_DESCRIPTIONS
 from hpo.agents.spans import NOT_CONTEXT, best_span, scored_span, span_metrics
-from hpo.config import SpaceConfig
+from hpo.config.study import SpaceConfig
 from hpo.errors import ConfigError, DataError
 from hpo.train.data import PairExample, Splits, grouped_split, read_redsm5
 from hpo.train.heads import SPAN

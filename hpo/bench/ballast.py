@@ -3,7 +3,7 @@
 With the ballast running, an allocation past ``keep`` fails with a real CUDA out-of-memory error, as on a
 card of that size, and ``hpo tune --gpu-memory`` is told the size (``scripts/gpu_study.py`` on an H200
 emulates a 24 GB card this way). NVML then sees a foreign process holding most of the device: hpo sizes
-the study by the configured card and what the foreign process leaves (``hpo.gpu.usable_card_bytes``).
+the study by the configured card and what the foreign process leaves (``hpo.device.gpu.usable_card_bytes``).
 
 The child (``python -m hpo.bench.ballast --keep-bytes N --ready FILE``) creates its CUDA context, allocates
 the free memory less ``keep`` (topping up in chunks until free memory is within ``TOLERANCE`` of ``keep``),

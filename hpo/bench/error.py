@@ -17,12 +17,12 @@ import statistics
 from dataclasses import replace
 from pathlib import Path
 
-from hpo.allocator import DEFAULT_ALLOCATOR
 from hpo.bench.loso import DATA, ENCODERS, LORA, TINY, held_out_ratios, published_request, published_rows
 from hpo.bench.loso import sources as loso_sources
 from hpo.bench.mix import Error
+from hpo.config.catalog import get_spec
+from hpo.device.allocator import DEFAULT_ALLOCATOR
 from hpo.errors import ConfigError
-from hpo.memory.catalog import get_spec
 from hpo.memory.estimate import estimate
 from hpo.units import MIB
 

@@ -20,8 +20,8 @@ import torch
 
 from hpo.agents.evidence import EvidenceAgent
 from hpo.agents.spans import example_scores, span_metrics
-from hpo.config import TrialConfig
-from hpo.memory.catalog import get_spec
+from hpo.config.catalog import get_spec
+from hpo.config.study import TrialConfig
 from hpo.paths import SAMPLE_DATA_DIR
 from hpo.train.batching import make_loader
 from hpo.train.loop import EpochResult, evaluate, train

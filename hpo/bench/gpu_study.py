@@ -26,10 +26,10 @@ import optuna
 
 from hpo.bench.study_models import local_models
 from hpo.bench.study_params import enqueue_params
-from hpo.config import StudyConfig, load_config
+from hpo.config.study import StudyConfig, load_config
+from hpo.config.yaml_file import read_yaml
 from hpo.paths import CONFIG_DIR
 from hpo.units import GIB, parse_memory
-from hpo.yaml_file import read_yaml
 
 MIX_FILE = CONFIG_DIR / "bench" / "gpu-study.yaml"
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}

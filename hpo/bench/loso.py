@@ -1,5 +1,5 @@
-"""Leave-one-source-out validation of the allocator fit (hpo/allocator.py): how wrong is the estimate on a
-source of measured peaks that the fit never saw?
+"""Leave-one-source-out validation of the allocator fit (hpo/device/allocator.py): how wrong is the estimate
+on a source of measured peaks that the fit never saw?
 
 Sources of measured device peaks (each row with its own measured CUDA context, as the tests compare them):
 - "V100 HF-Trainer bert-large (published)": tests/data/published_peaks.csv (9 rows, HF docs);
@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hpo.allocator import DEFAULT_ALLOCATOR, Allocator
-from hpo.memory.budget import LORA_TARGET_SETS, MemoryRequest, device_budget
-from hpo.memory.catalog import get_spec
+from hpo.config.catalog import LORA_TARGET_SETS, get_spec
+from hpo.device.allocator import DEFAULT_ALLOCATOR, Allocator
+from hpo.memory.budget import MemoryRequest, device_budget
 from hpo.memory.estimate import phase_tensors
 from hpo.units import GIB, MIB
 

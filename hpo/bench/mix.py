@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hpo.config import TrialConfig
+from hpo.config.study import TrialConfig
 
 PEAK_FLOPS = {"fp32": 20e12, "fp16": 55e12, "bf16": 55e12, "bf16_pure": 55e12}  # sustained, 24 GB class
 TRAIN_EXAMPLES, STARTUP_S, SATURATION_TOKENS = 8000, 45.0, 4096
@@ -67,7 +67,7 @@ class TrialSpec:
 
 def estimator_footprint(cfg: TrialConfig) -> int:
     """Device-level peak from hpo.memory.estimate (what a worker's trial needs, its CUDA context included)."""
-    from hpo.memory.catalog import get_spec
+    from hpo.config.catalog import get_spec
     from hpo.memory.estimate import estimate
     from hpo.trial.sizing import memory_request
 
@@ -86,8 +86,8 @@ def space_draw(
     seeded."""
     import optuna
 
-    from hpo.config import load_config
-    from hpo.gpu import load_profile
+    from hpo.config.study import load_config
+    from hpo.device.gpu import load_profile
     from hpo.trial.space import SpaceContext, sample
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -111,7 +111,7 @@ def space_draw(
 def duration_and_util(cfg: TrialConfig, epochs: int, noise: float) -> tuple[float, float]:
     """Cost model: (2 + 4 x trainable share) x params + attention FLOPs per token, x tokens x epochs, at a
     micro-batch-dependent utilisation; checkpointing recomputes the forward pass; x ``noise``."""
-    from hpo.memory.catalog import get_spec
+    from hpo.config.catalog import get_spec
 
     spec = get_spec(cfg.model)
     trainable = 1.0 - min(cfg.frozen_layers, spec.num_layers) / max(1, spec.num_layers)

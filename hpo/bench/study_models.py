@@ -13,7 +13,7 @@ import json
 import shutil
 from pathlib import Path
 
-from hpo.memory.catalog import get_spec
+from hpo.config.catalog import get_spec
 from hpo.paths import PACKAGE_DIR
 
 TOKENIZER_DIR = PACKAGE_DIR / "assets" / "tiny-bert"

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from hpo.config import StudyConfig
-from hpo.gpu import load_profile
-from hpo.memory.catalog import get_spec
+from hpo.config.catalog import get_spec
+from hpo.config.study import StudyConfig
+from hpo.device.gpu import load_profile
 from hpo.trial.space import SpaceContext, model_bounds
 
 

@@ -69,8 +69,9 @@ def estimate(
 ) -> None:
     """Predict the peak GPU memory of a trial (training step, optimizer step, evaluation) before loading
     anything."""
-    from hpo.gpu import detect
-    from hpo.memory.budget import LORA_TARGET_SETS, MemoryRequest
+    from hpo.config.catalog import LORA_TARGET_SETS
+    from hpo.device.gpu import detect
+    from hpo.memory.budget import MemoryRequest
     from hpo.memory.calibrate import Calibration
     from hpo.memory.report import run_estimate
 

@@ -16,8 +16,8 @@ from hpo.commands.common import (
     StudyNameOpt,
     handles_errors,
 )
-from hpo.config import mlflow_uri as resolve_mlflow_uri
-from hpo.config import storage_url
+from hpo.config.study import mlflow_uri as resolve_mlflow_uri
+from hpo.config.study import storage_url
 
 
 @handles_errors

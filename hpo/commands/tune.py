@@ -20,7 +20,7 @@ from hpo.commands.common import (
     split_list,
 )
 from hpo.commands.exit_codes import CRASH_LOOP, PENDING_LEFT, POISONED, for_signal
-from hpo.config import storage_url
+from hpo.config.study import storage_url
 from hpo.redact import redact
 
 # StudyConfig field -> the flag that sets it (an invalid value is blamed on the flag, not the YAML file)
@@ -194,7 +194,7 @@ def tune(
     ] = None,
 ) -> None:
     """Create or resume a study and run trials until it has --n-trials finished trials."""
-    from hpo.config import load_config
+    from hpo.config.study import load_config
 
     opts = TuneOptions(
         agent=agent,

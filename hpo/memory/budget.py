@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from hpo.allocator import CUDA_CONTEXT, DEFAULT_ALLOCATOR, Allocator
+from hpo.device.allocator import CUDA_CONTEXT, DEFAULT_ALLOCATOR, Allocator
 from hpo.errors import ConfigError
-from hpo.memory.catalog import ModelSpec
 from hpo.units import GIB, MIB
 
 __all__ = ["CUDA_CONTEXT", "DEFAULT_ALLOCATOR", "Allocator"]
@@ -26,16 +25,6 @@ COMPONENTS = (*TENSOR_COMPONENTS, "cuda_context", "allocator_overhead")
 PRECISIONS = ("fp32", "fp16", "bf16", "bf16_pure")
 OPTIMIZERS = ("adamw", "adafactor", "sgd", "adamw_8bit")
 ATTN_IMPLS = ("sdpa", "eager", "flash")
-LORA_TARGET_ALIASES = {  # module names a LoRA target goes by in each architecture
-    "query": ("query", "query_proj", "q_proj", "q_lin"),
-    "key": ("key", "key_proj", "k_proj", "k_lin"),
-    "value": ("value", "value_proj", "v_proj", "v_lin"),
-}
-LORA_TARGET_SETS = {  # a trial's lora_targets -> the modules LoRA wraps in every layer (decoders)
-    "q_v": ("query", "value"),
-    "qkvo": ("query", "key", "value", "o_proj"),
-    "all_linear": ("query", "key", "value", "o_proj", "gate_proj", "up_proj", "down_proj"),
-}
 
 
 @dataclass(frozen=True)
@@ -120,11 +109,6 @@ def device_budget(
     total = max(sum(c.values()) for c in phases.values())  # max_memory_allocated: the largest phase's tensors
     comp.update(cuda_context=alloc.context_bytes, allocator_overhead=alloc.overhead(comp, top))
     return Budget(comp, total, sized[top] + alloc.context_bytes, method, sized)
-
-
-def lora_target_names(spec: ModelSpec, targets: tuple[str, ...]) -> tuple[str, ...]:
-    """Module attribute names that ``targets`` select in this architecture."""
-    return tuple(name for t in targets for name in LORA_TARGET_ALIASES.get(t, (t,)))
 
 
 def fits(budget: Budget, gpu_bytes: int, headroom_bytes: int) -> tuple[bool, int]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from hpo.config.catalog import ModelSpec
 from hpo.errors import ConfigError
 from hpo.memory.budget import (
     CUBLAS_WORKSPACE,
@@ -20,7 +21,6 @@ from hpo.memory.budget import (
     device_budget,
     fits,
 )
-from hpo.memory.catalog import ModelSpec
 from hpo.memory.lora import bnb_inputs_saved, dropout_saved, lm_head_terms, shared_inputs, target_dims
 
 

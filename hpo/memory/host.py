@@ -18,8 +18,8 @@ from dataclasses import replace
 
 import psutil
 
+from hpo.config.catalog import ModelSpec
 from hpo.memory.budget import MemoryRequest
-from hpo.memory.catalog import ModelSpec
 from hpo.memory.estimate import estimate
 from hpo.units import GIB, MIB
 

@@ -4,8 +4,8 @@ runs it: tests/unit/test_lora_fields.py, tests/unit/test_published_lora_peaks.py
 
 from __future__ import annotations
 
-from hpo.memory.budget import LORA_TARGET_ALIASES, MemoryRequest
-from hpo.memory.catalog import ModelSpec
+from hpo.config.catalog import LORA_TARGET_ALIASES, ModelSpec
+from hpo.memory.budget import MemoryRequest
 
 _CANONICAL = {alias: name for name, aliases in LORA_TARGET_ALIASES.items() for alias in aliases}
 

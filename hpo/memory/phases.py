@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from hpo.allocator import DEFAULT_ALLOCATOR, Allocator
+from hpo.config.catalog import ModelSpec
+from hpo.device.allocator import DEFAULT_ALLOCATOR, Allocator
 from hpo.memory.budget import MemoryRequest
-from hpo.memory.catalog import ModelSpec
 from hpo.memory.estimate import phase_tensors
 
 

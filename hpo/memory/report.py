@@ -6,10 +6,10 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from hpo.gpu import headroom_bytes, load_profile
+from hpo.config.catalog import ModelSpec, get_spec
+from hpo.device.gpu import headroom_bytes, load_profile
 from hpo.memory.budget import COMPONENTS, Budget, MemoryRequest, fits
 from hpo.memory.calibrate import Calibration, calibration_key
-from hpo.memory.catalog import ModelSpec, get_spec
 from hpo.memory.estimate import budget, max_batch_size
 from hpo.memory.phases import with_evaluation
 from hpo.units import GIB

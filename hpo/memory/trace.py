@@ -30,6 +30,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from hpo.config.catalog import ModelSpec
 from hpo.errors import ConfigError
 from hpo.memory.budget import (
     CUBLAS_WORKSPACE,
@@ -39,7 +40,6 @@ from hpo.memory.budget import (
     MemoryRequest,
     device_budget,
 )
-from hpo.memory.catalog import ModelSpec
 from hpo.memory.meta_optim import make_optimizer
 from hpo.memory.trace_model import model_from_config
 

@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from hpo.memory.budget import MemoryRequest, lora_target_names
-from hpo.memory.catalog import ModelSpec
+from hpo.config.catalog import ModelSpec, lora_target_names
+from hpo.memory.budget import MemoryRequest
 from hpo.train.model import freeze_layers
 
 _META = torch.device("meta")

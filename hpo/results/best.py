@@ -10,10 +10,10 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from hpo.config import StudyConfig
+from hpo.config.study import StudyConfig
 from hpo.errors import StorageError
 from hpo.results.trials import count_states
-from hpo.study import CONFIG_ATTR, load_existing
+from hpo.storage.study import CONFIG_ATTR, load_existing
 from hpo.trial import keys as K
 
 TEST_EVALUATION = "test_evaluation"  # study user attr: the last `hpo best --evaluate` result

@@ -9,10 +9,10 @@ import torch
 from optuna.trial import FrozenTrial
 
 from hpo.agents import get_agent
-from hpo.config import StudyConfig, TrialConfig
+from hpo.config.catalog import get_spec
+from hpo.config.study import StudyConfig, TrialConfig
+from hpo.device.gpu import resolve_device
 from hpo.errors import StorageError
-from hpo.gpu import resolve_device
-from hpo.memory.catalog import get_spec
 from hpo.train.batching import make_loader
 from hpo.train.data import clean_splits
 from hpo.train.loop import evaluate, train

@@ -17,9 +17,9 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from hpo.device.oom import OOM_FIELDS
 from hpo.errors import ConfigError, StorageError
-from hpo.oom import OOM_FIELDS
-from hpo.study import load_existing
+from hpo.storage.study import load_existing
 from hpo.trial import keys as K
 from hpo.trial.keys import TRIAL_NUMBER_TAG
 

@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.study import CONFIG_ATTR
+from hpo.storage.study import CONFIG_ATTR
 from hpo.trial import keys as K
 from hpo.units import parse_memory
 
@@ -204,7 +204,7 @@ def _card(study: optuna.Study, trials: list[FrozenTrial]) -> tuple[float | None,
     card = parse_memory(str(given)) / 1024**3
     headroom = _float(cfg.get("headroom_gb"))
     if headroom is None:
-        from hpo.gpu import headroom_bytes, load_profile  # the profile's default for that card
+        from hpo.device.gpu import headroom_bytes, load_profile  # the profile's default for that card
 
         headroom = headroom_bytes(load_profile(str(given))) / 1024**3
     return card, headroom

@@ -22,7 +22,7 @@ from hpo.errors import ConfigError
 from hpo.results import report_figures as figs
 from hpo.results.oom_report import ROW_KEYS, oom_rows_from_optuna, summarize, summary_line
 from hpo.results.report_data import ReportData, build
-from hpo.study import load_existing
+from hpo.storage.study import load_existing
 
 TOP_TRIALS = 20  # parallel coordinates show the best ones, not every trial
 

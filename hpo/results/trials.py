@@ -10,7 +10,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.errors import ConfigError
-from hpo.study import load_existing
+from hpo.storage.study import load_existing
 from hpo.trial import keys as K
 
 STATES: tuple[str, ...] = ("complete", "pruned", "fail", "running", "waiting", "all")

@@ -19,15 +19,15 @@ import psutil
 from filelock import FileLock, Timeout
 from optuna.trial import TrialState
 
-from hpo.config import DEFAULT_OUTPUT_DIR, StudyConfig
-from hpo.dbcheck import check_mlflow_db, check_sqlite, check_writable, sqlite_path
+from hpo.config.study import DEFAULT_OUTPUT_DIR, StudyConfig
 from hpo.errors import HpoError
-from hpo.rdb import db_lock
 from hpo.redact import redact, redact_text
 from hpo.run.fingerprint import check_resume
 from hpo.run.setup import Setup, tracker_for
-from hpo.study import create_or_load, open_study
-from hpo.tracking import MlflowNotSetUp, MLflowTracker, Tracker
+from hpo.storage.dbcheck import check_mlflow_db, check_sqlite, check_writable, sqlite_path
+from hpo.storage.rdb import db_lock
+from hpo.storage.study import create_or_load, open_study
+from hpo.tracking.tracker import MlflowNotSetUp, MLflowTracker, Tracker
 from hpo.trial import keys as K
 from hpo.trial import outcomes
 

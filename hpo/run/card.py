@@ -4,7 +4,7 @@ Another process may hold part of the device (a desktop, another user's job, or t
 24 GB card out of a bigger one: ``hpo.bench.ballast``). ``record_foreign_memory`` reads what other processes
 hold on each selected GPU at the start of ``hpo tune`` and records it in the environment (``FOREIGN_ENV``),
 which the run's workers inherit: the memory policy and the ledgers then size trials for the configured card
-(``--gpu-memory``) or the device, never for more than the others leave (``hpo.gpu.usable_card_bytes``).
+(``--gpu-memory``) or the device, never for more than the others leave (``hpo.device.gpu.usable_card_bytes``).
 Workers started by hand (``hpo worker``) inherit nothing and see the whole device unless it is set.
 """
 
@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, MutableMapping
 
-from hpo.config import StudyConfig
-from hpo.gpu import FOREIGN_ENV, GpuInfo, detect, foreign_bytes, usable_card_bytes
+from hpo.config.study import StudyConfig
+from hpo.device.gpu import FOREIGN_ENV, GpuInfo, detect, foreign_bytes, usable_card_bytes
 from hpo.units import GIB, parse_memory
 
 

@@ -20,7 +20,7 @@ import optuna
 import psutil
 
 from hpo.errors import RepeatedFailureError
-from hpo.study import FINISHED_STATES
+from hpo.storage.study import FINISHED_STATES
 from hpo.trial import keys as K
 from hpo.units import GIB
 

@@ -1,6 +1,6 @@
 """What defines a study, stored on it at creation and compared on every resume.
 
-The fingerprint holds every setting that changes what a trial computes, as hpo.config_fingerprint classifies
+The fingerprint holds every setting that changes what a trial computes, as hpo.config.fingerprint classifies
 them (agent, models, seed, search space, epochs, patience, training-data cap, padding, batching...), the
 metric, and the data by content (each file's SHA-256 and the number of examples). Resuming with a different
 one is an error naming the field and the fix, before any trial can fail on a mismatched distribution. With
@@ -23,11 +23,11 @@ from typing import Any
 import optuna
 from pydantic_core import to_jsonable_python
 
-from hpo.config import SpaceConfig, StudyConfig
-from hpo.config_fingerprint import fingerprinted
+from hpo.config.fingerprint import fingerprinted
+from hpo.config.study import SpaceConfig, StudyConfig
 from hpo.errors import ConfigError
 from hpo.run.setup import Setup
-from hpo.study import CONFIG_ATTR, public_config
+from hpo.storage.study import CONFIG_ATTR, public_config
 
 FINGERPRINT_ATTR = "fingerprint"
 DATA_FIELD = "data_dir"  # fingerprinted by content, as "data"

@@ -13,7 +13,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-from hpo.config import StudyConfig
+from hpo.config.study import StudyConfig
 from hpo.memory.host import PROCESS_BASELINE, host_available, host_headroom
 from hpo.run.ledger import Ledger
 from hpo.run.reservations import HOST, Reservation, ledger_path_for

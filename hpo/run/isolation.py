@@ -140,7 +140,7 @@ def cuda_context_bytes(default_bytes: int) -> int:
     """Initialise CUDA in this process and measure its context (``measure_context`` on the real readers)."""
     import torch
 
-    from hpo.gpu import process_memory_bytes
+    from hpo.device.gpu import process_memory_bytes
 
     if not torch.cuda.is_available():
         return default_bytes

@@ -23,7 +23,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from hpo.config import MLFLOW_URI_ENV, StudyConfig
+from hpo.config.study import MLFLOW_URI_ENV, StudyConfig
 from hpo.errors import HpoError, StorageDown
 from hpo.lifecycle import Stopped, StopRequest, ignore_stop_signals
 from hpo.memory.host import host_available
@@ -38,8 +38,8 @@ from hpo.run.report import TuneReport, finish, finished_by, report_path, status_
 from hpo.run.serial import MAX_CONSECUTIVE_FAILURES, disk_full_error
 from hpo.run.setup import prepare
 from hpo.run.trial_map import WorkerTrials
-from hpo.storage_retry import stopped_error
-from hpo.study import fail_trial, finished_count, open_study, public_config
+from hpo.storage.retry import stopped_error
+from hpo.storage.study import fail_trial, finished_count, open_study, public_config
 from hpo.units import MIB
 
 
@@ -155,7 +155,7 @@ class Launcher:
             elif rc == WorkerExit.DISK_FULL:
                 self.report.disk_full = last_error(study) or "No space left on device"
                 self._say(f"{w.name} stopped: disk full ({self.report.disk_full}); stopping the workers")
-            elif rc == WorkerExit.STORAGE_DOWN:  # its storage calls gave up (hpo.storage_retry)
+            elif rc == WorkerExit.STORAGE_DOWN:  # its storage calls gave up (hpo.storage.retry)
                 raise stopped_error(f"worker {w.name}", self.cfg.storage_retry_s)
             elif rc == WorkerExit.POISONED:
                 self.report.poisoned += 1

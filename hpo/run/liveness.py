@@ -20,7 +20,7 @@ import optuna
 import psutil
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.study import FINISHED_STATES
+from hpo.storage.study import FINISHED_STATES
 from hpo.trial import keys as K
 
 HOST = socket.gethostname()

@@ -17,8 +17,8 @@ import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 
-from hpo.config import StudyConfig
-from hpo.gpu import detect, foreign_from_env, usable_card_bytes
+from hpo.config.study import StudyConfig
+from hpo.device.gpu import detect, foreign_from_env, usable_card_bytes
 from hpo.run.isolation import apply_memory_cap
 from hpo.run.ledger import Ledger, LedgerTimeout, LedgerTooLarge
 from hpo.run.reservations import Reservation, ledger_path_for

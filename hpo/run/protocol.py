@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 
-from hpo.config import StudyConfig
+from hpo.config.study import StudyConfig
 
 
 class WorkerExit(IntEnum):

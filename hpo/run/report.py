@@ -9,14 +9,14 @@ from pathlib import Path
 
 import optuna
 
-from hpo.config import StudyConfig
-from hpo.gpu import detect, foreign_from_env
+from hpo.config.study import StudyConfig
+from hpo.device.gpu import detect, foreign_from_env
 from hpo.results.best import no_complete_trial
 from hpo.results.trials import count_states
 from hpo.run.card import card_status
 from hpo.run.reservations import ledger_path_for, usage_line
-from hpo.study import FINISHED_STATES, finished_count
-from hpo.tracking import Tracker, runs_view_url
+from hpo.storage.study import FINISHED_STATES, finished_count
+from hpo.tracking.tracker import Tracker, runs_view_url
 from hpo.trial import keys as K
 from hpo.trial import outcomes
 

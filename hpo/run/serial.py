@@ -9,8 +9,7 @@ import time
 import optuna
 from optuna.trial import TrialState
 
-from hpo.config import StudyConfig
-from hpo.dbcheck import is_disk_full
+from hpo.config.study import StudyConfig
 from hpo.errors import HpoError
 from hpo.lifecycle import check_stop, signal_of, stop_on_signals
 from hpo.progress import Progress
@@ -19,8 +18,9 @@ from hpo.run.bootstrap import start_study
 from hpo.run.deaths import FailureStreak
 from hpo.run.report import TuneReport, finish, finished_by, report_path
 from hpo.run.setup import build_objective, prepare
-from hpo.storage_retry import down_error
-from hpo.study import fail_trial, finished_count, seed_sampler, trial_by_number
+from hpo.storage.dbcheck import is_disk_full
+from hpo.storage.retry import down_error
+from hpo.storage.study import fail_trial, finished_count, seed_sampler, trial_by_number
 from hpo.trial import keys as K
 from hpo.trial.context import TrialTakenOver
 from hpo.trial.objective import Objective

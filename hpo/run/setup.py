@@ -16,9 +16,10 @@ import torch
 
 from hpo.agents import get_agent
 from hpo.agents.base import Agent
-from hpo.config import StudyConfig
-from hpo.faults import FaultPlan
-from hpo.gpu import (
+from hpo.config.catalog import get_spec
+from hpo.config.study import StudyConfig
+from hpo.device.faults import FaultPlan
+from hpo.device.gpu import (
     GpuProfile,
     detect,
     foreign_from_env,
@@ -28,10 +29,9 @@ from hpo.gpu import (
     usable_card_bytes,
 )
 from hpo.memory.calibrate import Calibration
-from hpo.memory.catalog import get_spec
 from hpo.progress import Progress
 from hpo.redact import redact
-from hpo.tracking import Tracker, make_tracker
+from hpo.tracking.tracker import Tracker, make_tracker
 from hpo.train.data import Splits, clean_splits
 from hpo.train.model import load_tokenizer
 from hpo.train.optim import eight_bit_available
@@ -46,8 +46,8 @@ from hpo.units import parse_memory
 def memory_policy(cfg: StudyConfig, device: torch.device, profile: GpuProfile | None = None) -> MemoryPolicy:
     """The GPU budget: --gpu-memory (simulated on CPU), else the detected card, else none (plain CPU run).
 
-    Headroom: the study's ``headroom_gb`` when set, else the GPU profile's (``hpo.gpu.headroom_bytes``, the
-    rule ``hpo estimate`` uses too).
+    Headroom: the study's ``headroom_gb`` when set, else the GPU profile's (``hpo.device.gpu.headroom_bytes``,
+    the rule ``hpo estimate`` uses too).
     """
     profile = profile or load_profile(cfg.gpu_memory)
     headroom, alloc = headroom_bytes(profile, cfg.headroom_gb), profile.allocator

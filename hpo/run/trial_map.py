@@ -15,7 +15,7 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from hpo.config import StudyConfig
+from hpo.config.study import StudyConfig
 from hpo.run.deaths import evidence
 from hpo.run.liveness import trials_of
 from hpo.run.protocol import read_marker, trial_file

@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import time
 
-from hpo import storage_retry
-from hpo.config import StudyConfig
+from hpo.config.study import StudyConfig
 from hpo.progress import Progress
 from hpo.run.card import record_foreign_memory
 from hpo.run.launcher import run_parallel
 from hpo.run.placement import gpu_count
 from hpo.run.report import TuneReport
 from hpo.run.serial import run_serial
+from hpo.storage import retry as storage_retry
 
 
 def run_tune(cfg: StudyConfig, progress: Progress | None = None) -> TuneReport:

@@ -19,11 +19,9 @@ from pathlib import Path
 
 import optuna
 
-from hpo import storage_retry
-from hpo.config import MLFLOW_URI_ENV, StudyConfig, load_config
-from hpo.dbcheck import is_disk_full
+from hpo.config.study import MLFLOW_URI_ENV, StudyConfig, load_config
+from hpo.device.gpu import detect
 from hpo.errors import HpoError
-from hpo.gpu import detect
 from hpo.lifecycle import die_with_parent, parent_alive, stop_on_signals
 from hpo.progress import Progress
 from hpo.redact import is_redacted
@@ -37,8 +35,10 @@ from hpo.run.protocol import WorkerExit, WorkerId, trial_file, write_marker
 from hpo.run.reservations import Reservation, ledger_path_for
 from hpo.run.serial import fail_on_disk_full, run_one
 from hpo.run.setup import build_objective, memory_policy, prepare
-from hpo.storage_retry import down_error
-from hpo.study import CONFIG_ATTR, load_existing, seed_sampler
+from hpo.storage import retry as storage_retry
+from hpo.storage.dbcheck import is_disk_full
+from hpo.storage.retry import down_error
+from hpo.storage.study import CONFIG_ATTR, load_existing, seed_sampler
 from hpo.trial import keys as K
 from hpo.trial.admission import no_admission, no_host_admission
 from hpo.trial.sizing import MemoryPolicy

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from hpo.config import TrialConfig
+from hpo.config.study import TrialConfig
 from hpo.train.batching import in_split_order, make_loader, to_device
 from hpo.train.heads import CLASSIFICATION, Head
 from hpo.train.losses import ClassificationLoss, class_weights, make_loss

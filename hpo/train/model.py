@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from hpo.config.catalog import ModelSpec
 from hpo.errors import ModelError
-from hpo.memory.catalog import ModelSpec
 
 # Every dropout knob a supported architecture exposes in its config: the sampled dropout sets all of them.
 DROPOUT_KEYS = (
@@ -203,7 +203,7 @@ def add_lora(
     estimator's MemoryRequest.lora_targets), with peft's dropout on their input."""
     from peft import LoraConfig, get_peft_model
 
-    from hpo.memory.budget import LORA_TARGET_SETS, lora_target_names
+    from hpo.config.catalog import LORA_TARGET_SETS, lora_target_names
 
     # bitsandbytes' Linear4bit/Linear8bitLt subclass nn.Linear
     names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)}

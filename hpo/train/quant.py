@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
+from hpo.config.catalog import ModelSpec
 from hpo.errors import ConfigError
-from hpo.memory.catalog import ModelSpec
 
 QUANT_FIX = "install the extra (pip install 'hpo[qlora]') and run on a CUDA GPU, or set space.quant to [none]"
 

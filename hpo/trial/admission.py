@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 from hpo.errors import HpoError
-from hpo.tracking import Tracker
+from hpo.tracking.tracker import Tracker
 from hpo.trial import outcomes
 from hpo.trial.context import TrialContext
 from hpo.trial.elastic import lighter_forms

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import optuna
 import torch
 
-from hpo.config import OnOom, TrialConfig
-from hpo.memory.catalog import ModelSpec
-from hpo.oom import (
+from hpo.config.catalog import ModelSpec
+from hpo.config.study import OnOom, TrialConfig
+from hpo.device.oom import (
     OomRecord,
     clear_exception_frames,
     cpu_fallback_allowed,
@@ -27,7 +27,7 @@ from hpo.oom import (
     memory_now,
     shrink,
 )
-from hpo.tracking import Tracker
+from hpo.tracking.tracker import Tracker
 from hpo.train.loop import TrainResult
 from hpo.trial import outcomes
 from hpo.trial.admission import (

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 import optuna
 import torch
 
-from hpo.config import TrialConfig
-from hpo.faults import FaultInjector
+from hpo.config.catalog import ModelSpec
+from hpo.config.study import TrialConfig
+from hpo.device.faults import FaultInjector
+from hpo.device.oom import OomRecord, PeakMemory
 from hpo.memory.budget import Budget
-from hpo.memory.catalog import ModelSpec
-from hpo.oom import OomRecord, PeakMemory
 
 
 class WorkerPoisoned(Exception):

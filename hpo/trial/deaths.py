@@ -14,7 +14,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from hpo.config import TrialConfig
+from hpo.config.study import TrialConfig
 from hpo.trial import keys as K
 
 MAX_DEATHS = 2

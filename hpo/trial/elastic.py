@@ -15,7 +15,7 @@ The sampled hyperparameters stay the trial's params in Optuna; the form that ran
 
 from __future__ import annotations
 
-from hpo.config import TrialConfig
+from hpo.config.study import TrialConfig
 
 MAX_HALVINGS = 2  # the micro-batch goes down to a quarter of the sampled one at most
 

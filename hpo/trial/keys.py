@@ -42,7 +42,7 @@ RUN_CONFIG = "run_config"
 RUN_ESTIMATED_PEAK_GB = "run_estimated_peak_gb"
 GPU = "gpu"  # the GPU a --par trial was admitted on: its NVML UUID (or simulated-<bytes>-gpu<i>)
 WORKER = "worker"  # the launcher's worker that ran it: slot.generation (hpo.run.protocol.WorkerId)
-SAMPLER_SEED = "sampler_seed"  # the seed of the sampler that proposed it (hpo.study.seed_sampler)
+SAMPLER_SEED = "sampler_seed"  # the seed of the sampler that proposed it (hpo.storage.study.seed_sampler)
 WORKER_DEATH = "worker_death"  # how its worker died: exit code / signal, host RAM, phase, likely cause
 
 # ---- values of PRUNED_REASON ------------------------------------------------------------------------------

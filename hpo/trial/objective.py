@@ -18,12 +18,12 @@ import optuna
 import torch
 
 from hpo.agents.base import Agent
-from hpo.config import StudyConfig, TrialConfig
-from hpo.dbcheck import is_disk_full
-from hpo.faults import FaultInjector, FaultPlan
-from hpo.memory.catalog import get_spec
+from hpo.config.catalog import get_spec
+from hpo.config.study import StudyConfig, TrialConfig
+from hpo.device.faults import FaultInjector, FaultPlan
 from hpo.progress import Progress
-from hpo.tracking import Tracker
+from hpo.storage.dbcheck import is_disk_full
+from hpo.tracking.tracker import Tracker
 from hpo.trial import outcomes
 from hpo.trial.admission import Admission, HostAdmission, no_admission, no_host_admission
 from hpo.trial.attempts import Attempts
@@ -57,7 +57,7 @@ class Objective:
     disk_full: bool = False  # a trial failed on a full disk: the run must stop
     last_number: int = -1  # the number of this process's latest trial
     worker: str | None = None  # which launcher worker runs this objective (hpo.run.protocol.WorkerId)
-    sampler_seed: int | None = None  # the seed of this process's sampler (hpo.study.seed_sampler)
+    sampler_seed: int | None = None  # the seed of this process's sampler (hpo.storage.study.seed_sampler)
 
     def __call__(self, trial: optuna.Trial) -> float:
         self.last_number = trial.number

@@ -17,9 +17,9 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from hpo.config import TrialConfig
-from hpo.study import fail_trial, trial_by_number
-from hpo.tracking import RunStatus, Tracker
+from hpo.config.study import TrialConfig
+from hpo.storage.study import fail_trial, trial_by_number
+from hpo.tracking.tracker import RunStatus, Tracker
 from hpo.train.loop import EpochResult, TrainResult
 from hpo.trial import keys as K
 from hpo.trial.context import TrialContext, TrialTakenOver, WorkerPoisoned

@@ -10,16 +10,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hpo.allocator import DEFAULT_ALLOCATOR, Allocator
-from hpo.config import TrialConfig
-from hpo.memory.budget import LORA_TARGET_SETS, Budget, MemoryRequest, fits
+from hpo.config.catalog import LORA_TARGET_SETS, ModelSpec
+from hpo.config.study import TrialConfig
+from hpo.device.allocator import DEFAULT_ALLOCATOR, Allocator
+from hpo.device.oom import PeakMemory
+from hpo.memory.budget import Budget, MemoryRequest, fits
 from hpo.memory.calibrate import Calibration, calibration_key, oom_origin
-from hpo.memory.catalog import ModelSpec
 from hpo.memory.estimate import estimate
 from hpo.memory.host import host_available, host_headroom, host_peak_bytes
 from hpo.memory.phases import with_evaluation
 from hpo.memory.trace import trace_estimate
-from hpo.oom import PeakMemory
 from hpo.trial import keys as K
 from hpo.units import GIB, gb
 

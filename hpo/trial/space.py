@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import optuna
 
-from hpo.config import SpaceConfig, TrialConfig
+from hpo.config.catalog import ModelSpec, get_spec
+from hpo.config.study import SpaceConfig, TrialConfig
+from hpo.device.gpu import GpuProfile
 from hpo.errors import ConfigError
-from hpo.gpu import GpuProfile
-from hpo.memory.catalog import ModelSpec, get_spec
 from hpo.train.quant import QUANT_FIX, quant_unavailable
 
 log = logging.getLogger(__name__)

@@ -12,12 +12,12 @@ import optuna
 import torch
 
 from hpo.agents.base import Agent
-from hpo.config import StudyConfig
-from hpo.faults import SimulatedGpu
+from hpo.config.catalog import ModelSpec
+from hpo.config.study import StudyConfig
+from hpo.device.faults import SimulatedGpu
 from hpo.lifecycle import check_stop
-from hpo.memory.catalog import ModelSpec
 from hpo.progress import Progress
-from hpo.tracking import Tracker
+from hpo.tracking.tracker import Tracker
 from hpo.train.batching import padded_length
 from hpo.train.data import Splits
 from hpo.train.loop import EpochResult, TrainResult, train

@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from hpo.commands import app
-from hpo.tracking import runs_view_url
+from hpo.tracking.tracker import runs_view_url
 from tests.browser import chromium_path, page
 from tests.support import CI_CONFIG
 

@@ -11,15 +11,15 @@ import torch
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from hpo.config import load_config
+from hpo.config.catalog import get_spec
+from hpo.config.study import load_config
 from hpo.memory.budget import CUDA_CONTEXT
-from hpo.memory.catalog import get_spec
 from hpo.progress import Progress
 from hpo.results.trials import trial_row
 from hpo.run.ledger import Ledger
 from hpo.run.setup import build_objective
 from hpo.run.worker import LedgerAdmission
-from hpo.study import create_or_load
+from hpo.storage.study import create_or_load
 from hpo.trial.elastic import lighter_forms
 from tests.integration.tiny_training import run
 from tests.support import BASE, REPO

@@ -15,7 +15,7 @@ from hpo.run.protocol import read_marker
 from tests.integration.test_launcher import load, tune_cmd
 from tests.support import quiet_env, wait_for
 
-GRACE_S = 4  # the heartbeat grace the test runs under (hpo.rdb.heartbeat_settings)
+GRACE_S = 4  # the heartbeat grace the test runs under (hpo.storage.rdb.heartbeat_settings)
 
 
 def training_worker(out: Path) -> tuple[int, int] | None:

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import torch
 
-from hpo.config import TrialConfig
-from hpo.memory.catalog import get_spec
+from hpo.config.catalog import get_spec
+from hpo.config.study import TrialConfig
 from hpo.train.data import encode_pairs
 from hpo.train.loop import _autocast
 from hpo.train.model import build_model, trainable_parameters

@@ -11,8 +11,8 @@ import torch
 from typer.testing import CliRunner
 
 from hpo.commands import app
+from hpo.config.catalog import get_spec
 from hpo.memory.budget import MemoryRequest
-from hpo.memory.catalog import get_spec
 from hpo.memory.estimate import param_counts
 from hpo.train.data import encode_pairs
 from hpo.train.loop import train

@@ -8,9 +8,9 @@ from dataclasses import replace
 
 import pytest
 
-from hpo.allocator import DEFAULT_ALLOCATOR
-from hpo.config import TrialConfig
-from hpo.memory.catalog import get_spec
+from hpo.config.catalog import get_spec
+from hpo.config.study import TrialConfig
+from hpo.device.allocator import DEFAULT_ALLOCATOR
 from hpo.memory.estimate import phase_tensors
 from hpo.memory.trace import trace_estimate
 from hpo.trial.sizing import MemoryPolicy, Sizer

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from hpo.commands import app
 from hpo.errors import HpoError
-from hpo.tracking import MLflowTracker
+from hpo.tracking.tracker import MLflowTracker
 
 
 def test_sync_mlflow_replays_a_dead_process_file_into_real_mlflow(tmp_path: Path) -> None:

@@ -19,8 +19,8 @@ import psutil
 import pytest
 from optuna.trial import TrialState
 
-from hpo.study import storage_of
-from hpo.tracking import PARENT_RUN_TAG
+from hpo.storage.study import storage_of
+from hpo.tracking.tracker import PARENT_RUN_TAG
 from tests.postgres import PASSWORD_IN_URL
 from tests.support import CI_CONFIG, hpo_cmd, quiet_env, wait_for
 
@@ -209,7 +209,7 @@ def test_kill_9_of_a_worker_mid_trial_fails_by_heartbeat_and_is_retried(tmp_path
 
 _START = """
 import sys, optuna
-from hpo.study import make_storage
+from hpo.storage.study import make_storage
 storage = make_storage(sys.argv[1])
 optuna.create_study(storage=storage, study_name="race", direction="maximize", load_if_exists=True)
 engine = storage.engine

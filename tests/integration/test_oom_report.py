@@ -11,9 +11,9 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState, create_trial
 
-from hpo.config import TrialConfig
+from hpo.config.study import TrialConfig
+from hpo.device.oom import OomRecord
 from hpo.errors import ConfigError, StorageError
-from hpo.oom import OomRecord
 from hpo.results.oom_report import (
     ROW_KEYS,
     oom_rows_from_mlflow,

@@ -14,11 +14,11 @@ import torch
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from hpo.config import StudyConfig, load_config
-from hpo.oom import OOM_FIELDS
+from hpo.config.study import StudyConfig, load_config
+from hpo.device.oom import OOM_FIELDS
 from hpo.progress import Progress
 from hpo.run.setup import build_objective
-from hpo.study import create_or_load
+from hpo.storage.study import create_or_load
 from tests.support import REPO
 
 MB = 1024**2
@@ -142,9 +142,9 @@ def test_fatal_cuda_error_fails_trial_and_poisons_worker(
 def test_measured_peaks_are_recorded_and_high_memory_tagged(tmp_path: Path) -> None:
     import torch
 
-    from hpo.faults import FaultInjector
-    from hpo.memory.catalog import get_spec
-    from hpo.oom import PeakMemory
+    from hpo.config.catalog import get_spec
+    from hpo.device.faults import FaultInjector
+    from hpo.device.oom import PeakMemory
     from hpo.train.loop import TrainResult
     from hpo.trial import outcomes
     from hpo.trial.context import TrialContext

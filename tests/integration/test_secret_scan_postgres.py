@@ -20,7 +20,7 @@ import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
-from hpo.study import storage_of
+from hpo.storage.study import storage_of
 from tests.support import CI_CONFIG, hpo_cmd, quiet_env
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ SCRIPT = """
 import sys
 from pathlib import Path
 from hpo.agents.criteria import CriteriaAgent
-from hpo.memory.catalog import get_spec
+from hpo.config.catalog import get_spec
 from hpo.paths import SAMPLE_DATA_DIR
 from hpo.trial.training import EncodedData
 

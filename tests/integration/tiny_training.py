@@ -7,8 +7,8 @@ from typing import Any
 import torch
 
 from hpo.agents.criteria import CriteriaAgent
-from hpo.config import TrialConfig
-from hpo.memory.catalog import get_spec
+from hpo.config.catalog import get_spec
+from hpo.config.study import TrialConfig
 from hpo.paths import SAMPLE_DATA_DIR
 from hpo.train.data import PairExample, encode_pairs
 from hpo.train.loop import train

@@ -10,17 +10,24 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "hpo"
 # Higher layers may import lower ones (and leaves), never the reverse; modules of one layer may import each
-# other as long as no cycle forms. Leaf utilities (hpo/*.py) import only leaves.
+# other as long as no cycle forms. Leaf utilities (hpo/*.py: errors, units, paths, lifecycle, progress,
+# redact) import only leaves. The estimator (memory) sits above train: its trace runs the trainer's own
+# code on meta.
 RANKS = {
-    "__main__": 6,
-    "commands": 5,
-    "run": 4,
-    "bench": 4,
-    "results": 3,
-    "trial": 2,
-    "memory": 1,
-    "train": 1,
-    "agents": 1,
+    "__main__": 10,
+    "commands": 9,
+    "run": 8,
+    "bench": 8,
+    "results": 7,
+    "trial": 6,
+    "memory": 5,
+    "agents": 5,
+    "data": 5,
+    "train": 4,
+    "tracking": 3,
+    "storage": 2,
+    "device": 2,
+    "config": 1,
 }
 LEAF = 0
 MAX_LINES = 300
@@ -99,10 +106,44 @@ def test_the_cycle_finder_finds_a_planted_cycle() -> None:
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
+def upward(module: str, edges: dict[str, set[str]]) -> list[str]:
+    """The modules ``module`` imports from a higher layer."""
+    return sorted(m for m in edges.get(module, ()) if rank(m) > rank(module) and m != "hpo")
+
+
 @pytest.mark.parametrize("module", sorted(graph()))
 def test_imports_only_go_down_the_layers(module: str) -> None:
-    up = sorted(m for m in graph()[module] if rank(m) > rank(module) and m != "hpo")
+    up = upward(module, graph())
     assert not up, f"{module} (layer {rank(module)}) imports higher layers: {up}"
+
+
+def test_the_layer_check_finds_a_planted_upward_import() -> None:
+    edges = {
+        "hpo.train.model": {"hpo.memory.budget", "hpo.config.catalog"},  # the edge the move removed
+        "hpo.memory.trace_model": {"hpo.train.model"},  # the trace runs the trainer's code: down
+        "hpo.config.study": {"hpo.redact", "hpo.storage.study"},  # config below storage
+        "hpo.units": {"hpo.device.gpu"},  # a leaf importing a package
+    }
+    assert upward("hpo.train.model", edges) == ["hpo.memory.budget"]
+    assert upward("hpo.memory.trace_model", edges) == []
+    assert upward("hpo.config.study", edges) == ["hpo.storage.study"]
+    assert upward("hpo.units", edges) == ["hpo.device.gpu"]
+
+
+CROSS_CUTTING = {"__init__", "__main__", "errors", "units", "paths", "lifecycle", "progress", "redact"}
+
+
+def test_only_the_cross_cutting_few_lie_at_the_top() -> None:
+    """Everything else lives in a package that says what it holds (config, device, storage, tracking, ...)."""
+    loose = {p.stem for p in PACKAGE.glob("*.py")} - CROSS_CUTTING
+    assert not loose, f"move {sorted(loose)} into a package (hpo/config, hpo/device, hpo/storage, ...)"
+
+
+def test_every_package_has_a_layer() -> None:
+    """A new package gets a rank here, so that it cannot pass as a leaf that everything may import."""
+    packages = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
+    missing = packages - set(RANKS)
+    assert not missing, f"give {sorted(missing)} a layer in RANKS"
 
 
 def test_every_module_is_small() -> None:

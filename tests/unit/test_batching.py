@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from hpo.agents.criteria import CriteriaAgent
-from hpo.config import TrialConfig
-from hpo.memory.catalog import get_spec
+from hpo.config.catalog import get_spec
+from hpo.config.study import TrialConfig
 from hpo.paths import SAMPLE_DATA_DIR
 from hpo.train.batching import (
     MEGABATCH_WINDOWS,

@@ -30,7 +30,7 @@ def draw_from(seed: int):  # type: ignore[no-untyped-def]
     """Uniform configs of two base and one large encoder (no search space needed)."""
     import random
 
-    from hpo.config import TrialConfig
+    from hpo.config.study import TrialConfig
 
     rng = random.Random(seed)
 
@@ -185,7 +185,7 @@ def test_main_writes_json(
 
 def test_space_mix_is_the_tools_and_never_overcommitted() -> None:
     """The shipped 24 GB study, sampled by hpo.space, sized by the estimator: no crash, within capacity."""
-    from hpo.config import load_config
+    from hpo.config.study import load_config
 
     capacity = int(22.5 * GIB)
     draw = space_draw(DEFAULT_CONFIG, 7)

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import torch
 
+from hpo.config.catalog import get_spec
 from hpo.errors import CacheError, HpoError
-from hpo.memory.catalog import get_spec
 from hpo.train import tokenized
 from hpo.train.data import PairExample
 from hpo.train.model import load_tokenizer

@@ -12,8 +12,15 @@ import torch
 
 from hpo.bench import ballast
 from hpo.bench.ballast import TOLERANCE, ballast_bytes, carve
-from hpo.config import StudyConfig
-from hpo.gpu import DRIVER_BASELINE, FOREIGN_ENV, GpuInfo, foreign_bytes, foreign_from_env, usable_card_bytes
+from hpo.config.study import StudyConfig
+from hpo.device.gpu import (
+    DRIVER_BASELINE,
+    FOREIGN_ENV,
+    GpuInfo,
+    foreign_bytes,
+    foreign_from_env,
+    usable_card_bytes,
+)
 from hpo.run import placement, setup
 from hpo.run.card import card_status, record_foreign_memory
 from hpo.trial.sizing import MemoryPolicy

@@ -77,7 +77,7 @@ def test_estimate_prints_phases_and_json_has_them() -> None:
 
 
 def test_estimate_shows_a_calibration_learned_on_that_card(tmp_path: Path) -> None:
-    from hpo.gpu import load_profile
+    from hpo.device.gpu import load_profile
     from hpo.memory.budget import MemoryRequest
     from hpo.memory.calibrate import Calibration, calibration_key
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hpo.config import StudyConfig, load_config
+from hpo.config.catalog import catalog_names, get_spec
+from hpo.config.study import StudyConfig, load_config
+from hpo.device.gpu import load_profile
 from hpo.errors import ConfigError
-from hpo.gpu import load_profile
-from hpo.memory.catalog import catalog_names, get_spec
 from tests.support import REPO
 
 STUDIES = sorted((REPO / "configs" / "studies").glob("*.yaml"))

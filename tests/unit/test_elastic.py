@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hpo.memory.catalog import get_spec
+from hpo.config.catalog import get_spec
 from hpo.memory.estimate import estimate
 from hpo.run.ledger import Ledger, LedgerTimeout
 from hpo.trial.elastic import describe, lighter_forms

@@ -12,15 +12,15 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from hpo import dbcheck
 from hpo.commands import app
-from hpo.config import load_config
-from hpo.dbcheck import is_disk_full
+from hpo.config.study import load_config
+from hpo.device.faults import FaultInjector, FaultPlan
 from hpo.errors import DataError
-from hpo.faults import FaultInjector, FaultPlan
 from hpo.paths import SAMPLE_DATA_DIR
 from hpo.run.bootstrap import start_study
 from hpo.run.setup import prepare
+from hpo.storage import dbcheck
+from hpo.storage.dbcheck import is_disk_full
 from hpo.train.data import PairExample, Splits, clean_splits
 from tests.support import CI_CONFIG
 

@@ -12,9 +12,9 @@ import torch
 from hpo.agents import agent_names, get_agent
 from hpo.agents.evidence import EvidenceAgent, EvidenceScorer, SpanExample, encode_windows, locate
 from hpo.agents.spans import best_span, normalize, span_metrics, token_f1
-from hpo.config import SpaceConfig
+from hpo.config.catalog import get_spec
+from hpo.config.study import SpaceConfig
 from hpo.errors import ConfigError
-from hpo.memory.catalog import get_spec
 from hpo.paths import SAMPLE_DATA_DIR
 from hpo.train.heads import SPAN
 from hpo.train.losses import make_loss

@@ -10,8 +10,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from hpo.device.faults import FaultInjector, FaultPlan
 from hpo.errors import HpoError, RepeatedFailureError
-from hpo.faults import FaultInjector, FaultPlan
 from hpo.run.deaths import FailureStreak, repeated_failures, signature
 from hpo.run.serial import MAX_CONSECUTIVE_FAILURES, run_trials
 from hpo.trial import keys as K

@@ -10,7 +10,7 @@ from hpo.errors import StorageError
 from hpo.results.best import best_trial
 from hpo.results.trials import trial_row
 from hpo.run.report import TuneReport
-from hpo.study import CONFIG_ATTR
+from hpo.storage.study import CONFIG_ATTR
 from hpo.trial import keys as K
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from hpo.device.faults import FaultInjector, FaultPlan, SimulatedGpu
+from hpo.device.oom import is_fatal_cuda_error, is_oom
 from hpo.errors import ConfigError
-from hpo.faults import FaultInjector, FaultPlan, SimulatedGpu
-from hpo.oom import is_fatal_cuda_error, is_oom
 
 GB = 1024**3
 

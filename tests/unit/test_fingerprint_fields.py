@@ -1,4 +1,4 @@
-"""Every StudyConfig field is decided fingerprinted or not (hpo.config_fingerprint); the trial-defining
+"""Every StudyConfig field is decided fingerprinted or not (hpo.config.fingerprint); the trial-defining
 settings are refused on resume; studies fingerprinted before those settings joined still resume."""
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ from typing import Any
 import optuna
 import pytest
 
-from hpo.config import StudyConfig, load_config
-from hpo.config_fingerprint import HOW_TO_DECIDE, SETTINGS, fingerprinted
+from hpo.config.fingerprint import HOW_TO_DECIDE, SETTINGS, fingerprinted
+from hpo.config.study import StudyConfig, load_config
 from hpo.errors import ConfigError
 from hpo.run.bootstrap import start_study
 from hpo.run.fingerprint import FINGERPRINT_ATTR, check_resume, data_fingerprint, fingerprint
 from hpo.run.setup import Setup, prepare
-from hpo.study import CONFIG_ATTR
+from hpo.storage.study import CONFIG_ATTR
 from tests.support import CI_CONFIG
 
 
@@ -34,7 +34,7 @@ def test_every_config_field_is_decided_fingerprinted_or_not() -> None:
     undecided = sorted(set(StudyConfig.model_fields) - set(SETTINGS))
     assert not undecided, f"StudyConfig field(s) {undecided} not classified: {HOW_TO_DECIDE}"
     stale = sorted(set(SETTINGS) - set(StudyConfig.model_fields))
-    assert not stale, f"hpo/config_fingerprint.py SETTINGS lists {stale}, no longer StudyConfig fields"
+    assert not stale, f"hpo/config/fingerprint.py SETTINGS lists {stale}, no longer StudyConfig fields"
     assert all(role.why for role in SETTINGS.values())
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from hpo.config.catalog import get_spec
+from hpo.device.gpu import detect, load_profile, process_memory_bytes, profiles, read_profile
 from hpo.errors import ConfigError, HpoError
-from hpo.gpu import detect, load_profile, process_memory_bytes, profiles, read_profile
-from hpo.memory.catalog import get_spec
 from hpo.paths import CONFIG_DIR
 from hpo.units import GIB, parse_memory
 
@@ -139,7 +139,7 @@ class _FakeNvml:
 def test_detect_names_the_card_by_uuid_honouring_cuda_visible_devices(
     monkeypatch: pytest.MonkeyPatch, visible: str | None, torch_index: int, uuid: str
 ) -> None:
-    import hpo.gpu as gpu
+    import hpo.device.gpu as gpu
 
     monkeypatch.setattr(gpu, "_nvml", lambda: _FakeNvml())
     if visible is None:
@@ -152,7 +152,7 @@ def test_detect_names_the_card_by_uuid_honouring_cuda_visible_devices(
 
 
 def test_nvml_index_rejects_a_device_outside_cuda_visible_devices() -> None:
-    from hpo.gpu import nvml_index
+    from hpo.device.gpu import nvml_index
 
     with pytest.raises(IndexError):
         nvml_index(_FakeNvml(), 1, {"CUDA_VISIBLE_DEVICES": "2"})

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import pytest
 
-from hpo.allocator import DEFAULT_ALLOCATOR, Allocator
-from hpo.gpu import profiles
+from hpo.config.catalog import get_spec
+from hpo.device.allocator import DEFAULT_ALLOCATOR, Allocator
+from hpo.device.gpu import profiles
 from hpo.memory.budget import MemoryRequest
-from hpo.memory.catalog import get_spec
 from hpo.memory.estimate import estimate
 from hpo.units import GIB, MIB
 

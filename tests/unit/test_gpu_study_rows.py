@@ -13,7 +13,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo.bench import study_rows as R
 from hpo.bench.gpu_study import Plan
 from hpo.bench.study_params import enqueue_params
-from hpo.config import load_config
+from hpo.config.study import load_config
 from hpo.errors import ConfigError
 from hpo.run.isolation import FORCE_CAP_ENV, forced_cap
 from hpo.trial import keys as K

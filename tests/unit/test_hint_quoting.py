@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from hpo.dbcheck import check_mlflow_db, check_sqlite
 from hpo.errors import StorageError
 from hpo.run.report import TuneReport
+from hpo.storage.dbcheck import check_mlflow_db, check_sqlite
 
 ODD = "it's a $study (v2)"
 

@@ -9,15 +9,15 @@ import pytest
 from typer.testing import CliRunner
 
 from hpo.commands import app
-from hpo.config import load_config
-from hpo.faults import FaultInjector
+from hpo.config.catalog import get_spec
+from hpo.config.study import load_config
+from hpo.device.faults import FaultInjector
 from hpo.memory.budget import MemoryRequest
-from hpo.memory.catalog import get_spec
 from hpo.memory.host import PROCESS_BASELINE, host_available, host_headroom, host_peak_bytes
 from hpo.run.host import HOST_KEY, HostLedgerAdmission, host_capacity
 from hpo.run.ledger import Ledger, LedgerTooLarge
 from hpo.run.reservations import usage_line
-from hpo.tracking import NullTracker
+from hpo.tracking.tracker import NullTracker
 from hpo.train.loop import TrainResult
 from hpo.trial.admission import no_admission
 from hpo.trial.attempts import Attempts

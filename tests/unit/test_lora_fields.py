@@ -11,11 +11,11 @@ import pytest
 from typer.testing import CliRunner
 
 from hpo.commands import app
-from hpo.config import SpaceConfig, TrialConfig
+from hpo.config.catalog import LORA_TARGET_SETS, get_spec
+from hpo.config.study import SpaceConfig, TrialConfig
+from hpo.device.gpu import load_profile
 from hpo.errors import ConfigError
-from hpo.gpu import load_profile
-from hpo.memory.budget import LORA_TARGET_SETS, MemoryRequest
-from hpo.memory.catalog import get_spec
+from hpo.memory.budget import MemoryRequest
 from hpo.memory.estimate import estimate, param_counts
 from hpo.memory.trace import trace_estimate
 from hpo.memory.trace_model import model_from_config
@@ -223,7 +223,7 @@ def test_quantised_build_is_refused_on_cpu_and_follows_qlora_where_it_runs() -> 
 def test_gpu_profile_tiers_name_their_quantisations(tmp_path: Path) -> None:
     assert load_profile("24GB").bounds(LLAMA_7B.params).quant == ("none", "4bit", "8bit")
     assert load_profile("24GB").bounds(LLAMA.params).quant == ("none",)
-    from hpo.gpu import read_profile
+    from hpo.device.gpu import read_profile
 
     text = (Path(__file__).resolve().parents[2] / "configs/gpus/24gb.yaml").read_text()
     bad = tmp_path / "bad.yaml"

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from hpo.allocator import DEFAULT_ALLOCATOR, Allocator
 from hpo.bench import loso
 from hpo.bench.loso import ENCODERS, EXPANDABLE, LITGPT, LORA, TINY, V100, Grid, Row
+from hpo.config.catalog import get_spec
+from hpo.device.allocator import DEFAULT_ALLOCATOR, Allocator
 from hpo.memory.budget import MemoryRequest
-from hpo.memory.catalog import get_spec
 from hpo.memory.estimate import estimate
 from hpo.units import MIB
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from hpo.config import TrialConfig
-from hpo.faults import FaultInjector, FaultPlan, SimulatedGpu
+from hpo.config.catalog import get_spec
+from hpo.config.study import TrialConfig
+from hpo.device.faults import FaultInjector, FaultPlan, SimulatedGpu
+from hpo.device.oom import error_head
 from hpo.memory.budget import MemoryRequest
 from hpo.memory.calibrate import MAX_FACTOR, Calibration, calibration_key, oom_origin
-from hpo.memory.catalog import get_spec
 from hpo.memory.estimate import estimate
-from hpo.oom import error_head
 from hpo.trial.sizing import MemoryPolicy, Sizer
 from hpo.units import GIB
 
@@ -134,7 +134,7 @@ def test_injected_simulated_host_and_neighbour_ooms_never_change_an_estimate(tmp
 
 
 def test_measured_peaks_calibrate_only_on_a_real_card() -> None:
-    from hpo.oom import PeakMemory
+    from hpo.device.oom import PeakMemory
 
     spec = get_spec("bert-base-uncased")
     tcfg = TrialConfig(model="bert-base-uncased", learning_rate=1e-5, batch_size=16, max_length=256)

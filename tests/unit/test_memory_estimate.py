@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from hpo.config.catalog import get_spec
 from hpo.errors import ConfigError, ModelError
 from hpo.memory.budget import CUBLAS_WORKSPACE, MemoryRequest, fits
-from hpo.memory.catalog import get_spec
 from hpo.memory.estimate import estimate, max_batch_size, param_counts
 from hpo.units import GIB
 

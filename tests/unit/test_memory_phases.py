@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from hpo.allocator import DEFAULT_ALLOCATOR
+from hpo.config.catalog import get_spec
+from hpo.device.allocator import DEFAULT_ALLOCATOR
 from hpo.memory.budget import MemoryRequest
-from hpo.memory.catalog import get_spec
 from hpo.memory.estimate import estimate, phase_tensors
 from hpo.memory.phases import eval_batch_size, with_evaluation
 

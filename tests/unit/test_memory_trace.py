@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import pytest
 
+from hpo.config.catalog import ModelSpec, get_spec
 from hpo.errors import ConfigError
 from hpo.memory.budget import MemoryRequest
-from hpo.memory.catalog import ModelSpec, get_spec
 from hpo.memory.estimate import estimate
 from hpo.memory.trace import trace_estimate
 

@@ -8,8 +8,8 @@ import weakref
 import pytest
 import torch
 
-from hpo.config import TrialConfig
-from hpo.oom import (
+from hpo.config.study import TrialConfig
+from hpo.device.oom import (
     OOM_FIELDS,
     OomRecord,
     PeakMemory,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hpo.config import StudyConfig
+from hpo.config.study import StudyConfig
 from hpo.run.ledger import Ledger, LedgerTimeout, LedgerTooLarge
 from hpo.run.placement import MultiGpuAdmission, cuda_visible, gpu_count, home_gpu, visible_gpus
 

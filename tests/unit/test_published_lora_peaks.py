@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from hpo.memory.budget import LORA_TARGET_SETS, MemoryRequest
-from hpo.memory.catalog import get_spec
+from hpo.config.catalog import LORA_TARGET_SETS, get_spec
+from hpo.memory.budget import MemoryRequest
 from hpo.memory.estimate import estimate
 from hpo.memory.trace import trace_estimate
 

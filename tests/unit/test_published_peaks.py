@@ -2,7 +2,7 @@
 
 Each row states the model, batch, length, precision, optimizer (and its implementation), checkpointing,
 attention and the card's measured CUDA context; the estimate must be within 15 % of the measured peak and
-never under it by more than 10 %. The allocator's overhead (hpo/allocator.py) was fitted to these rows
+never under it by more than 10 %. The allocator's overhead (hpo/device/allocator.py) was fitted to these rows
 together with the H200 measurements (test_gpu_measured.py), so this table checks that fit and guards every
 other change against them; it is not an independent validation. Decoder rows (7B LoRA / QLoRA) are in
 tests/data/published_lora_peaks.csv (test_published_lora_peaks.py).
@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from hpo.allocator import Allocator
 from hpo.bench.error import predicted_bytes, published_rows
+from hpo.config.catalog import get_spec
+from hpo.device.allocator import Allocator
 from hpo.memory.budget import MemoryRequest
-from hpo.memory.catalog import get_spec
 from hpo.memory.estimate import estimate
 from hpo.units import MIB
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from hpo.config import StudyConfig
-from hpo.rdb import POOL_SIZE, engine_kwargs, heartbeat_settings, is_server_url
+from hpo.config.study import StudyConfig
 from hpo.redact import is_redacted, password_of, redact, redact_text
 from hpo.run.protocol import write_private
-from hpo.study import public_config
+from hpo.storage.rdb import POOL_SIZE, engine_kwargs, heartbeat_settings, is_server_url
+from hpo.storage.study import public_config
 
 URL = "postgresql://hpo:s3cr%40t-pw@db.example:5432/hpo?sslmode=require"
 

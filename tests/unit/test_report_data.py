@@ -12,7 +12,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from hpo.results.report_data import build, memory_point, outcome, reserved_over_time
-from hpo.study import CONFIG_ATTR
+from hpo.storage.study import CONFIG_ATTR
 from hpo.trial import keys as K
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, 0)

@@ -11,7 +11,7 @@ from collections import Counter
 import pytest
 
 from hpo.agents.criteria import CriteriaAgent, macro_f1
-from hpo.memory.catalog import get_spec
+from hpo.config.catalog import get_spec
 from hpo.paths import SAMPLE_DATA_DIR
 from hpo.train.data import DSM5_SYMPTOMS, PairExample, read_redsm5
 from hpo.train.model import load_tokenizer

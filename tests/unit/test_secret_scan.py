@@ -15,12 +15,12 @@ from urllib.parse import quote
 
 import pytest
 
-from hpo.config import MLFLOW_URI_ENV, StudyConfig
+from hpo.config.study import MLFLOW_URI_ENV, StudyConfig
 from hpo.run import launcher as launcher_mod
 from hpo.run import setup as setup_mod
 from hpo.run.report import TuneReport
-from hpo.study import public_config
-from hpo.tracking_base import flatten
+from hpo.storage.study import public_config
+from hpo.tracking.base import flatten
 
 PASSWORD = "pw/@:%+=#x"
 ENCODED = quote(PASSWORD, safe="")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import optuna
 
-from hpo.config import load_config
-from hpo.study import derive_seed, seed_sampler
+from hpo.config.study import load_config
+from hpo.storage.study import derive_seed, seed_sampler
 from hpo.trial.space import SpaceContext, sample
 from tests.support import CI_CONFIG
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from hpo.config import SpaceConfig
+from hpo.config.catalog import get_spec
+from hpo.config.study import SpaceConfig
+from hpo.device.gpu import load_profile
 from hpo.errors import ConfigError, ModelError
-from hpo.gpu import load_profile
-from hpo.memory.catalog import get_spec
 from hpo.trial.space import SpaceContext, frozen_layers_cap, model_bounds, sample, validate
 
 

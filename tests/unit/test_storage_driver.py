@@ -9,10 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from hpo.commands import app
-from hpo.config import StudyConfig
+from hpo.config.study import StudyConfig
 from hpo.errors import HpoError
 from hpo.run.bootstrap import setup_lock
-from hpo.study import make_storage
+from hpo.storage.study import make_storage
 
 MISSING_DRIVER = "mysql://u:s3cr%2Ft@127.0.0.1:1/db"  # SQLAlchemy's default MySQL driver is mysqlclient
 UNKNOWN_DRIVER = "postgresql+psycopg3://u:s3cr%2Ft@127.0.0.1:1/db"  # the dialect is postgresql+psycopg

@@ -1,4 +1,4 @@
-"""Storage outages (hpo.storage_retry): fake failures shaped as a PostgreSQL restart produces them, a fake
+"""Storage outages (hpo.storage.retry): fake failures shaped as a PostgreSQL restart produces them, a fake
 clock; the stale-RUNNING rule and the no-spin rule of the launcher (hpo.run.liveness)."""
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import pytest
 import sqlalchemy.exc as sa_exc
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.config import StudyConfig, load_config
+from hpo.config.study import StudyConfig, load_config
 from hpo.errors import ConfigError, StorageDown
 from hpo.run.liveness import SpinGuard, is_stale, open_slots, slots_left
-from hpo.storage_retry import Outage, RetryingRDBStorage, is_transient
+from hpo.storage.retry import Outage, RetryingRDBStorage, is_transient
 from hpo.trial import keys as K
 from hpo.units import parse_duration
 
@@ -126,7 +126,7 @@ def test_errors_that_no_retry_can_fix_are_raised_at_once() -> None:
 
 
 def test_opening_a_storage_fails_at_once_unless_known_up(monkeypatch: pytest.MonkeyPatch) -> None:
-    from hpo import storage_retry
+    from hpo.storage import retry as storage_retry
 
     o, clock, _ = outage()
     monkeypatch.setattr(storage_retry, "OUTAGE", o)
@@ -158,7 +158,7 @@ def test_every_storage_call_optuna_makes_goes_through_the_retry() -> None:
 
 
 def test_sqlite_storage_is_the_retrying_one(tmp_path: Path) -> None:
-    from hpo.study import make_storage
+    from hpo.storage.study import make_storage
 
     storage = make_storage(f"sqlite:///{tmp_path / 'a.db'}")
     assert isinstance(storage, RetryingRDBStorage)
@@ -181,7 +181,7 @@ def test_storage_retry_setting_and_durations(tmp_path: Path) -> None:
 
 
 def test_storage_retry_is_not_part_of_the_fingerprint() -> None:
-    from hpo.config_fingerprint import SETTINGS
+    from hpo.config.fingerprint import SETTINGS
 
     assert not SETTINGS["storage_retry"].fingerprinted
 

@@ -14,13 +14,13 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from hpo.commands import app
-from hpo.config import StudyConfig, load_config
+from hpo.config.study import StudyConfig, load_config
 from hpo.errors import ConfigError
 from hpo.paths import SAMPLE_DATA_DIR
 from hpo.run.bootstrap import fail_dead_trials, open_for_worker, start_study
 from hpo.run.fingerprint import CHANGES_ATTR, check_resume, diff
 from hpo.run.setup import prepare
-from hpo.tracking import NullTracker
+from hpo.tracking.tracker import NullTracker
 from hpo.trial import keys as K
 from hpo.trial.outcomes import close_stale_runs
 from tests.support import CI_CONFIG

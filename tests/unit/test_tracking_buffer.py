@@ -1,4 +1,4 @@
-"""MLflow writes never fail a trial: retried, else buffered in order and replayed (hpo.tracking_buffer)."""
+"""MLflow writes never fail a trial: retried, else buffered in order and replayed (hpo.tracking.buffer)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from hpo.tracking_buffer import PENDING_PREFIX, Op, Outbox, pending_files, replay_folder
+from hpo.tracking.buffer import PENDING_PREFIX, Op, Outbox, pending_files, replay_folder
 
 
 class FlakyMlflow:
@@ -118,9 +118,9 @@ def test_a_trial_started_while_mlflow_was_down_ends_with_the_real_run_id(tmp_pat
     import optuna
     import torch
 
-    from hpo.config import TrialConfig
-    from hpo.faults import FaultInjector
-    from hpo.memory.catalog import get_spec
+    from hpo.config.catalog import get_spec
+    from hpo.config.study import TrialConfig
+    from hpo.device.faults import FaultInjector
     from hpo.trial import keys as K
     from hpo.trial import outcomes
     from hpo.trial.context import TrialContext

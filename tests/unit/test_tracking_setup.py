@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from hpo import tracking_setup
-from hpo.tracking_setup import PARENT_TAG, get_or_create_experiment, get_or_create_parent, parent_runs
+from hpo.tracking import setup as tracking_setup
+from hpo.tracking.setup import PARENT_TAG, get_or_create_experiment, get_or_create_parent, parent_runs
 
 
 def test_a_creator_that_raced_deletes_its_duplicate_and_uses_the_first(

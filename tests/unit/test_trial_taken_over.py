@@ -12,15 +12,15 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hpo.config import StudyConfig, load_config
+from hpo.config.study import StudyConfig, load_config
 from hpo.progress import Progress
 from hpo.run.bootstrap import start_study
 from hpo.run.protocol import WorkerExit, WorkerId
 from hpo.run.serial import run_one
 from hpo.run.setup import build_objective, prepare
 from hpo.run.worker import _trial_loop
-from hpo.study import storage_of
-from hpo.tracking import NullTracker
+from hpo.storage.study import storage_of
+from hpo.tracking.tracker import NullTracker
 from hpo.train.loop import EpochResult, TrainResult
 from hpo.trial.context import TrialContext
 from tests.support import CI_CONFIG

@@ -12,7 +12,7 @@ CONFIG = CI_CONFIG
 
 
 def test_worker_admission_reserves_the_trial_beside_its_own_context(tmp_path: Path) -> None:
-    from hpo.config import load_config
+    from hpo.config.study import load_config
     from hpo.memory.budget import CUDA_CONTEXT
     from hpo.run.ledger import Ledger
     from hpo.run.worker import make_admission
@@ -35,9 +35,9 @@ def test_worker_admission_reserves_the_trial_beside_its_own_context(tmp_path: Pa
 
 
 def test_sizer_keeps_room_for_the_other_workers_contexts() -> None:
-    from hpo.config import TrialConfig
+    from hpo.config.catalog import get_spec
+    from hpo.config.study import TrialConfig
     from hpo.memory.budget import CUDA_CONTEXT
-    from hpo.memory.catalog import get_spec
     from hpo.trial.sizing import MemoryPolicy, Sizer
 
     spec, tcfg = (
@@ -59,12 +59,12 @@ def test_admission_timeout_prunes_the_trial_with_its_reason(tmp_path: Path) -> N
     import pytest
     import torch
 
-    from hpo.config import TrialConfig
-    from hpo.faults import FaultInjector
-    from hpo.memory.catalog import get_spec
+    from hpo.config.catalog import get_spec
+    from hpo.config.study import TrialConfig
+    from hpo.device.faults import FaultInjector
     from hpo.run.ledger import Ledger
     from hpo.run.worker import LedgerAdmission
-    from hpo.tracking import NullTracker
+    from hpo.tracking.tracker import NullTracker
     from hpo.trial.attempts import Attempts
     from hpo.trial.context import TrialContext
     from hpo.trial.keys import PRUNED_REASON, REASON_ADMISSION_TIMEOUT

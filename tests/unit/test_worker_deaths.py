@@ -9,8 +9,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from hpo.device.faults import FaultInjector, FaultPlan
 from hpo.errors import ConfigError
-from hpo.faults import FaultInjector, FaultPlan
 from hpo.run.deaths import CrashLoop, evidence, likely_cause, ran_count
 from hpo.run.protocol import read_marker, write_marker
 from hpo.trial import keys as K

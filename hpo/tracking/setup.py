@@ -52,7 +52,7 @@ def get_or_create_parent(
     if not create:
         return None, False
     mine = client.create_run(
-        experiment_id, run_name=f"study:{study}", tags={PARENT_TAG: "true", "hpo.study": study}
+        experiment_id, run_name=f"study:{study}", tags={PARENT_TAG: "true", "hpo.storage.study": study}
     )
     mine_id = str(mine.info.run_id)
     winner = str(parent_runs(client, experiment_id)[0].info.run_id)

@@ -118,7 +118,7 @@ def db_lock(url: str, name: str, timeout_s: float = 600.0) -> Iterator[None]:
 
 def server_storage(url: str, heartbeat: dict[str, Any]) -> Any:
     """This process's Optuna storage for the server at ``url`` (one per URL: bounded connections)."""
-    from hpo.storage_retry import open_rdb  # waits out outages (restarts, failovers)
+    from hpo.storage.retry import open_rdb  # waits out outages (restarts, failovers)
 
     cached = _CACHE.get(url)
     if cached is not None:

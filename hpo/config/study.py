@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from hpo.config_trial import (  # noqa: F401  re-exported: hpo.config stays the one import
+from hpo.config.trial import (  # noqa: F401  re-exported: hpo.config stays the one import
     Loss,
     Optimizer,
     Precision,
@@ -16,11 +16,11 @@ from hpo.config_trial import (  # noqa: F401  re-exported: hpo.config stays the 
     SpaceConfig,
     TrialConfig,
 )
+from hpo.config.yaml_file import read_yaml
 from hpo.errors import ConfigError
 from hpo.paths import CONFIG_DIR, SAMPLE_DATA_DIR
 from hpo.redact import is_redacted
 from hpo.units import parse_duration, parse_memory
-from hpo.yaml_file import read_yaml
 
 OnOom = Literal["prune", "shrink", "cpu"]
 # ledger: trials are admitted by estimated memory (hpo.run.ledger); none: a baseline for benchmarks, the old
@@ -30,7 +30,7 @@ DEFAULT_OUTPUT_DIR = Path("runs")
 MAX_PAR = 32  # worker processes on one GPU; each holds a CUDA context
 
 
-class _Strict(BaseModel):  # as hpo.config_trial's: unknown keys are errors
+class _Strict(BaseModel):  # as hpo.config.trial's: unknown keys are errors
     model_config = ConfigDict(extra="forbid", frozen=False)
 
 
@@ -72,7 +72,7 @@ class StudyConfig(_Strict):
     gpu_memory: str | None = None
     gpus: list[int] | None = None  # --gpus: GPU indices, --par workers each (None: every visible GPU)
     host_memory: str | None = None  # --par: host RAM the trials may use (None: what is available at start)
-    headroom_gb: float | None = Field(None, ge=0.0)  # None: the GPU profile's (hpo.gpu.headroom_bytes)
+    headroom_gb: float | None = Field(None, ge=0.0)  # None: the GPU profile's (hpo.device.gpu.headroom_bytes)
     high_memory_fraction: float = Field(0.9, gt=0.0, le=1.0)  # trials above it are tagged high_memory
     on_oom: OnOom = "prune"
     prune_by_estimate: bool = True  # False: let over-budget configs run (they OOM; for tests of the OOM path)
@@ -82,7 +82,7 @@ class StudyConfig(_Strict):
     max_train_examples: int | None = Field(None, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: int | None = Field(None, ge=1)
-    faults: dict[str, Any] | None = None  # fault injection for tests (see hpo/faults.py); HPO_INJECT_OOM wins
+    faults: dict[str, Any] | None = None  # fault injection (hpo/device/faults.py); HPO_INJECT_OOM wins
     par: int = Field(1, ge=1, le=MAX_PAR)
     allow_changes: bool = False  # resume with compatible changes (hpo/run/fingerprint.py)
     allow_dirty_data: bool = False  # dirty rows dropped with a warning (hpo/train/data.py)
@@ -92,7 +92,7 @@ class StudyConfig(_Strict):
     admission: AdmissionMode = "ledger"  # --admission none: fixed-PAR baseline for benchmarks (see above)
     recycle_after: int = Field(50, ge=1)
     max_worker_deaths: int = Field(3, ge=1)  # --par: stop after K worker deaths in a row (hpo/run/deaths.py)
-    storage_retry: str = "10m"  # storage calls wait out an outage this long (hpo/storage_retry.py)
+    storage_retry: str = "10m"  # storage calls wait out an outage this long (hpo/storage/retry.py)
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     pruner: PrunerConfig = Field(default_factory=PrunerConfig)
     space: SpaceConfig = Field(default_factory=SpaceConfig)

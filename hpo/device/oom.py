@@ -22,8 +22,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from hpo.config import TrialConfig
-from hpo.gpu import process_memory_bytes
+from hpo.config.study import TrialConfig
+from hpo.device.gpu import process_memory_bytes
 from hpo.units import GIB
 
 # Messages torch raises as a plain RuntimeError when an allocation fails (case-sensitive substrings).

@@ -1,5 +1,5 @@
 """What the objective logs per trial, behind a small interface (``Tracker``), and the tracker that logs
-nothing (``--no-mlflow``); ``hpo.tracking`` holds the MLflow one and re-exports these."""
+nothing (``--no-mlflow``); ``hpo.tracking.tracker`` holds the MLflow one and re-exports these."""
 
 from __future__ import annotations
 

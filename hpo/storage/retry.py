@@ -28,8 +28,8 @@ from typing import Any, TypeVar
 import optuna
 from optuna.storages import RDBStorage
 
-from hpo.dbcheck import is_disk_full
 from hpo.errors import StorageDown
+from hpo.storage.dbcheck import is_disk_full
 from hpo.units import human_duration
 
 T = TypeVar("T")

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from hpo.errors import HpoError
-from hpo.rdb import is_server_url
 from hpo.redact import redact, redact_text
-from hpo.tracking_base import MlflowNotSetUp, NullTracker, RunStatus, Tracker, flatten
-from hpo.tracking_buffer import Op, Outbox, replay_folder
-from hpo.tracking_setup import get_or_create_experiment, get_or_create_parent
+from hpo.storage.rdb import is_server_url
+from hpo.tracking.base import MlflowNotSetUp, NullTracker, RunStatus, Tracker, flatten
+from hpo.tracking.buffer import Op, Outbox, replay_folder
+from hpo.tracking.setup import get_or_create_experiment, get_or_create_parent
 
 __all__ = [
     "MLflowTracker",
@@ -141,7 +141,7 @@ class MLflowTracker:
     ) -> str | None:
         all_tags = {
             PARENT_RUN_TAG: self.parent_run_id,
-            "hpo.study": self.study_name,
+            "hpo.storage.study": self.study_name,
             "trial_number": str(number),
             "state": "RUNNING",
             **(tags or {}),

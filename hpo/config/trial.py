@@ -1,6 +1,6 @@
 """Typed trial configuration: the search-space bounds (SpaceConfig) and one sampled trial (TrialConfig).
 
-Re-exported by ``hpo.config``; kept apart so that each module stays one concept."""
+Re-exported by ``hpo.config.study``; kept apart so that each module stays one concept."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ Precision = Literal["fp32", "fp16", "bf16", "bf16_pure"]
 Scheduler = Literal["linear", "cosine", "constant"]
 Loss = Literal["ce", "label_smoothing", "focal"]
 Optimizer = Literal["adamw", "adafactor", "sgd", "adamw_8bit"]
-LoraTargets = Literal["q_v", "qkvo", "all_linear"]  # module sets (hpo.memory.budget.LORA_TARGET_SETS)
+LoraTargets = Literal["q_v", "qkvo", "all_linear"]  # module sets (hpo.config.catalog.LORA_TARGET_SETS)
 Quant = Literal["none", "4bit", "8bit"]  # base weights: as loaded, 4-bit NF4 or 8-bit (bitsandbytes)
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from hpo.allocator import CUDA_CONTEXT, DEFAULT_ALLOCATOR, Allocator
+from hpo.device.allocator import CUDA_CONTEXT, DEFAULT_ALLOCATOR, Allocator
 from hpo.errors import ConfigError
 from hpo.paths import CONFIG_DIR
 from hpo.units import GIB, MIB, parse_memory

@@ -78,7 +78,7 @@ SETTINGS: dict[str, Role] = {
 }
 
 HOW_TO_DECIDE = (
-    "add each to SETTINGS in hpo/config_fingerprint.py: _defines(why) if changing it changes what a trial "
+    "add each to SETTINGS in hpo/config/fingerprint.py: _defines(why) if changing it changes what a trial "
     "computes (a study resumed with another value is refused), else Role(kind, why) with the reason it does "
     "not (scheduling, paths, logging, ...)"
 )

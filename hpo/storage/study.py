@@ -11,12 +11,12 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from hpo.config import StudyConfig
-from hpo.dbcheck import check_sqlite, is_disk_full, sqlite_path
+from hpo.config.study import StudyConfig
 from hpo.errors import StorageError
-from hpo.rdb import check_driver, heartbeat_settings, is_server_url, server_storage
 from hpo.redact import redact, redact_text
-from hpo.storage_retry import open_rdb
+from hpo.storage.dbcheck import check_sqlite, is_disk_full, sqlite_path
+from hpo.storage.rdb import check_driver, heartbeat_settings, is_server_url, server_storage
+from hpo.storage.retry import open_rdb
 
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 AGENT_ATTR = "agent"  # study user attrs written when the study is created
@@ -69,7 +69,7 @@ def make_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.BaseSto
     try:
         check_driver(url)  # an unknown dialect or a missing driver is named, not a generic open failure
         if is_server_url(url):
-            return server_storage(url, kwargs)  # one per process, bounded pool (hpo.rdb)
+            return server_storage(url, kwargs)  # one per process, bounded pool (hpo.storage.rdb)
         engine_kwargs: dict[str, Any] = {}
         if url.startswith("sqlite:///"):
             path = Path(url.removeprefix("sqlite:///"))
@@ -78,7 +78,7 @@ def make_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.BaseSto
                     f"storage directory {path.parent} does not exist", "create it or pass another --storage"
                 )
             engine_kwargs = {"connect_args": {"timeout": 120}}
-        return open_rdb(url, engine_kwargs=engine_kwargs, **kwargs)  # waits out outages (hpo.storage_retry)
+        return open_rdb(url, engine_kwargs=engine_kwargs, **kwargs)  # waits out outages (hpo.storage.retry)
     except StorageError:
         raise
     except ImportError as exc:

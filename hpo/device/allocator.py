@@ -1,6 +1,6 @@
 """The device-level memory model around a trial's tensors: the CUDA context and the caching allocator.
 
-Kept as a leaf so that GPU profiles (hpo.gpu) can carry their own values and the estimators use them.
+Kept as a leaf so that GPU profiles (hpo.device.gpu) can carry their own values and the estimators use them.
 """
 
 from __future__ import annotations

@@ -224,3 +224,20 @@ def _hf_cache_config(model: str) -> dict[str, Any] | None:
         except (OSError, json.JSONDecodeError):
             continue
     return None
+
+
+LORA_TARGET_ALIASES = {  # module names a LoRA target goes by in each architecture
+    "query": ("query", "query_proj", "q_proj", "q_lin"),
+    "key": ("key", "key_proj", "k_proj", "k_lin"),
+    "value": ("value", "value_proj", "v_proj", "v_lin"),
+}
+LORA_TARGET_SETS = {  # a trial's lora_targets -> the modules LoRA wraps in every layer (decoders)
+    "q_v": ("query", "value"),
+    "qkvo": ("query", "key", "value", "o_proj"),
+    "all_linear": ("query", "key", "value", "o_proj", "gate_proj", "up_proj", "down_proj"),
+}
+
+
+def lora_target_names(spec: ModelSpec, targets: tuple[str, ...]) -> tuple[str, ...]:
+    """Module attribute names that ``targets`` select in this architecture."""
+    return tuple(name for t in targets for name in LORA_TARGET_ALIASES.get(t, (t,)))
