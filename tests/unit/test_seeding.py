@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import optuna
+import pytest
 
 from hpo.config.study import load_config
+from hpo.run.bootstrap import start_study
+from hpo.run.protocol import WorkerExit, WorkerId
+from hpo.run.setup import prepare
+from hpo.run.worker import _trial_loop
 from hpo.storage.study import derive_seed, seed_sampler
+from hpo.train.loop import EpochResult, TrainResult
+from hpo.trial import keys as K
 from hpo.trial.space import SpaceContext, sample
 from tests.support import CI_CONFIG
 
@@ -64,3 +73,32 @@ def test_a_resumed_serial_run_does_not_replay_the_first_proposals() -> None:
     assert not set(map(str, _first_configs(run2, 2))) & set(map(str, tried))
     # and the same history gives the same seed again (reproducible)
     assert seed_sampler(_study(storage), cfg) == derive_seed(cfg.seed, 4)
+
+
+class _NoTraining:
+    """The objective's trainer without a model: every trial completes at once."""
+
+    def __init__(self, *args: object) -> None:
+        pass
+
+    def __call__(self, ctx: object) -> TrainResult:
+        return TrainResult(
+            best_metric=0.5, best_epoch=0, history=[EpochResult(0, 0.5, 0.5, 0.5, 0.1, 1, 1e-3)]
+        )
+
+
+def test_each_worker_of_a_launcher_samples_with_its_own_seed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker loop itself (not only derive_seed): workers that start together (each on an empty study,
+    as at a launch) and a replacement record distinct sampler seeds, none of them the serial run's."""
+    monkeypatch.setattr("hpo.trial.objective.Trainer", _NoTraining)
+    seeds = []
+    for i, worker in enumerate((WorkerId(slot=0), WorkerId(slot=1), WorkerId(slot=0, generation=1))):
+        over = {"output_dir": tmp_path / f"runs{i}", "mlflow": False, "n_trials": 10, "par": 2}
+        cfg = load_config(CI_CONFIG, over)
+        study, _ = start_study(cfg, prepare(cfg))
+        assert _trial_loop(cfg, 1, worker) == WorkerExit.RECYCLE
+        seeds += [t.user_attrs[K.SAMPLER_SEED] for t in study.get_trials()]
+    assert len(seeds) == 3 and len(set(seeds)) == 3, seeds
+    assert derive_seed(cfg.seed, 0) not in seeds  # the serial run's stream on an empty study

@@ -141,6 +141,18 @@ def test_a_start_fails_running_trials_whose_process_is_gone_and_retries_them(
     assert [t.state for t in study.trials].count(TrialState.WAITING) == 1  # one retry enqueued
 
 
+def test_the_next_start_cleans_up_what_a_killed_run_left_running(started: tuple[Path, optuna.Study]) -> None:
+    """The promise at the start itself (not only the helper): a run killed mid-trial (kill -9, power loss)
+    leaves a RUNNING trial; the next ``hpo tune`` start fails it and enqueues its retry before any trial."""
+    out, study = started
+    dead = _running_trial(study, _dead_pid())
+    cfg = config(out)
+    again, _ = start_study(cfg, prepare(cfg))
+    states = {t.number: t.state for t in again.trials}
+    assert states[dead] == TrialState.FAIL
+    assert [t.state for t in again.trials].count(TrialState.WAITING) == 1
+
+
 class OpenRuns(NullTracker):
     def __init__(self, runs: dict[int, str]) -> None:
         self.runs, self.ended = runs, {}
