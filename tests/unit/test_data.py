@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
-import sys
 from collections import Counter
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from hpo.data.synth.write import write_sample
 from hpo.errors import ConfigError, DataError
 from hpo.paths import ASSETS_DIR, SAMPLE_DATA_DIR
 from hpo.train.data import (
@@ -24,18 +22,6 @@ from hpo.train.data import (
 from tests.support import REPO
 
 TINY_DIR = ASSETS_DIR / "tiny-bert"
-
-
-def _load_generator() -> ModuleType:
-    """scripts/make_sample_data.py as a module (scripts/ is not a package)."""
-    name = "make_sample_data"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / "make_sample_data.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up while the file executes
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 def _examples(n_posts: int, per_post: int = 2) -> list[PairExample]:
@@ -88,19 +74,18 @@ def test_sample_is_marked_synthetic() -> None:
 
 
 def test_shipped_files_match_the_generator(tmp_path: Path) -> None:
-    _load_generator().write_sample(tmp_path, tmp_path / "vocab.txt", seed=0)
+    write_sample(tmp_path, tmp_path / "vocab.txt", seed=0)
     for name in ("redsm5_annotations.csv", "redsm5_posts.csv"):
         assert (tmp_path / name).read_bytes() == (SAMPLE_DATA_DIR / name).read_bytes(), name
     assert (tmp_path / "vocab.txt").read_bytes() == (TINY_DIR / "vocab.txt").read_bytes()
 
 
 def test_generator_is_deterministic(tmp_path: Path) -> None:
-    gen = _load_generator()
     for run in ("a", "b"):
-        gen.write_sample(tmp_path / run, tmp_path / run / "vocab.txt", seed=3)
+        write_sample(tmp_path / run, tmp_path / run / "vocab.txt", seed=3)
     for name in ("redsm5_annotations.csv", "redsm5_posts.csv", "vocab.txt"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
-    gen.write_sample(tmp_path / "c", None, seed=4)
+    write_sample(tmp_path / "c", None, seed=4)
     assert (tmp_path / "c" / "redsm5_posts.csv").read_bytes() != (
         tmp_path / "a" / "redsm5_posts.csv"
     ).read_bytes()
@@ -108,8 +93,7 @@ def test_generator_is_deterministic(tmp_path: Path) -> None:
 
 def test_a_larger_sample_starts_with_the_shipped_one(tmp_path: Path) -> None:
     """--n-posts 300 generates the shipped 150 posts first, then 150 more of the same kind."""
-    gen = _load_generator()
-    stats = gen.write_sample(tmp_path, None, seed=0, n_posts=300)
+    stats = write_sample(tmp_path, None, seed=0, n_posts=300)
     rows, posts = read_redsm5(tmp_path)
     small_rows, small_posts = read_redsm5(SAMPLE_DATA_DIR)
     assert stats["posts"] == len(posts) == 300

@@ -1,0 +1,1 @@
+"""Shipped data (synthetic samples) and the generators that make them (hpo.data.synth)."""

@@ -1,0 +1,1 @@
+"""Generators of the shipped SYNTHETIC samples: seeded, byte-for-byte reproducible, no real data."""
