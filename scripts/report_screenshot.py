@@ -36,8 +36,7 @@ def main() -> None:
     parser.add_argument("--png", type=Path, default=Path("docs/report.png"))
     parser.add_argument("--size", default="1280,2600", help="window WIDTH,HEIGHT: the top of the page")
     args = parser.parse_args()
-    out = args.output_dir / f"{args.study}-report.html"
-    report = show_report(args.study, storage_url(args.storage, args.output_dir), out)
+    report = show_report(args.study, storage_url(args.storage, args.output_dir), None, args.output_dir)
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         raise SystemExit("chromium is not installed (apt-get install -y chromium)")
@@ -46,7 +45,7 @@ def main() -> None:
         cmd = [chromium, *ARGS, f"--user-data-dir={profile}", f"--window-size={args.size}"]
         cmd += ["--virtual-time-budget=10000", f"--screenshot={args.png.resolve()}"]
         subprocess.run([*cmd, report.resolve().as_uri()], check=True, capture_output=True, timeout=120)
-    print(f"report: {report}\nscreenshot: {args.png}")
+    print(f"report: {report}\nscreenshot: {args.png.resolve()}")
 
 
 if __name__ == "__main__":

@@ -79,12 +79,14 @@ def report(
     storage: StorageOpt = None,
     output_dir: OutputOpt = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="The HTML file to write (default: <study>-report.html).")
+        Path | None,
+        typer.Option("--out", help="The HTML file to write (default: <output-dir>/<study>-report.html)."),
     ] = None,
 ) -> None:
-    """One self-contained HTML report of a study (running or finished): history, importances, top trials,
-    the memory map, the estimator's error, the timeline, reserved memory, outcomes and OOM trials."""
+    """One self-contained HTML report of a study (running or finished): the best value against the agent's
+    baseline first, then history, importances, top trials, the memory map, the estimator's error, the
+    timeline, reserved memory, outcomes and OOM trials. Prints the file's absolute path."""
     from hpo.results.report_html import show_report
 
-    path = show_report(study, storage_url(storage, output_dir), out)
-    typer.echo(f"report: {path}")
+    path = show_report(study, storage_url(storage, output_dir), out, output_dir)
+    typer.echo(f"report: {path}")  # absolute

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo.config.study import DEFAULT_OUTPUT_DIR
 from hpo.storage.study import CONFIG_ATTR
 from hpo.trial import keys as K
 from hpo.units import parse_memory
@@ -29,6 +31,11 @@ OUTCOMES: tuple[str, ...] = (
     "failed",
     "running",
 )
+
+
+def report_file(output_dir: Path | None, study: str) -> Path:
+    """Where `hpo tune` and `hpo report` write a study's report: ``<output-dir>/<study>-report.html``."""
+    return (output_dir or DEFAULT_OUTPUT_DIR) / f"{study}-report.html"
 
 
 def outcome(t: FrozenTrial) -> str:
@@ -233,7 +240,7 @@ def build(study: optuna.Study, now: float) -> ReportData:
     return ReportData(
         study=study.study_name,
         n_trials=len(trials),
-        direction=study.direction.name.lower(),
+        direction=", ".join(d.name.lower() for d in study.directions),
         outcomes=dict(Counter(p.outcome for p in points)),
         points=points,
         spans=spans,

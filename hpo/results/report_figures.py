@@ -7,6 +7,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 
 from hpo.results.report_data import OUTCOMES, MemoryPoint, ReportData, Span
+from hpo.results.report_summary import short_config, used_config
 
 COLOURS = {
     "complete": "#2ca02c",
@@ -33,11 +34,14 @@ def _ordered(outcomes: set[str]) -> list[str]:
     return [o for o in OUTCOMES if o in outcomes] + sorted(outcomes - set(OUTCOMES))
 
 
-def _hover(p: MemoryPoint) -> str:
+def _hover(p: MemoryPoint, what: str, gb: float | None) -> str:
+    """Short: the trial, its value in GB, the fields its config uses (rounded; no LoRA fields without it)."""
     lines = [f"trial {p.number} · {p.outcome}"]
+    if gb is not None:
+        lines.append(f"{what} {gb:.2f} GB")
     if p.ran_as:
         lines.append(f"ran as: {p.ran_as}")
-    lines += [f"{k}: {v}" for k, v in p.config.items() if not isinstance(v, (dict, list))]
+    lines.append(short_config(used_config(p.config)))
     return "<br>".join(lines)
 
 
@@ -65,8 +69,8 @@ def memory_map(data: ReportData) -> go.Figure | None:
                 mode="markers",
                 name=f"estimated · {name}",
                 marker={"color": colour(name), "size": 10, "symbol": "circle-open", "line": {"width": 2}},
-                hovertext=[_hover(p) for p in group],
-                hoverinfo="text+y",
+                hovertext=[_hover(p, "estimated", p.estimated_gb) for p in group],
+                hoverinfo="text",
             )
         )
     for field_name, label, symbol in MEASURES:
@@ -79,8 +83,8 @@ def memory_map(data: ReportData) -> go.Figure | None:
                     mode="markers",
                     name=label,
                     marker={"color": [colour(p.outcome) for p in measured], "symbol": symbol, "size": 9},
-                    hovertext=[_hover(p) for p in measured],
-                    hoverinfo="text+y",
+                    hovertext=[_hover(p, label, getattr(p, field_name)) for p in measured],
+                    hoverinfo="text",
                 )
             )
     _card_lines(fig, data)
@@ -88,6 +92,7 @@ def memory_map(data: ReportData) -> go.Figure | None:
         title="Memory map: estimated vs measured peak per trial", xaxis_title="trial", showlegend=True
     )
     fig.update_yaxes(title="GB", rangemode="tozero")
+    fig.update_xaxes(tickformat="d", dtick=1 if len(points) <= 30 else None)  # whole trial numbers
     return fig
 
 

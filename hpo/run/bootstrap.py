@@ -26,7 +26,7 @@ from hpo.run.fingerprint import check_resume
 from hpo.run.setup import Setup, tracker_for
 from hpo.storage.dbcheck import check_mlflow_db, check_sqlite, check_writable, sqlite_path
 from hpo.storage.rdb import db_lock
-from hpo.storage.study import create_or_load, open_study
+from hpo.storage.study import BASELINE_ATTR, create_or_load, open_study
 from hpo.tracking.tracker import MlflowNotSetUp, MLflowTracker, Tracker
 from hpo.trial import keys as K
 from hpo.trial import outcomes
@@ -107,6 +107,19 @@ def fail_dead_trials(study: optuna.Study, tracker: Tracker) -> list[int]:
     return failed
 
 
+def record_baseline(study: optuna.Study, setup: Setup) -> None:
+    """Keep the agent's metric and its trivial prediction's score on the val split with the study:
+    `hpo report` sets the best value against it (studies from before it was recorded have none)."""
+    agent = setup.agent
+    value = {
+        "metric": agent.metric_name,
+        "name": agent.baseline_name,
+        "value": float(agent.majority_baseline(setup.splits, "val")),
+    }
+    if study.user_attrs.get(BASELINE_ATTR) != value:
+        study.set_user_attr(BASELINE_ATTR, value)
+
+
 def start_study(cfg: StudyConfig, setup: Setup) -> tuple[optuna.Study, Tracker]:
     """Create or resume the study and its MLflow side, once, before any trial or worker starts."""
     check_folders(cfg)
@@ -114,6 +127,7 @@ def start_study(cfg: StudyConfig, setup: Setup) -> tuple[optuna.Study, Tracker]:
         check_databases(cfg)
         study = create_or_load(cfg)
         check_resume(study, cfg, setup, cfg.allow_changes)
+        record_baseline(study, setup)
         tracker = tracker_for(cfg)
         fail_dead_trials(study, tracker)
         replay = getattr(tracker, "replay_pending", None)

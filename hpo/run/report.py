@@ -12,6 +12,7 @@ import optuna
 from hpo.config.study import StudyConfig
 from hpo.device.gpu import detect, foreign_from_env
 from hpo.results.best import no_complete_trial
+from hpo.results.report_data import report_file
 from hpo.results.trials import count_states
 from hpo.run.card import card_status
 from hpo.run.reservations import ledger_path_for, usage_line
@@ -95,7 +96,7 @@ class TuneReport:
 
 def report_path(cfg: StudyConfig) -> Path | None:
     """Where `hpo tune` writes the study's report (None with --no-report)."""
-    return cfg.output_dir / f"{cfg.study}-report.html" if cfg.report else None
+    return report_file(cfg.output_dir, cfg.study) if cfg.report else None
 
 
 def _write_report(report: TuneReport, study: optuna.Study, tracker: Tracker, path: Path) -> None:

@@ -21,6 +21,7 @@ from hpo.storage.retry import open_rdb
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 AGENT_ATTR = "agent"  # study user attrs written when the study is created
 CONFIG_ATTR = "config"  # the StudyConfig (JSON) that `hpo worker` and `hpo best --evaluate` read back
+BASELINE_ATTR = "baseline"  # {metric, name, value}: the agent's trivial prediction on val (`hpo report`)
 HEARTBEAT_INTERVAL_S = 20
 HEARTBEAT_GRACE_S = 60
 

@@ -12,11 +12,15 @@ import time
 import urllib.request
 from pathlib import Path
 
+import optuna
 import pytest
 from mlflow import MlflowClient
+from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from hpo.commands import app
+from hpo.results.report_summary import constant_params
+from hpo.storage.study import BASELINE_ATTR, FINISHED_STATES
 from hpo.tracking.tracker import runs_view_url
 from tests.browser import chromium_path, page
 from tests.support import CI_CONFIG
@@ -64,6 +68,61 @@ def test_report_renders_every_chart(study_dir: Path, tmp_path: Path) -> None:
     assert all(c["data"] and c["svg"] > 0 and c["drawn"] > 0 for c in charts), charts
     assert "pruned: oom" in text and "1 OOM trial" in text and "card 24.0 GB" in text
     assert shot.stat().st_size > 10_000
+
+
+# the first screen and the history / parallel-coordinates charts as drawn (#summary, #fig-<id>: report_html)
+ANSWER_JS = """() => {
+  const div = id => document.querySelector(`#fig-${id} .plotly-graph-div`);
+  const h = div('history'), par = div('parallel');
+  return {
+    first: document.body.children[1].id,
+    summary: document.querySelector('#summary').innerText,
+    yTitle: (h.querySelector('.ytitle') || {}).textContent,
+    legend: Array.from(h.querySelectorAll('.legendtext')).map(e => e.textContent),
+    traces: h.data.map(t => ({name: t.name, mode: t.mode, symbol: (t.marker || {}).symbol, y: t.y})),
+    dims: par.layout.xaxis.ticktext,
+    axes: Array.from(par.querySelectorAll('.xtick text')).map(e => e.textContent),
+    footer: document.body.lastElementChild.tagName,
+  };
+}"""
+
+
+def test_report_opens_with_the_answer(study_dir: Path, tmp_path: Path) -> None:
+    """Best value by metric beside the recorded baseline and the counts first; the history named by the metric
+    with the baseline line and the OOM trial marked; the constant parameter (one model) has no axis."""
+    res = runner.invoke(app, ["report", "--study", "ci-tiny", "--output-dir", str(study_dir)])
+    assert res.exit_code == 0, res.output
+    out = Path(res.output.strip().removeprefix("report: "))
+    assert out.is_absolute() and out == (study_dir / "ci-tiny-report.html").resolve()
+    study = optuna.load_study(study_name="ci-tiny", storage=f"sqlite:///{study_dir / 'hpo.db'}")
+    base = study.user_attrs[BASELINE_ATTR]  # recorded by `hpo tune`
+    assert base["metric"] == "macro_f1" and base["name"] == "majority-class baseline"
+    finished = study.get_trials(states=FINISHED_STATES)
+    constant = constant_params(finished)
+    assert "model" in constant  # one model in the space
+    with page(tmp_path / "profile") as (p, errors):
+        p.goto(out.as_uri())
+        p.wait_for_load_state("load")
+        p.wait_for_timeout(500)
+        got = p.evaluate(ANSWER_JS)
+        p.screenshot(path=str(tmp_path / "answer.png"))
+    assert errors == []
+    assert got["first"] == "summary" and got["footer"] == "FOOTER", got
+    best = max(t.value for t in study.get_trials(states=(TrialState.COMPLETE,)) if t.value is not None)
+    assert f"Best macro_f1 (val): {best:.4g}" in got["summary"], got["summary"]
+    assert f"majority-class baseline {base['value']:.4g}" in got["summary"]
+    complete = len(study.get_trials(states=(TrialState.COMPLETE,)))
+    assert f"complete {complete} ·" in got["summary"] and "OOM-pruned 1 ·" in got["summary"]
+    assert "card 24.0 GB" in got["summary"]
+    assert got["yTitle"] == "macro_f1 (val)"
+    line = [t for t in got["traces"] if t["name"].startswith("majority-class baseline")]
+    assert len(line) == 1 and line[0]["mode"] == "lines" and set(line[0]["y"]) == {base["value"]}
+    oom = [t for t in got["traces"] if t["name"] == "OOM (pruned)"]
+    assert len(oom) == 1 and oom[0]["symbol"] == "x" and len(oom[0]["y"]) == 1
+    assert {"OOM (pruned)", "complete", line[0]["name"]} <= set(got["legend"]), got["legend"]
+    assert got["axes"] == got["dims"] and got["axes"][0] == "macro_f1 (val)", got  # one axis per parameter
+    for name in constant:
+        assert name not in got["dims"] and name not in got["axes"], (name, got["dims"])
 
 
 def _free_port() -> int:

@@ -35,7 +35,7 @@ def test_tune_prints_summary(study_run: dict[str, object]) -> None:
     assert "mlflow ui --backend-store-uri sqlite:///" in output
     assert "runs?workflowType=machine_learning" in output
     report = Path(str(study_run["out"])) / "ci-tiny-report.html"
-    assert f"report: {report}" in output.splitlines()[-1] and report.stat().st_size > 100_000
+    assert f"report: {report.resolve()}" in output.splitlines()[-1] and report.stat().st_size > 100_000
 
 
 def test_storage_holds_three_finished_trials(study_run: dict[str, object]) -> None:
