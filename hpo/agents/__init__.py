@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 
 from hpo.agents.base import Agent
+from hpo.config.study import StudyConfig
 from hpo.errors import ConfigError
 from hpo.paths import CONFIG_DIR
 
@@ -18,12 +19,19 @@ def agent_names() -> tuple[str, ...]:
     return tuple(sorted(p.stem for p in (CONFIG_DIR / "agents").glob("*.yaml")))
 
 
-def get_agent(name: str) -> Agent:
-    """Return the agent called ``name`` (``hpo.agents.<name>.AGENT``) or raise a ConfigError listing them."""
+def get_agent(name: str, cfg: StudyConfig | None = None) -> Agent:
+    """Return the agent called ``name`` (``hpo.agents.<name>.AGENT``) or raise a ConfigError listing them.
+
+    With the study's ``cfg``, an agent module that defines ``for_study(cfg)`` (one reading settings beyond
+    the data path, such as the classify agent's columns) returns an agent made for that study."""
     names = agent_names()
     if name not in names:
         raise ConfigError(f"unknown agent '{name}'", f"use one of: {', '.join(names)}")
-    agent: Agent = importlib.import_module(f"hpo.agents.{name}").AGENT
+    module = importlib.import_module(f"hpo.agents.{name}")
+    if cfg is not None and hasattr(module, "for_study"):
+        made: Agent = module.for_study(cfg)
+        return made
+    agent: Agent = module.AGENT
     return agent
 
 

@@ -43,7 +43,12 @@ GpuMemoryOpt = Annotated[
 ]
 DataDirOpt = Annotated[
     Path | None,
-    typer.Option("--data-dir", help="ReDSM5-format data (default: the shipped synthetic sample)."),
+    typer.Option(
+        "--data-dir",
+        "--data",
+        help="The data: a ReDSM5-format folder (criteria, evidence), or for classify a CSV, JSONL or Parquet "
+        "file or a datasets save_to_disk folder (default: the agent's shipped synthetic sample).",
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -20,68 +19,23 @@ from hpo.commands.common import (
     split_list,
 )
 from hpo.commands.exit_codes import CRASH_LOOP, PENDING_LEFT, POISONED, for_signal
+from hpo.commands.tune_options import (
+    FLAG_NAMES,
+    GroupColOpt,
+    LabelColOpt,
+    SplitColOpt,
+    TextColOpt,
+    TextPairColOpt,
+    TuneOptions,
+    columns_override,
+)
 from hpo.config.study import storage_url
 from hpo.redact import redact
-
-# StudyConfig field -> the flag that sets it (an invalid value is blamed on the flag, not the YAML file)
-FLAG_NAMES = {
-    "n_trials": "--n-trials",
-    "data_dir": "--data-dir",
-    "output_dir": "--output-dir",
-    "mlflow_uri": "--mlflow-uri",
-    "gpu_memory": "--gpu-memory",
-    "gpus": "--gpus",
-    "on_oom": "--on-oom",
-    "recycle_after": "--recycle-after",
-    "elastic_after_s": "--elastic-after",
-    "allow_changes": "--allow-changes",
-    "allow_dirty_data": "--allow-dirty-data",
-    "admission": "--admission",
-    "storage_retry": "--storage-retry",
-}
-
-
-@dataclass
-class TuneOptions:
-    """What `hpo tune` was given on the command line (None = not given: the YAML or default applies)."""
-
-    agent: str | None = None
-    study: str | None = None
-    n_trials: int | None = None
-    storage: str | None = None
-    data_dir: Path | None = None
-    models: list[str] | None = None
-    epochs: int | None = None
-    patience: int | None = None
-    seed: int | None = None
-    timeout: float | None = None
-    output_dir: Path | None = None
-    mlflow_uri: str | None = None
-    mlflow: bool | None = None
-    report: bool | None = None
-    gpu_memory: str | None = None
-    gpus: list[str] | None = None
-    host_memory: str | None = None
-    on_oom: str | None = None
-    device: str | None = None
-    par: int | None = None
-    recycle_after: int | None = None
-    elastic: bool | None = None
-    elastic_after_s: float | None = None
-    allow_changes: bool | None = None
-    allow_dirty_data: bool | None = None
-    admission_timeout_s: float | None = None
-    admission: str | None = None
-    storage_retry: str | None = None
-
-    def overrides(self) -> dict[str, Any]:
-        """The StudyConfig fields set on the command line."""
-        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 @handles_errors
 def tune(
-    agent: Annotated[str | None, typer.Option(help="Task to tune (criteria).")] = None,
+    agent: Annotated[str | None, typer.Option(help="Task to tune (criteria, evidence, classify).")] = None,
     study: StudyOpt = None,
     n_trials: Annotated[
         int | None,
@@ -90,6 +44,11 @@ def tune(
     storage: StorageOpt = None,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
+    text_col: TextColOpt = None,
+    text_pair_col: TextPairColOpt = None,
+    label_col: LabelColOpt = None,
+    group_col: GroupColOpt = None,
+    split_col: SplitColOpt = None,
     models: Annotated[
         str | None, typer.Option(help="Comma-separated model names/paths to search over.")
     ] = None,
@@ -225,6 +184,7 @@ def tune(
         admission_timeout_s=admission_timeout,
         admission=admission,
         storage_retry=storage_retry,
+        columns=columns_override(text_col, text_pair_col, label_col, group_col, split_col),
     )
     cfg = load_config(config, opts.overrides(), flags=FLAG_NAMES)
     gpu_note = f" per GPU x GPUs {','.join(map(str, cfg.gpus))}" if cfg.gpus else ""

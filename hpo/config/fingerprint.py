@@ -39,6 +39,7 @@ SETTINGS: dict[str, Role] = {
     "epochs": _defines("how long each trial trains (compatible change)"),
     "patience": _defines("when a trial stops early (compatible change)"),
     "data_dir": _defines("the data, by content (SHA-256 of each file, examples read), not by path"),
+    "columns": _defines("which columns are the text, label, groups and splits (classify agent)"),
     "max_train_examples": _defines("the training rows a trial sees (the data rows count before truncation)"),
     "padding": _defines("the sequence lengths the model sees (dynamic or max_length padding)"),
     "group_by_length": _defines("the order and makeup of the training batches"),

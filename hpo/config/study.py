@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from hpo.config.columns import ColumnsConfig
 from hpo.config.trial import (  # noqa: F401  re-exported: hpo.config stays the one import
     Loss,
     Optimizer,
@@ -65,6 +66,7 @@ class StudyConfig(_Strict):
     models: list[str] = ["all-MiniLM-L6-v2"]
     output_dir: Path = DEFAULT_OUTPUT_DIR
     data_dir: Path = SAMPLE_DATA_DIR
+    columns: ColumnsConfig = Field(default_factory=ColumnsConfig)  # the classify agent's data columns
     storage: str | None = None
     mlflow_uri: str | None = None
     mlflow: bool = True

@@ -35,7 +35,7 @@ def evaluate_best(cfg: StudyConfig, study: optuna.Study, trial: FrozenTrial) -> 
             "it was not run by hpo tune; evaluate a study that hpo tune ran",
         )
     tcfg = TrialConfig.model_validate(raw)
-    agent = get_agent(cfg.agent)
+    agent = get_agent(cfg.agent, cfg)
     splits, _ = clean_splits(agent.load_splits(cfg.data_dir, cfg.seed), cfg.allow_dirty_data)
     device = resolve_device(cfg.device)
     if device.type != "cuda":

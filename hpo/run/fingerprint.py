@@ -48,8 +48,13 @@ def _sha256(path: Path) -> str:
 
 
 def data_fingerprint(data_dir: Path, rows: int) -> dict[str, Any]:
-    """SHA-256 of each CSV in ``data_dir`` and the number of examples read from them."""
-    files = {p.name: _sha256(p) for p in sorted(Path(data_dir).glob("*.csv"))}
+    """SHA-256 of the data file (classify --data), or of each CSV and save_to_disk Arrow file in the
+    ``data_dir`` folder, and the number of examples read from them."""
+    path = Path(data_dir)
+    if path.is_file():
+        return {"files": {path.name: _sha256(path)}, "rows": rows}
+    found = sorted([*path.glob("*.csv"), *path.glob("*.arrow"), *path.glob("*/*.arrow")])
+    files = {p.relative_to(path).as_posix(): _sha256(p) for p in found}
     return {"files": files, "rows": rows}
 
 
@@ -58,7 +63,8 @@ def fingerprint(cfg: StudyConfig, setup: Setup) -> dict[str, Any]:
     settings = cfg.model_dump(mode="json")
     out: dict[str, Any] = {name: settings[name] for name in fingerprinted() if name != DATA_FIELD}
     out["metric"] = setup.agent.metric_name
-    out["data"] = data_fingerprint(cfg.data_dir, sum(setup.splits.sizes().values()))
+    source = getattr(setup.agent, "source", None) or cfg.data_dir  # the file an agent read (classify)
+    out["data"] = data_fingerprint(source, sum(setup.splits.sizes().values()))
     return out
 
 

@@ -91,7 +91,7 @@ class Setup:
 
 def prepare(cfg: StudyConfig) -> Setup:
     """Validate everything a study needs before any trial (or worker) starts; HpoError on bad input."""
-    agent = get_agent(cfg.agent)
+    agent = get_agent(cfg.agent, cfg)
     splits, dropped = clean_splits(agent.load_splits(cfg.data_dir, cfg.seed), cfg.allow_dirty_data)
     device = resolve_device(cfg.device)
     profile = load_profile(cfg.gpu_memory) if (cfg.gpu_memory or device.type == "cuda") else None

@@ -25,6 +25,8 @@ def test_plain_install_runs_the_shipped_demo_config(tmp_path: Path) -> None:
     shipped = target / "hpo" / "configs" / "studies" / "demo.yaml"
     assert shipped.is_file() and (target / "hpo" / "data" / "sample" / "redsm5_posts.csv").is_file()
     assert (target / "hpo" / "assets" / "tiny-bert" / "vocab.txt").is_file()
+    assert (target / "hpo" / "data" / "classify" / "tickets.csv").is_file()  # the classify agent's sample
+    assert (target / "hpo" / "data" / "classify" / "tickets_multilabel.jsonl").is_file()
 
     env = quiet_env() | {"PYTHONPATH": str(target)}
     where = subprocess.run(

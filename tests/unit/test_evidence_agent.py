@@ -42,7 +42,7 @@ def examples() -> list[SpanExample]:
 
 
 def test_registry_finds_both_agents_by_name() -> None:
-    assert agent_names() == ("criteria", "evidence")
+    assert agent_names() == ("classify", "criteria", "evidence")
     agent = get_agent("evidence")
     assert isinstance(agent, EvidenceAgent) and agent.metric_name == "span_f1"
     assert agent.head.auto_class == "AutoModelForQuestionAnswering"
