@@ -16,8 +16,10 @@ from hpo.commands.common import (
     StudyNameOpt,
     handles_errors,
 )
+from hpo.commands.tune_options import VerboseOpt
 from hpo.config.study import mlflow_uri as resolve_mlflow_uri
 from hpo.config.study import storage_url
+from hpo.tracking.quiet import quiet_logging
 
 
 @handles_errors
@@ -48,11 +50,18 @@ def best(
     ] = False,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
+    pick: Annotated[
+        int | None,
+        typer.Option("--pick", help="Multi-objective study: the Pareto-front trial --evaluate scores."),
+    ] = None,
+    verbose: VerboseOpt = False,
 ) -> None:
-    """Show the best trial (and optionally its test-split evaluation)."""
-    from hpo.results.best import show_best
+    """Show the best trial (and optionally its test-split evaluation); for a multi-objective study
+    (`hpo tune --objectives`), the Pareto front."""
+    quiet_logging(verbose)  # third-party INFO lines: only with --verbose (hpo.tracking.quiet)
+    from hpo.results.best_front import show
 
-    typer.echo(show_best(study, storage_url(storage, output_dir), evaluate, data_dir, as_json))
+    typer.echo(show(study, storage_url(storage, output_dir), evaluate, data_dir, as_json, pick))
 
 
 @handles_errors

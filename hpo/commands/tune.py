@@ -23,14 +23,17 @@ from hpo.commands.tune_options import (
     FLAG_NAMES,
     GroupColOpt,
     LabelColOpt,
+    ObjectivesOpt,
     SplitColOpt,
     TextColOpt,
     TextPairColOpt,
     TuneOptions,
+    VerboseOpt,
     columns_override,
 )
 from hpo.config.study import storage_url
 from hpo.redact import redact
+from hpo.tracking.quiet import quiet_logging
 
 
 @handles_errors
@@ -49,6 +52,7 @@ def tune(
     label_col: LabelColOpt = None,
     group_col: GroupColOpt = None,
     split_col: SplitColOpt = None,
+    objectives: ObjectivesOpt = None,
     models: Annotated[
         str | None, typer.Option(help="Comma-separated model names/paths to search over.")
     ] = None,
@@ -151,8 +155,10 @@ def tune(
             "are kept: rerun to resume).",
         ),
     ] = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Create or resume a study and run trials until it has --n-trials finished trials."""
+    quiet_logging(verbose)  # third-party INFO lines: only with --verbose (hpo.tracking.quiet)
     from hpo.config.study import load_config
 
     opts = TuneOptions(
@@ -185,6 +191,7 @@ def tune(
         admission=admission,
         storage_retry=storage_retry,
         columns=columns_override(text_col, text_pair_col, label_col, group_col, split_col),
+        objectives=split_list(objectives),
     )
     cfg = load_config(config, opts.overrides(), flags=FLAG_NAMES)
     gpu_note = f" per GPU x GPUs {','.join(map(str, cfg.gpus))}" if cfg.gpus else ""

@@ -28,6 +28,7 @@ FLAG_NAMES = {
     "admission": "--admission",
     "storage_retry": "--storage-retry",
     "columns": "--text-col/--label-col/--group-col/--split-col",
+    "objectives": "--objectives",
 }
 
 
@@ -64,6 +65,7 @@ class TuneOptions:
     admission: str | None = None
     storage_retry: str | None = None
     columns: dict[str, str] | None = None  # --text-col, --label-col, ...: the classify agent's columns
+    objectives: list[str] | None = None  # --objectives macro_f1,peak_memory: a multi-objective study
 
     def overrides(self) -> dict[str, Any]:
         """The StudyConfig fields set on the command line."""
@@ -97,6 +99,24 @@ SplitColOpt = Annotated[
     typer.Option(
         "--split-col",
         help="classify agent: a train/validation/test column (default: a seeded stratified split).",
+    ),
+]
+
+VerboseOpt = Annotated[
+    bool,
+    typer.Option(
+        "--verbose", help="Show third-party INFO logs (MLflow, Optuna, transformers ...); off: warnings only."
+    ),
+]
+
+
+ObjectivesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--objectives",
+        help="Multi-objective study: the agent's metric first, then any of peak_memory (GB), train_time (s), "
+        "latency (ms/example), e.g. macro_f1,peak_memory. `hpo best` shows the Pareto front. No per-epoch "
+        "pruning in such a study (Optuna does not support it); OOM pruning still works.",
     ),
 ]
 

@@ -45,6 +45,7 @@ SETTINGS: dict[str, Role] = {
     "group_by_length": _defines("the order and makeup of the training batches"),
     "eval_batch_size": _defines("the evaluation batches, hence the validation metric's numerics"),
     "space": _defines("the search space every trial is sampled from"),
+    "objectives": _defines("what a trial returns and the study's directions (--objectives)"),
     # not fingerprinted
     "study": Role("identity", "the study's name: the key it is stored under"),
     "n_trials": Role("target", "this run's target, not a property of the trials"),

@@ -29,6 +29,8 @@ OnOom = Literal["prune", "shrink", "cpu"]
 AdmissionMode = Literal["ledger", "none"]
 DEFAULT_OUTPUT_DIR = Path("runs")
 MAX_PAR = 32  # worker processes on one GPU; each holds a CUDA context
+# --objectives after the agent's metric (hpo.trial.objectives computes them); each is minimised
+SECONDARY_OBJECTIVES = {"peak_memory": "GB", "train_time": "s", "latency": "ms/example"}
 
 
 class _Strict(BaseModel):  # as hpo.config.trial's: unknown keys are errors
@@ -98,6 +100,24 @@ class StudyConfig(_Strict):
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     pruner: PrunerConfig = Field(default_factory=PrunerConfig)
     space: SpaceConfig = Field(default_factory=SpaceConfig)
+    objectives: list[str] | None = None  # multi-objective: the agent's metric, then SECONDARY_OBJECTIVES
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return None
+        v = [o.strip() for o in v if o.strip()]
+        known = ", ".join(SECONDARY_OBJECTIVES)
+        if not v or v[0] in SECONDARY_OBJECTIVES:
+            raise ValueError(f"list the agent's metric first, then any of {known}, e.g. macro_f1,peak_memory")
+        dup = next((o for i, o in enumerate(v) if o in v[:i]), None)
+        if dup is not None:
+            raise ValueError(f"'{dup}' is listed twice")
+        unknown = [o for o in v[1:] if o not in SECONDARY_OBJECTIVES]
+        if unknown:
+            raise ValueError(f"unknown objective '{unknown[0]}': after the metric, use any of {known}")
+        return v
 
     @field_validator("models")
     @classmethod
@@ -142,6 +162,12 @@ class StudyConfig(_Strict):
         if env_uri and (self.mlflow_uri is None or is_redacted(self.mlflow_uri)):
             self.mlflow_uri = env_uri
         return self
+
+    @property
+    def directions(self) -> list[Literal["maximize", "minimize"]]:
+        """The Optuna study's directions: the agent's metric maximised, every other objective minimised."""
+        rest: list[Literal["maximize", "minimize"]] = ["minimize"] * (len(self.objectives or [None]) - 1)
+        return ["maximize", *rest]
 
     @property
     def storage_retry_s(self) -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import sys
 from typing import Any
 
 import optuna
@@ -13,6 +15,7 @@ from hpo.config.catalog import get_spec
 from hpo.config.study import StudyConfig, TrialConfig
 from hpo.device.gpu import resolve_device
 from hpo.errors import StorageError
+from hpo.progress import Progress
 from hpo.train.batching import make_loader
 from hpo.train.data import clean_splits
 from hpo.train.loop import evaluate, train
@@ -21,13 +24,26 @@ from hpo.train.model import build_model, load_tokenizer
 from hpo.trial import keys as K
 
 
-def evaluate_best(cfg: StudyConfig, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
+def evaluate_best(
+    cfg: StudyConfig, study: optuna.Study, trial: FrozenTrial, progress: Progress | None = None
+) -> dict[str, Any]:
     """Retrain ``trial``'s config and score it on the test split.
 
     The re-run is the trial's own training: same seed, same form (``final_config`` after an OOM retry), the
     same schedule over the epochs the trial scheduled, stopped after its best epoch, so its weights are
-    the trial's at that epoch (on CPU bit for bit; dropout on CUDA statistically).
+    the trial's at that epoch (on CPU bit for bit; dropout on CUDA statistically). Progress (hpo.progress)
+    draws on stderr when it is a terminal: stdout keeps only the result (``--json``).
     """
+    progress = progress or (Progress(stream=sys.stderr) if sys.stderr.isatty() else Progress(io.StringIO()))
+    try:
+        return _evaluate(cfg, study, trial, progress)
+    finally:
+        progress.close()  # a failed run does not leave the live display (and a hidden cursor) behind
+
+
+def _evaluate(
+    cfg: StudyConfig, study: optuna.Study, trial: FrozenTrial, progress: Progress
+) -> dict[str, Any]:
     raw = trial.user_attrs.get(K.FINAL_CONFIG) or trial.user_attrs.get(K.TRIAL_CONFIG)
     if not raw:
         raise StorageError(
@@ -63,6 +79,8 @@ def evaluate_best(cfg: StudyConfig, study: optuna.Study, trial: FrozenTrial) -> 
     )
     scheduled = int(trial.user_attrs.get(K.EPOCHS_SCHEDULED, cfg.epochs))
     epochs = int(trial.user_attrs.get(K.BEST_EPOCH, scheduled - 1)) + 1
+    n_steps, n = -(-len(train_data["input_ids"]) // tcfg.batch_size), trial.number
+    progress.trial_started(n, f"retraining for {epochs} epoch(s), then scoring the test split")
     result = train(
         model,
         tcfg,
@@ -79,6 +97,8 @@ def evaluate_best(cfg: StudyConfig, study: optuna.Study, trial: FrozenTrial) -> 
         dynamic_padding=cfg.padding == "dynamic",
         group_by_length=cfg.group_by_length,
         head=agent.head,
+        on_step=lambda epoch, step: progress.step(n, epoch, epochs, step, n_steps),
+        on_epoch=lambda r: progress.epoch(n, r.epoch, epochs, {"val": r.val_metric, "loss": r.train_loss}),
     )
     loader = make_loader(
         test_data,
@@ -105,4 +125,5 @@ def evaluate_best(cfg: StudyConfig, study: optuna.Study, trial: FrozenTrial) -> 
         f"test_majority_baseline_{agent.metric_name}": agent.majority_baseline(splits, "test"),
         "test_examples": len(splits.test),
     }
+    progress.trial_finished(n, "evaluated", None)
     return out

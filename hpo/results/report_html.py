@@ -25,6 +25,7 @@ from hpo.results import report_figures as figs
 from hpo.results import report_study_figures as sf
 from hpo.results.oom_report import ROW_KEYS, oom_rows_from_optuna, summarize, summary_line
 from hpo.results.report_data import ReportData, build, report_file
+from hpo.results.report_pareto import pareto
 from hpo.results.report_summary import Summary, fmt, history
 from hpo.results.report_summary import summarize as summarize_study
 from hpo.storage.study import load_existing
@@ -78,6 +79,7 @@ FIGURES: list[tuple[str, str, Figure]] = [
         f"Parallel coordinates of the top {sf.TOP_TRIALS} complete trials",
         lambda p: sf.parallel(p.study, p.summary),
     ),
+    ("pareto", "Pareto front", lambda p: pareto(p.study)),  # multi-objective studies (hpo tune --objectives)
     ("memory", "Memory map", _ours(figs.memory_map, "no trial has an estimate yet")),
     (
         "error",

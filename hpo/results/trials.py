@@ -44,7 +44,7 @@ def trial_row(t: FrozenTrial) -> dict[str, Any]:
     row: dict[str, Any] = {
         "number": t.number,
         "state": state,
-        "value": t.value,
+        "value": t.values[0] if t.values else None,  # the metric (the first of --objectives)
         "reason": _reason(t),
         "duration_s": round(duration, 1) if duration is not None else None,
         "est_gb": t.user_attrs.get(K.ESTIMATED_PEAK_GB),

@@ -37,6 +37,7 @@ from hpo.run.protocol import WorkerExit, WorkerId, config_path, read_marker, tri
 from hpo.run.report import TuneReport, finish, finished_by, report_path, status_line
 from hpo.run.serial import MAX_CONSECUTIVE_FAILURES, disk_full_error
 from hpo.run.setup import prepare
+from hpo.run.study_progress import LauncherView
 from hpo.run.trial_map import WorkerTrials
 from hpo.storage.retry import stopped_error
 from hpo.storage.study import fail_trial, finished_count, open_study, public_config
@@ -93,9 +94,10 @@ class Launcher:
         self.breaker = CrashLoop(cfg.max_worker_deaths)
         self.trials = WorkerTrials(cfg)  # which trial each worker runs (its trial is failed when it dies)
         self.spin = SpinGuard(par)  # workers that exit without running a trial, in a row
+        self.view = LauncherView(cfg, par, self.stream)  # a bar on a terminal; each status once
 
     def _say(self, text: str) -> None:
-        print(f"[launcher] {text}", file=self.stream, flush=True)
+        self.view.say(text)
 
     def _spawn(self) -> None:
         busy = {w.id.slot for w in self.workers}
@@ -128,7 +130,7 @@ class Launcher:
             env["CUDA_VISIBLE_DEVICES"] = visible
         if self.cfg.mlflow:
             env[MLFLOW_URI_ENV] = self.cfg.mlflow_tracking_uri
-        proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+        proc = self.view.spawn(cmd, env)  # on a terminal its lines are relayed above the bar
         self.workers.append(_Worker(proc, wid))
         self.report.started += 1
         self.report.pids.add(proc.pid)
@@ -234,8 +236,9 @@ class Launcher:
                     self._spawn()
                 if time.monotonic() - last_status >= self.status_every:
                     optuna.storages.fail_stale_trials(study)  # another host's dead trials (heartbeats)
-                    self._say(self.status_line(study))
+                    self.view.status(self.status_line(study))
                     last_status = time.monotonic()
+                self.view.tick(study, {w.name: w.proc.pid for w in self.workers})
                 time.sleep(self.poll)
         except KeyboardInterrupt as exc:
             stop = exc if isinstance(exc, Stopped) else Stopped(signal.SIGINT)
@@ -248,7 +251,7 @@ class Launcher:
             with contextlib.suppress(StorageDown):  # the next start fails the trials left RUNNING
                 self._shutdown(study, Stopped(signal.SIGTERM, "storage unreachable"))
             return self.report
-        self._say(self.status_line(study))
+        self.view.status(self.status_line(study))
         return self.report
 
 
@@ -259,7 +262,11 @@ def run_parallel(cfg: StudyConfig, started: float) -> TuneReport:
     study, tracker = start_study(cfg, setup)  # storage, study, MLflow: once, before any worker starts
     before = finished_count(study)
     # --par workers per GPU (--gpus, default every visible one; one simulated card on CPU)
-    launch = Launcher(cfg, cfg.par * gpu_count(cfg), recycle_after=cfg.recycle_after).run()
+    launcher = Launcher(cfg, cfg.par * gpu_count(cfg), recycle_after=cfg.recycle_after)
+    try:
+        launch = launcher.run()
+    finally:
+        launcher.view.close()
     if launch.disk_full:  # as a serial run: one line, finished trials kept, nothing left RUNNING
         raise disk_full_error(cfg, launch.disk_full)
     if launch.storage_down is not None:  # one line, exit 75 (hpo.commands.exit_codes)

@@ -12,7 +12,9 @@ import optuna
 from hpo.config.study import StudyConfig
 from hpo.device.gpu import detect, foreign_from_env
 from hpo.results.best import no_complete_trial
+from hpo.results.pareto import front_trials
 from hpo.results.report_data import report_file
+from hpo.results.report_summary import best_trial
 from hpo.results.trials import count_states
 from hpo.run.card import card_status
 from hpo.run.reservations import ledger_path_for, usage_line
@@ -49,6 +51,7 @@ class TuneReport:
     dropped_rows: int = 0  # dirty data rows dropped (--allow-dirty-data)
     report_path: Path | None = None  # the `hpo report` page written at the end (None: --no-report)
     report_error: str = ""  # why it could not be written (the run itself still succeeded)
+    front: list[int] | None = None  # a multi-objective study's Pareto front (trial numbers; hpo --objectives)
 
     def lines(self) -> list[str]:
         """The closing summary `hpo tune` prints."""
@@ -75,6 +78,9 @@ class TuneReport:
             out.append(
                 "  " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params)
             )
+            if self.front:  # a multi-objective study: the trade-off, not one best
+                numbers = ", ".join(map(str, self.front))
+                out.append(f"Pareto front: trial(s) {numbers}: hpo best --study {shlex.quote(self.study)}")
         elif sum(v for k, v in c.items() if k.startswith("pruned")) and not self.interrupted:
             detail, fix = no_complete_trial(self.study, c, self.target)
             out += [f"no trial completed: {detail}", f"  {fix}"]
@@ -117,11 +123,15 @@ def finish(report: TuneReport, study: optuna.Study, tracker: Tracker, path: Path
     best and the report on the study's MLflow parent run."""
     outcomes.close_stale_runs(study, tracker)  # trials failed by heartbeat, a dead worker or Ctrl-C
     report.counts = count_states(study)
-    try:
-        best = study.best_trial
-        report.best_value, report.best_trial, report.best_params = best.value, best.number, dict(best.params)
-    except ValueError:
-        pass
+    best = best_trial(study)  # by the metric, the first objective of a multi-objective study
+    if best is not None:
+        report.best_value, report.best_trial, report.best_params = (
+            best.values[0],
+            best.number,
+            dict(best.params),
+        )
+    if len(study.directions) > 1:
+        report.front = [t.number for t in front_trials(study)]
     report.mlflow_experiment = getattr(tracker, "experiment_id", None)
     if path is not None and not report.interrupted:  # a stopped run exits at once: `hpo report` later
         _write_report(report, study, tracker, path)

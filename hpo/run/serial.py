@@ -18,6 +18,7 @@ from hpo.run.bootstrap import start_study
 from hpo.run.deaths import FailureStreak
 from hpo.run.report import TuneReport, finish, finished_by, report_path
 from hpo.run.setup import build_objective, prepare
+from hpo.run.study_progress import study_state
 from hpo.storage.dbcheck import is_disk_full
 from hpo.storage.retry import down_error
 from hpo.storage.study import fail_trial, finished_count, seed_sampler, trial_by_number
@@ -31,7 +32,7 @@ MAX_CONSECUTIVE_FAILURES = 5
 def run_one(study: optuna.Study, objective: Objective) -> optuna.trial.FrozenTrial:
     """Run one trial (errors become FAIL trials, each with its ``error``) and report how it ended."""
 
-    def recorded(trial: optuna.Trial) -> float:
+    def recorded(trial: optuna.Trial) -> float | tuple[float, ...]:
         try:
             return objective(trial)
         except optuna.TrialPruned:
@@ -46,7 +47,9 @@ def run_one(study: optuna.Study, objective: Objective) -> optuna.trial.FrozenTri
         return trial_by_number(study, objective.last_number)
     last = trial_by_number(study, objective.last_number)  # this process's trial (others may run too)
     note = last.user_attrs.get(K.PRUNED_REASON) or last.user_attrs.get(K.ERROR) or ""
-    objective.progress.trial_finished(last.number, last.state.name.lower(), last.value, str(note))
+    objective.progress.trial_finished(
+        last.number, last.state.name.lower(), last.values[0] if last.values else None, str(note)
+    )
     return last
 
 
@@ -63,6 +66,7 @@ def run_trials(study: optuna.Study, objective: Objective, target: int, timeout: 
     """Run trials one at a time until ``target`` finished trials; returns why it stopped. Trials failing the
     same way again and again raise RepeatedFailureError (hpo.run.deaths.FailureStreak)."""
     start, streak = time.monotonic(), FailureStreak(MAX_CONSECUTIVE_FAILURES)
+    objective.progress.study(study_state(study, target))
     while True:
         check_stop()
         running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
@@ -71,6 +75,7 @@ def run_trials(study: optuna.Study, objective: Objective, target: int, timeout: 
         if timeout is not None and time.monotonic() - start >= timeout:
             return "timeout"
         last = run_one(study, objective)
+        objective.progress.study(study_state(study, target))
         if objective.poisoned:
             return "fatal CUDA error: this process stopped (a launcher replaces it)"
         if objective.disk_full:

@@ -35,6 +35,7 @@ from hpo.tracking.tracker import Tracker, make_tracker
 from hpo.train.data import Splits, clean_splits
 from hpo.train.model import load_tokenizer
 from hpo.train.optim import eight_bit_available
+from hpo.trial import objectives
 from hpo.trial.admission import Admission, HostAdmission, no_admission, no_host_admission
 from hpo.trial.objective import Objective
 from hpo.trial.sizing import MemoryPolicy, Sizer
@@ -92,6 +93,7 @@ class Setup:
 def prepare(cfg: StudyConfig) -> Setup:
     """Validate everything a study needs before any trial (or worker) starts; HpoError on bad input."""
     agent = get_agent(cfg.agent, cfg)
+    objectives.names(cfg, agent.metric_name)  # --objectives starts with the agent's metric
     splits, dropped = clean_splits(agent.load_splits(cfg.data_dir, cfg.seed), cfg.allow_dirty_data)
     device = resolve_device(cfg.device)
     profile = load_profile(cfg.gpu_memory) if (cfg.gpu_memory or device.type == "cuda") else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,8 @@ _OPTIMIZE_LOG = logging.getLogger("optuna.study._optimize")  # where Optuna repo
 
 
 def _quiet() -> None:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    verbose = os.environ.get("HPO_VERBOSE", "") not in ("", "0")  # `--verbose` (hpo.tracking.quiet)
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if not any(isinstance(f, _NoDiskFullTraceback) for f in _OPTIMIZE_LOG.filters):
         _OPTIMIZE_LOG.addFilter(_NoDiskFullTraceback())
@@ -96,7 +98,10 @@ def make_storage(url: str, *, heartbeat: bool = True) -> optuna.storages.BaseSto
 
 
 def make_sampler(cfg: StudyConfig, seed: int | None = None) -> optuna.samplers.BaseSampler:
-    """Seeded TPE (``seed``, default the study's): multivariate, grouped, constant liar (parallel workers)."""
+    """Seeded TPE (``seed``, default the study's): multivariate, grouped, constant liar (parallel workers).
+
+    TPE also serves multi-objective studies (--objectives): it learns from a few trials, where NSGA-II needs
+    generations of a population (50 by default) before its proposals improve on random ones."""
     s = cfg.sampler
     return optuna.samplers.TPESampler(
         seed=cfg.seed if seed is None else seed,
@@ -125,7 +130,7 @@ def create_or_load(cfg: StudyConfig) -> optuna.Study:
         study = optuna.create_study(
             storage=storage,
             study_name=cfg.study,
-            direction="maximize",
+            directions=cfg.directions,  # --objectives
             sampler=make_sampler(cfg),
             pruner=make_pruner(cfg),
             load_if_exists=True,

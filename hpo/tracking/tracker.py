@@ -9,7 +9,6 @@ renamed to its outcome when it ends; the trial stores the run id as a user attr.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from hpo.redact import redact, redact_text
 from hpo.storage.rdb import is_server_url
 from hpo.tracking.base import MlflowNotSetUp, NullTracker, RunStatus, Tracker, flatten
 from hpo.tracking.buffer import Op, Outbox, replay_folder
+from hpo.tracking.quiet import quiet_logging
 from hpo.tracking.setup import get_or_create_experiment, get_or_create_parent
 
 __all__ = [
@@ -41,10 +41,7 @@ EXPERIMENT_KIND = "custom_model_development"
 
 
 def _quiet_mlflow() -> None:
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
-    for name in ("mlflow", "alembic", "sqlalchemy"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_logging()  # hpo.tracking.quiet: the one place (``--verbose`` keeps the INFO lines)
 
 
 class MLflowTracker:

@@ -54,6 +54,8 @@ class TrialContext:
     records: list[OomRecord] = field(default_factory=list)
     peak: PeakMemory | None = None
     position: Position = field(default_factory=Position)
+    train_time_s: float | None = None  # the attempt that trained to the end (--objectives train_time)
+    latency_ms: float | None = None  # per example on the validation split (--objectives latency)
 
     @property
     def number(self) -> int:

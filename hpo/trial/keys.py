@@ -44,6 +44,13 @@ GPU = "gpu"  # the GPU a --par trial was admitted on: its NVML UUID (or simulate
 WORKER = "worker"  # the launcher's worker that ran it: slot.generation (hpo.run.protocol.WorkerId)
 SAMPLER_SEED = "sampler_seed"  # the seed of the sampler that proposed it (hpo.storage.study.seed_sampler)
 WORKER_DEATH = "worker_death"  # how its worker died: exit code / signal, host RAM, phase, likely cause
+OBJECTIVE_PREFIX = "objective_"  # --objectives: objective_<name> per objective (also an MLflow metric)
+
+
+def objective_key(name: str) -> str:
+    """The user attr / MLflow metric holding objective ``name`` of a multi-objective study's trial."""
+    return OBJECTIVE_PREFIX + name
+
 
 # ---- values of PRUNED_REASON ------------------------------------------------------------------------------
 REASON_MEMORY_ESTIMATE = "memory_estimate"

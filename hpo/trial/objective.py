@@ -24,7 +24,7 @@ from hpo.device.faults import FaultInjector, FaultPlan
 from hpo.progress import Progress
 from hpo.storage.dbcheck import is_disk_full
 from hpo.tracking.tracker import Tracker
-from hpo.trial import outcomes
+from hpo.trial import objectives, outcomes
 from hpo.trial.admission import Admission, HostAdmission, no_admission, no_host_admission
 from hpo.trial.attempts import Attempts
 from hpo.trial.context import TrialContext, WorkerPoisoned
@@ -59,7 +59,7 @@ class Objective:
     worker: str | None = None  # which launcher worker runs this objective (hpo.run.protocol.WorkerId)
     sampler_seed: int | None = None  # the seed of this process's sampler (hpo.storage.study.seed_sampler)
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         self.last_number = trial.number
         if self.on_start is not None:
             self.on_start(trial)
@@ -73,7 +73,7 @@ class Objective:
             log.warning("%s: %s while it ran it; abandoned, going on with the next trial", who, over)
             raise over from None
 
-    def _story(self, trial: optuna.Trial) -> float:
+    def _story(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         try:
             ctx = self._begin(trial)
         except KeyboardInterrupt as exc:
@@ -85,7 +85,7 @@ class Objective:
             if not self.disk_full:  # the storage may not take another write
                 outcomes.run_id_resolved(ctx, self.tracker)
 
-    def _run(self, ctx: TrialContext) -> float:
+    def _run(self, ctx: TrialContext) -> float | tuple[float, ...]:
         """Run a begun trial to its value, or raise how it ended (pruned, failed, poisoned)."""
         deaths = deaths_of(ctx.trial.study, ctx.sampled)
         if deaths >= MAX_DEATHS:  # a died trial is retried once; a config never runs a third time
@@ -103,9 +103,14 @@ class Objective:
             self.disk_full = self.disk_full or is_disk_full(exc)
             raise
         measured = self.sizer.measured(ctx.spec, ctx.tcfg, ctx.budget, ctx.peak) if ctx.peak else {}
-        return outcomes.completed(
-            ctx, self.tracker, result, self.agent.metric_name, measured, self.cfg.epochs
-        )
+        if not objectives.multi(self.cfg):
+            return outcomes.completed(
+                ctx, self.tracker, result, self.agent.metric_name, measured, self.cfg.epochs
+            )
+        values = objectives.values(self.cfg, ctx, result.best_metric, measured)
+        recorded = measured | objectives.as_attrs(values)  # user attrs and MLflow metrics, beside the peaks
+        outcomes.completed(ctx, self.tracker, result, self.agent.metric_name, recorded, self.cfg.epochs)
+        return tuple(values.values())
 
     def _begin(self, trial: optuna.Trial) -> TrialContext:
         """Sample, estimate and record the trial: first as sampled, on this process's device."""

@@ -3,6 +3,7 @@ step hook (fault injection, simulated card, progress) and the epoch hook (metric
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from hpo.train.data import Splits
 from hpo.train.loop import EpochResult, TrainResult, train
 from hpo.train.model import build_model, load_tokenizer
 from hpo.train.tokenized import encode_cached
-from hpo.trial import outcomes
+from hpo.trial import objectives, outcomes
 from hpo.trial.context import TrialContext
 from hpo.trial.sizing import Sizer
 
@@ -109,6 +110,7 @@ class Trainer:
         # on a (real or simulated) card: the evaluation batch the estimate covers (hpo.memory.phases)
         eval_batch = self.sizer.eval_batch(ctx.spec, ctx.tcfg) if ctx.on_gpu else self.cfg.eval_batch_size
         metric, epochs = self.agent.metric_name, self.cfg.epochs
+        multi_objective, began = objectives.multi(self.cfg), time.monotonic()
 
         def on_step(epoch: int, step: int) -> None:
             check_stop()  # a SIGINT/SIGTERM whose exception a finalizer swallowed
@@ -121,12 +123,14 @@ class Trainer:
         def on_epoch(r: EpochResult) -> None:
             outcomes.epoch_done(ctx, self.tracker, r, metric)
             self.progress.epoch(ctx.number, r.epoch, epochs, {metric: r.val_metric, "loss": r.train_loss})
+            if multi_objective:  # Optuna refuses report()/should_prune() there: no per-epoch pruning
+                return
             ctx.trial.report(r.val_metric, r.epoch)
             if ctx.trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {r.epoch} ({metric}={r.val_metric:.4f})")
 
         try:
-            return train(
+            result = train(
                 model,
                 ctx.tcfg,
                 train_data,
@@ -144,5 +148,10 @@ class Trainer:
                 group_by_length=self.cfg.group_by_length,
                 head=self.agent.head,
             )
+            ctx.train_time_s = time.monotonic() - began
+            if "latency" in (self.cfg.objectives or ()):
+                inputs = ("input_ids", "attention_mask", "token_type_ids")
+                ctx.latency_ms = objectives.latency_ms(model, val_data, ctx.device, inputs)
+            return result
         finally:
             del model

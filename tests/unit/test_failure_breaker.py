@@ -24,6 +24,9 @@ class _Progress:
     def trial_finished(self, number: int, state: str, value: Any, note: str) -> None:
         self.lines.append((number, state, note))
 
+    def study(self, state: Any) -> None:
+        """The overall line (hpo.progress.Progress.study): nothing to show here."""
+
 
 @dataclass
 class _Objective:
