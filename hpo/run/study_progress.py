@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 
 from hpo.config.study import StudyConfig
 from hpo.progress import Progress, StudyState
+from hpo.results.pareto import front_trials
 from hpo.run.protocol import read_marker, trial_file
 from hpo.storage.study import FINISHED_STATES
 
@@ -25,9 +26,8 @@ def study_state(study: optuna.Study, target: int, parallelism: int = 1) -> Study
     complete = [t for t in timed if t.state == TrialState.COMPLETE] or timed
     durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in complete]  # type: ignore[operator]
     state = StudyState(done=len(trials), target=target, durations=durations, parallelism=parallelism)
-    if len(study.directions) > 1:
-        with contextlib.suppress(Exception):
-            state.pareto = len(study.best_trials)
+    if len(study.directions) > 1:  # the front as `hpo best` and the report compute it
+        state.pareto = len(front_trials(study))
         return state
     with contextlib.suppress(Exception):  # no complete trial yet (ValueError)
         state.best = float(study.best_value)
