@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 from hpo.commands.common import GpuMemoryOpt, JsonOpt, handles_errors, split_list
+from hpo.commands.exit_codes import DOES_NOT_FIT
+from hpo.memory.budget import AttnImpl, Head, Method, Mode, Optimizer, Precision, Quant
 
 
 @handles_errors
@@ -15,16 +17,20 @@ def estimate(
     model: Annotated[str, typer.Option(help="Catalog name, local path or cached hub id.")],
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Micro-batch size.")] = 16,
     max_length: Annotated[int, typer.Option("--max-length", min=1, help="Sequence length (padded).")] = 512,
-    precision: Annotated[str, typer.Option(help="fp32 | fp16 | bf16 | bf16_pure")] = "fp32",
-    optimizer: Annotated[str, typer.Option(help="adamw | adafactor | sgd | adamw_8bit")] = "adamw",
+    precision: Annotated[
+        Precision, typer.Option(help="Autocast fp16/bf16 keeps fp32 master weights; bf16_pure does not.")
+    ] = "fp32",
+    optimizer: Annotated[
+        Optimizer, typer.Option(help="The optimizer (its state is most of the memory).")
+    ] = "adamw",
     grad_checkpointing: Annotated[
         bool, typer.Option("--grad-checkpointing", help="Activation checkpointing.")
     ] = False,
     lora_r: Annotated[int, typer.Option("--lora-r", min=0, help="LoRA rank (0 = full fine-tune).")] = 0,
-    quant: Annotated[str | None, typer.Option(help="4bit | 8bit base weights")] = None,
-    mode: Annotated[str, typer.Option(help="train | inference")] = "train",
+    quant: Annotated[Quant | None, typer.Option(help="Quantized base weights (needs --lora-r).")] = None,
+    mode: Annotated[Mode, typer.Option(help="A training step, or inference only.")] = "train",
     frozen_layers: Annotated[int, typer.Option("--frozen-layers", min=0, help="Frozen encoder layers.")] = 0,
-    attn_impl: Annotated[str, typer.Option("--attn-impl", help="sdpa | eager | flash")] = "sdpa",
+    attn_impl: Annotated[AttnImpl, typer.Option("--attn-impl", help="Attention kernel.")] = "sdpa",
     lora_targets: Annotated[
         str,
         typer.Option(
@@ -36,7 +42,8 @@ def estimate(
         float, typer.Option("--lora-dropout", help="peft's dropout on the adapters' input (0: none).")
     ] = 0.0,
     head: Annotated[
-        str, typer.Option(help="classifier (what hpo trains) | causal_lm (vocab logits + LM loss, decoders)")
+        Head,
+        typer.Option(help="classifier (what hpo trains) or causal_lm (vocab logits + LM loss, decoders)."),
     ] = "classifier",
     bnb_saves_inputs: Annotated[
         bool,
@@ -46,7 +53,9 @@ def estimate(
     headroom_gb: Annotated[
         float | None, typer.Option("--headroom-gb", help="Memory kept free (default: the GPU profile's).")
     ] = None,
-    method: Annotated[str, typer.Option(help="analytic | trace (meta-device run of 2 steps)")] = "analytic",
+    method: Annotated[
+        Method, typer.Option(help="analytic (arithmetic) or trace (a meta-device run of 2 steps).")
+    ] = "analytic",
     max_batch: Annotated[
         bool, typer.Option("--max-batch", help="Print the largest batch size that fits.")
     ] = False,
@@ -68,11 +77,11 @@ def estimate(
     as_json: JsonOpt = False,
 ) -> None:
     """Predict the peak GPU memory of a trial (training step, optimizer step, evaluation) before loading
-    anything."""
+    anything. Exit code 0 when the configuration fits, 1 when it does not (for scripts), 2 for bad input."""
     from hpo.config.catalog import LORA_TARGET_SETS
     from hpo.device.gpu import detect
     from hpo.memory.budget import MemoryRequest
-    from hpo.memory.calibrate import Calibration
+    from hpo.memory.calibrate import read_calibration
     from hpo.memory.report import run_estimate
 
     req = MemoryRequest(
@@ -91,17 +100,18 @@ def estimate(
         head=head,
         bnb_saves_inputs=bnb_saves_inputs,
     )  # validates itself (ConfigError)
-    typer.echo(
-        run_estimate(
-            model,
-            req,
-            gpu_memory=gpu_memory,
-            method=method,
-            as_json=as_json,
-            max_batch=max_batch,
-            headroom_gb=headroom_gb,
-            eval_batch_size=eval_batch_size if mode == "train" else 0,
-            calibration=Calibration(calibration) if calibration is not None else None,
-            card=card if card is not None else (detect().name if calibration is not None else ""),
-        )
+    text, fits = run_estimate(
+        model,
+        req,
+        gpu_memory=gpu_memory,
+        method=method,
+        as_json=as_json,
+        max_batch=max_batch,
+        headroom_gb=headroom_gb,
+        eval_batch_size=eval_batch_size if mode == "train" else 0,
+        calibration=read_calibration(calibration) if calibration is not None else None,
+        card=card if card is not None else (detect().name if calibration is not None else ""),
     )
+    typer.echo(text)
+    if not fits:
+        raise typer.Exit(code=DOES_NOT_FIT)

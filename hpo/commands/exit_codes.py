@@ -10,6 +10,7 @@ CRASH_LOOP = 4  # --par: workers kept dying without a trial finishing; the study
 POISONED = int(WorkerExit.POISONED)  # a fatal CUDA error stopped the run (rerun to resume)
 STORAGE_DOWN = int(WorkerExit.STORAGE_DOWN)  # 75 (EX_TEMPFAIL): the storage stayed unreachable past
 # --storage-retry; one `error:` line, finished trials are kept, rerun the same command once it is back
+DOES_NOT_FIT = 1  # `hpo estimate`: the configuration does not fit the card (the table says so); for scripts
 PENDING_LEFT = 1  # `hpo sync-mlflow`: MLflow still refused some buffered writes (rerun it later)
 INTERRUPTED = int(WorkerExit.INTERRUPTED)  # Ctrl-C (SIGINT); finished trials are kept
 TERMINATED = 143  # SIGTERM (timeout, Slurm, Kubernetes, systemd); finished trials are kept

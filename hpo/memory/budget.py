@@ -7,7 +7,7 @@ build on it without importing each other.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from hpo.device.allocator import CUDA_CONTEXT, DEFAULT_ALLOCATOR, Allocator
 from hpo.errors import ConfigError
@@ -22,9 +22,21 @@ CUBLAS_WORKSPACE = 64 * MIB
 PHASES = ("train", "eval", "optimizer_step")
 TENSOR_COMPONENTS = ("weights", "adapters", "gradients", "optimizer", "activations", "temporaries")
 COMPONENTS = (*TENSOR_COMPONENTS, "cuda_context", "allocator_overhead")
-PRECISIONS = ("fp32", "fp16", "bf16", "bf16_pure")
-OPTIMIZERS = ("adamw", "adafactor", "sgd", "adamw_8bit")
-ATTN_IMPLS = ("sdpa", "eager", "flash")
+# The allowed values, each defined once: `hpo estimate` takes its option types from these Literals (so --help
+# lists them and Click names the flag of a bad value), MemoryRequest checks the tuples.
+Precision = Literal["fp32", "fp16", "bf16", "bf16_pure"]
+Optimizer = Literal["adamw", "adafactor", "sgd", "adamw_8bit"]
+AttnImpl = Literal["sdpa", "eager", "flash"]
+Quant = Literal["4bit", "8bit"]
+Mode = Literal["train", "inference"]
+Head = Literal["classifier", "causal_lm"]
+Method = Literal["analytic", "trace"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
+ATTN_IMPLS: tuple[str, ...] = get_args(AttnImpl)
+QUANTS: tuple[str, ...] = get_args(Quant)
+MODES: tuple[str, ...] = get_args(Mode)
+HEADS: tuple[str, ...] = get_args(Head)
 
 
 @dataclass(frozen=True)
@@ -55,12 +67,12 @@ class MemoryRequest:
             (self.precision in PRECISIONS, f"precision '{self.precision}' is not one of {PRECISIONS}"),
             (self.optimizer in OPTIMIZERS, f"optimizer '{self.optimizer}' is not one of {OPTIMIZERS}"),
             (self.attn_impl in ATTN_IMPLS, f"attention '{self.attn_impl}' is not one of {ATTN_IMPLS}"),
-            (self.quant in (None, "4bit", "8bit"), f"quant '{self.quant}' is not 4bit or 8bit"),
-            (self.mode in ("train", "inference"), f"mode '{self.mode}' is not train or inference"),
+            (self.quant is None or self.quant in QUANTS, f"quant '{self.quant}' is not one of {QUANTS}"),
+            (self.mode in MODES, f"mode '{self.mode}' is not one of {MODES}"),
             (self.lora_r >= 0 and self.frozen_layers >= 0 and self.num_labels >= 1, "negative sizes"),
             (self.eval_batch_size >= 0, "eval batch size must be >= 0"),
             (0.0 <= self.lora_dropout < 1.0, f"lora dropout {self.lora_dropout} is not in [0, 1)"),
-            (self.head in ("classifier", "causal_lm"), f"head '{self.head}' is not classifier or causal_lm"),
+            (self.head in HEADS, f"head '{self.head}' is not one of {HEADS}"),
             (self.quant is None or self.lora_r > 0 or self.mode == "inference", "4/8-bit weights need LoRA"),
         ]
         for ok, message in checks:

@@ -26,6 +26,7 @@ from typing import Any
 
 from filelock import FileLock
 
+from hpo.errors import ConfigError
 from hpo.memory.budget import Budget, MemoryRequest
 from hpo.units import GIB
 
@@ -67,6 +68,25 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
+def _is_calibration(data: object) -> bool:
+    return isinstance(data, dict) and data.get("version") == VERSION and isinstance(data.get("keys"), dict)
+
+
+def read_calibration(path: Path) -> Calibration:
+    """The calibration file a user named (`hpo estimate --calibration`): it must exist and be hpo's (a study
+    ignores and rewrites a damaged one of its own; a named file that is not there is a mistake)."""
+    fix = "pass the calibration.json a study wrote in its --output-dir (e.g. runs/calibration.json)"
+    if not path.is_file():
+        raise ConfigError(f"--calibration {path}: no such file", fix)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"--calibration {path} is not JSON: {str(exc).splitlines()[0][:120]}", fix) from exc
+    if not _is_calibration(data):
+        raise ConfigError(f"--calibration {path} is not an hpo calibration file (version {VERSION})", fix)
+    return Calibration(path)
+
+
 class Calibration:
     """Measured peaks and real OOMs per evidence key, and the correction they imply."""
 
@@ -87,12 +107,7 @@ class Calibration:
                 data = json.loads(self.path.read_text())
             except (OSError, json.JSONDecodeError):
                 data = {}  # a damaged file (or one of the model-keyed version 1) is ignored, then rewritten
-            ok = (
-                isinstance(data, dict)
-                and data.get("version") == VERSION
-                and isinstance(data.get("keys"), dict)
-            )
-            self._cache = (mtime, data if ok else {"version": VERSION, "keys": {}})
+            self._cache = (mtime, data if _is_calibration(data) else {"version": VERSION, "keys": {}})
         return self._cache[1]
 
     def _update(self, key: str, kind: str, entry: dict[str, Any]) -> None:

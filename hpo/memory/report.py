@@ -113,8 +113,9 @@ def run_estimate(
     eval_batch_size: int = 0,
     calibration: Calibration | None = None,
     card: str = "",
-) -> str:
-    """Text for `hpo estimate`: a budget table (or one JSON object), fit verdict, optionally max batch.
+) -> tuple[str, bool]:
+    """Text for `hpo estimate`: a budget table (or one JSON object), fit verdict, optionally max batch; and
+    whether the configuration fits (the command's exit code).
 
     ``eval_batch_size``: the study's evaluation batch; the trial's is chosen within the training peak
     (hpo.memory.phases). ``calibration``: the correction real measurements on ``card`` (its NVML name) imply,
@@ -147,8 +148,8 @@ def run_estimate(
         }
         if best is not None:
             out["max_batch_size"] = best
-        return json.dumps(out, indent=2)
+        return json.dumps(out, indent=2), ok
     lines = _table(model, spec, req, b, profile.name, profile.memory_bytes, headroom, ok, margin)
     if best is not None:
         lines.append(f"largest batch size that fits: {best}" if best else "even batch size 1 does not fit")
-    return "\n".join(lines)
+    return "\n".join(lines), ok

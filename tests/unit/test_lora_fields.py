@@ -194,7 +194,7 @@ def test_new_space_fields_at_their_defaults_are_no_change_on_resume() -> None:
 
 def test_estimate_cli_takes_lora_dropout_and_target_sets() -> None:
     base = ["estimate", "--model", "Llama-2-7B", "--batch-size", "1", "--max-length", "512", "--json"]
-    base += ["--lora-r", "16", "--precision", "bf16", "--eval-batch-size", "0"]
+    base += ["--lora-r", "16", "--precision", "bf16", "--eval-batch-size", "0", "--gpu-memory", "80GB"]
     runner = CliRunner()
     plain = runner.invoke(app, base)
     dropped = runner.invoke(app, [*base, "--lora-dropout", "0.1", "--lora-targets", "all_linear"])
