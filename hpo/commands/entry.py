@@ -2,7 +2,7 @@
 switches shown without a value type in --help, and the text of `hpo --version`.
 
 Typer prints Click's usage errors as a boxed panel; `hpo` prints every error the same way instead, as one
-``error: <problem> (see hpo <command> --help)`` line on stderr with exit code 2, like the HpoError lines of
+``error: <problem> (see `hpo <command> --help`)`` line on stderr with exit code 2, like the HpoError lines of
 ``hpo.commands.common``.
 """
 
@@ -86,7 +86,7 @@ def usage_error_line(exc: Any, argv: Sequence[str]) -> str:
         text = text[0].lower() + text[1:]
     ctx = getattr(exc, "ctx", None)
     where = ctx.command_path if ctx is not None else "hpo"
-    return f"error: {text} (see {where} --help)"
+    return f"error: {text} (see `{where} --help`)"
 
 
 def run(app: typer.Typer, argv: Sequence[str] | None = None) -> int:

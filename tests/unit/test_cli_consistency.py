@@ -44,10 +44,10 @@ def test_version_names_hpo_python_and_the_libraries(capsys: pytest.CaptureFixtur
 @pytest.mark.parametrize(
     ("args", "needles"),
     [
-        (["trials", "--study", "x", "--bogus"], ["no such option: --bogus", "(see hpo trials --help)"]),
-        (["trials"], ["missing option '--study'", "(see hpo trials --help)"]),
-        (["nope"], ["no such command 'nope'", "(see hpo --help)"]),
-        ([*FITS, "--batch-size", "0"], ["'--batch-size'", "(see hpo estimate --help)"]),
+        (["trials", "--study", "x", "--bogus"], ["no such option: --bogus", "(see `hpo trials --help`)"]),
+        (["trials"], ["missing option '--study'", "(see `hpo trials --help`)"]),
+        (["nope"], ["no such command 'nope'", "(see `hpo --help`)"]),
+        ([*FITS, "--batch-size", "0"], ["'--batch-size'", "(see `hpo estimate --help`)"]),
     ],
 )
 def test_usage_errors_are_one_error_line_with_exit_2(
