@@ -81,7 +81,8 @@ def _switch_given_a_value(exc: Any, argv: Sequence[str]) -> str | None:
 def usage_error_line(exc: Any, argv: Sequence[str]) -> str:
     """One ``error:`` line for a Click usage error: its message, lower-cased and on one line, then where to
     read the command's options."""
-    text = _switch_given_a_value(exc, argv) or " ".join(exc.format_message().split()).rstrip(".")
+    message = " ".join(exc.format_message().split()).replace("Value error, ", "")  # Typer's pydantic prefix
+    text = _switch_given_a_value(exc, argv) or message.rstrip(".")
     if text[:1].isupper() and not text[1:2].isupper():
         text = text[0].lower() + text[1:]
     ctx = getattr(exc, "ctx", None)

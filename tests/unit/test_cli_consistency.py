@@ -98,7 +98,7 @@ def test_estimate_exit_code_says_whether_it_fits(capsys: pytest.CaptureFixture[s
 def test_a_bad_precision_names_the_flag_and_every_allowed_value(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = hpo(capsys, *FITS, "--precision", "fp8")
     line = one_error_line(err)
-    assert code == 2 and "'--precision'" in line and "fp8" in line
+    assert code == 2 and "invalid value for '--precision': 'fp8' is not one of" in line
     for value in PRECISIONS:
         assert value in line, line
 
