@@ -20,6 +20,7 @@ from hpo.commands.tune_options import VerboseOpt
 from hpo.config.study import mlflow_uri as resolve_mlflow_uri
 from hpo.config.study import storage_url
 from hpo.tracking.quiet import quiet_logging
+from hpo.trial.keys import PRUNED_REASONS, TRIAL_STATES
 
 
 @handles_errors
@@ -27,9 +28,9 @@ def trials(
     study: StudyNameOpt,
     storage: StorageOpt = None,
     output_dir: OutputOpt = None,
-    state: Annotated[str | None, typer.Option(help="complete | pruned | fail | running | all")] = None,
+    state: Annotated[str | None, typer.Option(help=" | ".join((*TRIAL_STATES, "all")))] = None,
     reason: Annotated[
-        str | None, typer.Option(help="For pruned trials: oom | memory_estimate | early_stop")
+        str | None, typer.Option(help="For pruned trials: " + " | ".join(PRUNED_REASONS))
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON rows.")] = False,
 ) -> None:

@@ -12,11 +12,13 @@ from optuna.trial import FrozenTrial
 
 from hpo.config.study import StudyConfig
 from hpo.errors import StorageError
+from hpo.results.report_summary import fmt, used_config
 from hpo.results.trials import count_states
 from hpo.storage.study import CONFIG_ATTR, load_existing
 from hpo.trial import keys as K
 
 TEST_EVALUATION = "test_evaluation"  # study user attr: the last `hpo best --evaluate` result
+DIGITS = 4  # significant digits of the floats `hpo best` prints (--json: full precision)
 
 
 MEMORY_REASONS = (K.REASON_OOM, K.REASON_MEMORY_ESTIMATE, K.REASON_ADMISSION_TIMEOUT, K.REASON_WORKER_DEATHS)
@@ -74,7 +76,8 @@ def describe_best(study: optuna.Study) -> dict[str, Any]:
 
 
 def show_best(study: str, storage_url: str, evaluate: bool, data_dir: Path | None, as_json: bool) -> str:
-    """`hpo best`: the best trial's value and config, optionally retrained and scored on the test split."""
+    """`hpo best`: the best trial's value and the config fields it uses (floats to DIGITS significant digits;
+    ``as_json``: the whole config, full precision), optionally retrained and scored on the test split."""
     s = load_existing(study, storage_url)
     out = describe_best(s)
     if evaluate:
@@ -88,7 +91,8 @@ def show_best(study: str, storage_url: str, evaluate: bool, data_dir: Path | Non
     if as_json:
         return json.dumps(out, indent=2, default=str)
     lines = [f"best trial {out['number']}: value {out['value']:.4f} (best epoch {out['best_epoch']})"]
-    lines += [f"  {key:20s} {value}" for key, value in (out["config"] or out["params"]).items()]
+    config = used_config(out["config"] or out["params"])
+    lines += [f"  {key:20s} {fmt(value, DIGITS)}" for key, value in config.items()]
     if out["test"]:
         shown = (f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in out["test"].items())
         lines.append("test split: " + ", ".join(shown))

@@ -12,8 +12,9 @@ from optuna.trial import FrozenTrial
 
 from hpo.config.study import StudyConfig
 from hpo.errors import ConfigError, StorageError
-from hpo.results.best import TEST_EVALUATION, no_complete_trial, show_best
+from hpo.results.best import DIGITS, TEST_EVALUATION, no_complete_trial, show_best
 from hpo.results.pareto import front_trials, objective_names, unit
+from hpo.results.report_summary import fmt
 from hpo.results.trials import KEY_PARAMS, count_states
 from hpo.storage.study import CONFIG_ATTR, load_existing
 from hpo.trial import keys as K
@@ -56,15 +57,11 @@ def render_front(study: optuna.Study, rows: list[dict[str, Any]]) -> str:
     table = [heads + params]
     for r in rows:
         cells = [str(r["number"])] + [f"{r['values'][n]:.4f}" for n in names]
-        table.append(cells + [_cell(r["params"].get(k, "")) for k in params])
+        table.append(cells + [fmt(r["params"].get(k, ""), DIGITS) for k in params])
     widths = [max(len(row[i]) for row in table) for i in range(len(heads) + len(params))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table]
     title = f"Pareto front of study '{study.study_name}': {len(rows)} trial(s) no other trial beats"
     return "\n".join([title, *lines, "evaluate one on the test split: hpo best --evaluate --pick <trial>"])
-
-
-def _cell(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def show(

@@ -13,7 +13,7 @@ from hpo.errors import ConfigError
 from hpo.storage.study import load_existing
 from hpo.trial import keys as K
 
-STATES: tuple[str, ...] = ("complete", "pruned", "fail", "running", "waiting", "all")
+STATES: tuple[str, ...] = (*K.TRIAL_STATES, "all")
 KEY_PARAMS = ("model", "learning_rate", "batch_size", "grad_accum", "max_length", "precision", "loss")
 REASON_WIDTH = 80  # a FAIL trial's error, first line, in the table
 
@@ -70,14 +70,7 @@ def render_trials(rows: list[dict[str, Any]]) -> str:
 
 def count_states(study: optuna.Study) -> dict[str, int]:
     """Trials by outcome, pruned ones split by reason."""
-    counts = {
-        "complete": 0,
-        "pruned_memory_estimate": 0,
-        "pruned_oom": 0,
-        "pruned_early_stop": 0,
-        "fail": 0,
-        "running": 0,
-    }
+    counts = {"complete": 0, **{f"pruned_{r}": 0 for r in K.PRUNED_REASONS}, "fail": 0, "running": 0}
     for t in study.get_trials(deepcopy=False):
         if t.state == TrialState.COMPLETE:
             counts["complete"] += 1
@@ -91,18 +84,23 @@ def count_states(study: optuna.Study) -> dict[str, int]:
     return counts
 
 
-def filter_trials(trials: Iterable[FrozenTrial], state: str | None, reason: str | None) -> list[FrozenTrial]:
-    """Trials in ``state`` (None or "all": any); ``reason`` keeps PRUNED ones with that ``pruned_reason``."""
-
+def check_filter(state: str | None, reason: str | None) -> str:
+    """``--state``/``--reason`` checked against STATES and PRUNED_REASONS; the state in lower case."""
     state_l = state.lower() if state is not None else "all"
     if state_l not in STATES:
-        raise ConfigError(f"unknown trial state {state!r}", f"use one of: {', '.join(STATES)}")
+        raise ConfigError(f"unknown --state {state!r}", f"use one of: {', '.join(STATES)}")
     if reason is not None and reason not in K.PRUNED_REASONS:
-        raise ConfigError(f"unknown pruned reason {reason!r}", f"use one of: {', '.join(K.PRUNED_REASONS)}")
+        raise ConfigError(f"unknown --reason {reason!r}", f"use one of: {', '.join(K.PRUNED_REASONS)}")
     if reason is not None and state_l not in ("pruned", "all"):
         raise ConfigError(
             f"--reason applies to pruned trials, not --state {state_l}", "drop --state or use --state pruned"
         )
+    return state_l
+
+
+def filter_trials(trials: Iterable[FrozenTrial], state: str | None, reason: str | None) -> list[FrozenTrial]:
+    """Trials in ``state`` (None or "all": any); ``reason`` keeps PRUNED ones with that ``pruned_reason``."""
+    state_l = check_filter(state, reason)
     out = []
     for t in trials:
         if state_l != "all" and t.state != TrialState[state_l.upper()]:
@@ -116,6 +114,7 @@ def filter_trials(trials: Iterable[FrozenTrial], state: str | None, reason: str 
 
 def show_trials(study: str, storage_url: str, state: str | None, reason: str | None, as_json: bool) -> str:
     """`hpo trials`: the study's trials (filtered by state / pruned reason) as a table or JSON rows."""
+    check_filter(state, reason)  # a bad option first, before the study is looked up
     s = load_existing(study, storage_url)
     rows = [trial_row(t) for t in filter_trials(s.get_trials(deepcopy=False), state, reason)]
     return json.dumps(rows, indent=2, default=str) if as_json else render_trials(rows)

@@ -23,6 +23,9 @@ from hpo.tracking.tracker import Tracker, runs_view_url
 from hpo.trial import keys as K
 from hpo.trial import outcomes
 
+SHOWN_REASONS = (K.REASON_EARLY_STOP, K.REASON_MEMORY_ESTIMATE, K.REASON_OOM)  # always in the closing counts
+REASON_LABELS = {K.REASON_WORKER_DEATHS: "killed their worker twice"}  # others: the reason, spaces for _
+
 
 @dataclass
 class TuneReport:
@@ -56,7 +59,8 @@ class TuneReport:
     def lines(self) -> list[str]:
         """The closing summary `hpo tune` prints."""
         c = self.counts
-        deaths = c.get("pruned_worker_deaths", 0)
+        rare = (r for r in K.PRUNED_REASONS if r not in SHOWN_REASONS and c.get(f"pruned_{r}"))
+        more = "".join(f", {REASON_LABELS.get(r, r.replace('_', ' '))} {c[f'pruned_{r}']}" for r in rare)
         total = sum(v for k, v in c.items() if k.startswith(("complete", "pruned")))
         new = total - self.finished_before if self.new is None else self.new
         others = total - self.finished_before - new
@@ -66,7 +70,7 @@ class TuneReport:
             f"{self.seconds:.0f}s - {self.stopped_reason}",
             f"  complete {c.get('complete', 0)}, pruned: early stop {c.get('pruned_early_stop', 0)}, "
             f"memory estimate {c.get('pruned_memory_estimate', 0)}, OOM {c.get('pruned_oom', 0)}"
-            + (f", killed their worker twice {deaths}" if deaths else "")
+            + more
             + f"; failed {c.get('fail', 0)}",
         ]
         if self.best_value is not None:

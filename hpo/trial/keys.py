@@ -64,7 +64,10 @@ PRUNED_REASONS: tuple[str, ...] = (
     REASON_EARLY_STOP,
     REASON_ADMISSION_TIMEOUT,
     REASON_WORKER_DEATHS,
-)
+)  # every REASON_* above: `hpo trials --reason` (help and check) and count_states read this tuple
+
+# ---- trial states: `hpo trials --state` (Optuna's TrialState names, lower case) ---------------------------
+TRIAL_STATES: tuple[str, ...] = ("complete", "pruned", "fail", "running", "waiting")
 
 # ---- MLflow -----------------------------------------------------------------------------------------------
 TRIAL_NUMBER_TAG = "trial_number"
