@@ -45,6 +45,7 @@ def _root(
 app.command()(tune.tune)
 app.command()(tune.worker)
 app.command("sync-mlflow")(tune.sync_mlflow)
+app.command()(inspect.studies)
 app.command()(inspect.trials)
 app.command()(inspect.best)
 app.command()(inspect.oom)

@@ -1,4 +1,5 @@
-"""`hpo trials`, `hpo best`, `hpo oom`, `hpo report`: read a study back (from any shell or host)."""
+"""`hpo studies`, `trials`, `best`, `oom`, `report`: read studies back (from any shell or host);
+none of them creates a storage."""
 
 from __future__ import annotations
 
@@ -21,6 +22,15 @@ from hpo.config.study import mlflow_uri as resolve_mlflow_uri
 from hpo.config.study import storage_url
 from hpo.tracking.quiet import quiet_logging
 from hpo.trial.keys import PRUNED_REASONS, TRIAL_STATES
+
+
+@handles_errors
+def studies(storage: StorageOpt = None, output_dir: OutputOpt = None, as_json: JsonOpt = False) -> None:
+    """List the studies of a storage: trials by outcome (OOM-pruned among the pruned), best value by metric
+    (front size for several objectives), last activity; newest first."""
+    from hpo.results.studies import show_studies
+
+    typer.echo(show_studies(storage_url(storage, output_dir), as_json))
 
 
 @handles_errors

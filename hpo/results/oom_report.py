@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpo.device.oom import OOM_FIELDS
 from hpo.errors import ConfigError, StorageError
+from hpo.storage.dbcheck import sqlite_path
 from hpo.storage.study import load_existing
 from hpo.trial import keys as K
 from hpo.trial.keys import TRIAL_NUMBER_TAG
@@ -97,6 +98,12 @@ def oom_rows_from_optuna(study: optuna.Study) -> list[dict[str, Any]]:
 
 def oom_rows_from_mlflow(tracking_uri: str, experiment_name: str) -> list[dict[str, Any]]:
     """One row per MLflow run with param ``oom_error=True`` in the study's experiment."""
+    db = sqlite_path(tracking_uri)
+    if db is not None and not db.is_file():  # MLflow would create an empty database there
+        raise StorageError(
+            f"no MLflow database at {db.resolve()}",
+            "pass the --output-dir (or --mlflow-uri) the study was run with",
+        )
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)

@@ -201,12 +201,33 @@ def seed_sampler(study: optuna.Study, cfg: StudyConfig, *stream: int) -> int:
     return seed
 
 
+MISSING_STORAGE_FIX = (
+    "pass the --output-dir (or --storage) that `hpo tune` used; `hpo studies --output-dir DIR` lists the "
+    "studies a folder holds"
+)
+
+
+def storage_file(storage_url: str) -> Path | None:
+    """The file behind a SQLite or journal storage URL (None for a server or an in-memory database)."""
+    if storage_url.startswith("journal:"):
+        return Path(storage_url.removeprefix("journal:"))
+    return sqlite_path(storage_url)
+
+
+def open_existing(storage_url: str) -> optuna.storages.BaseStorage:
+    """The storage `hpo tune` made, for commands that only read it (and workers): a missing SQLite or journal
+    file is an error naming it, never created here (opening one would create an empty database)."""
+    path = storage_file(storage_url)
+    if path is not None and not path.is_file():
+        raise StorageError(f"no Optuna storage at {path.resolve()}", MISSING_STORAGE_FIX)
+    if path is not None and sqlite_path(storage_url) is not None:
+        check_sqlite(path, "Optuna storage")
+    return make_storage(storage_url, heartbeat=False)
+
+
 def load_existing(name: str, storage_url: str) -> optuna.Study:
     """Load a study that must already exist (for `hpo trials`, `hpo best`, `hpo oom`, workers)."""
-    db = sqlite_path(storage_url)
-    if db is not None:
-        check_sqlite(db, "Optuna storage")
-    storage = make_storage(storage_url, heartbeat=False)
+    storage = open_existing(storage_url)
     try:
         names = optuna.get_all_study_names(storage=storage)
     except Exception as exc:

@@ -116,9 +116,14 @@ def test_unreachable_storage(out_dir: str) -> None:
 
 
 def test_unknown_study_for_trials(tmp_path: Path) -> None:
-    storage = f"sqlite:///{tmp_path / 'empty.db'}"
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'hpo.db'}"
+    optuna.create_study(study_name="other", storage=storage)
     assert_one_line_error(
-        *invoke("trials", "--study", "ghost", "--storage", storage), "no study named 'ghost'"
+        *invoke("trials", "--study", "ghost", "--storage", storage),
+        "no study named 'ghost'",
+        "(studies: other)",
     )
 
 
