@@ -16,6 +16,8 @@ from optuna.trial import TrialState
 
 from hpo.redact import redact
 from hpo.results.pareto import front_trials, objective_names
+from hpo.results.report_summary import best_trial, first_value
+from hpo.results.trials import count_states
 from hpo.storage.study import AGENT_ATTR, BASELINE_ATTR, open_existing
 from hpo.trial import keys as K
 
@@ -33,30 +35,25 @@ def _best(study: optuna.Study) -> dict[str, Any]:
     if len(study.directions) > 1:
         return {"objectives": objective_names(study), "front_size": len(front_trials(study))}
     metric = (study.user_attrs.get(BASELINE_ATTR) or {}).get("metric") or "value"
-    complete = [
-        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None
-    ]
-    return {"metric": metric, "value": study.best_value if complete else None}
+    best = best_trial(study)
+    return {"metric": metric, "value": first_value(best) if best is not None else None}
 
 
 def study_row(study: optuna.Study) -> dict[str, Any]:
     """One study's line of `hpo studies` (JSON-able, full precision)."""
     trials = study.get_trials(deepcopy=False)
-    by_state = {s: sum(t.state == s for t in trials) for s in TrialState}
-    oom = sum(
-        t.state == TrialState.PRUNED and t.user_attrs.get(K.PRUNED_REASON) == K.REASON_OOM for t in trials
-    )
+    counts = count_states(study)  # pruned ones by reason, as `hpo trials` and the report count them
     last = _last_activity(trials)
     return {
         "study": study.study_name,
         "agent": study.user_attrs.get(AGENT_ATTR),
         "trials": len(trials),
-        "complete": by_state[TrialState.COMPLETE],
-        "pruned": by_state[TrialState.PRUNED],
-        "pruned_oom": oom,
-        "fail": by_state[TrialState.FAIL],
-        "running": by_state[TrialState.RUNNING],
-        "waiting": by_state[TrialState.WAITING],
+        "complete": counts["complete"],
+        "pruned": sum(n for key, n in counts.items() if key.startswith("pruned_")),
+        "pruned_oom": counts[f"pruned_{K.REASON_OOM}"],
+        "fail": counts["fail"],
+        "running": counts["running"],
+        "waiting": sum(t.state == TrialState.WAITING for t in trials),
         "best": _best(study),
         "last_activity": last.isoformat(timespec="seconds") if last is not None else None,
     }
