@@ -13,6 +13,7 @@ call would otherwise leave the worker running as an orphan.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import logging
@@ -21,7 +22,7 @@ import signal
 import stat
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
@@ -74,6 +75,7 @@ def signal_of(exc: BaseException) -> int:
 
 
 _pending: list[Stopped] = []  # a stop that was raised (it may have been swallowed, see check_stop)
+_holding = [False]  # inside stops_held (and not stops_released): a stop waits for the next check_stop
 
 
 OPTUNA_TRIAL_LOG = "optuna.study._optimize"  # where Optuna logs a failed trial, with its traceback
@@ -126,6 +128,30 @@ def check_stop() -> None:
         raise _pending[0]
 
 
+@contextlib.contextmanager
+def stops_held() -> Iterator[None]:
+    """A stop signal inside waits for the next :func:`check_stop` (at the latest when the block ends) instead
+    of raising where it lands: Optuna's creating or telling of a trial is never cut in half, which would leave
+    a RUNNING trial that no process owns (it has not recorded its host and pid yet)."""
+    previous, _holding[0] = _holding[0], True
+    try:
+        yield
+    finally:
+        _holding[0] = previous
+    if not previous:
+        check_stop()
+
+
+@contextlib.contextmanager
+def stops_released() -> Iterator[None]:
+    """Inside :func:`stops_held`: a stop raises where it lands again (the objective, which records it)."""
+    previous, _holding[0] = _holding[0], False
+    try:
+        yield
+    finally:
+        _holding[0] = previous
+
+
 def stop_on_signals(reason: Callable[[int], str] | None = None, deadline_s: int = 0) -> bool:
     """The first SIGINT, SIGTERM or SIGHUP raises :class:`Stopped` (with ``reason(signum)`` when given) in the
     main thread, later ones are ignored while it cleans up; False (nothing set) outside the main thread.
@@ -143,7 +169,8 @@ def stop_on_signals(reason: Callable[[int], str] | None = None, deadline_s: int 
             signal.signal(signal.SIGALRM, signal.SIG_DFL)
             signal.alarm(deadline_s)
         _pending.append(Stopped(signum, reason(signum) if reason is not None else ""))
-        raise _pending[0]
+        if not _holding[0]:
+            raise _pending[0]
 
     _pending.clear()
     quiet_stopped_trials()

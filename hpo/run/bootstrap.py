@@ -2,20 +2,18 @@
 
 Under a file lock beside the output dir and each SQLite file (so concurrent starters take turns), it checks
 the folders and databases, creates or migrates the Optuna storage and the study, checks the study's
-fingerprint, fails the RUNNING trials whose process is gone from this host, creates the MLflow backend,
-experiment and parent run, replays MLflow writes buffered by dead processes and closes MLflow runs of
-finished trials. Workers started afterwards only open what exists (``open_for_worker``).
+fingerprint, fails the stale RUNNING trials (process gone from this host, or never recorded), creates the
+MLflow backend, experiment and parent run, replays MLflow writes buffered by dead processes and closes
+MLflow runs of finished trials. Workers started afterwards only open what exists (``open_for_worker``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
-import psutil
 from filelock import FileLock, Timeout
 from optuna.trial import TrialState
 
@@ -23,6 +21,7 @@ from hpo.config.study import DEFAULT_OUTPUT_DIR, StudyConfig
 from hpo.errors import HpoError
 from hpo.redact import redact, redact_text
 from hpo.run.fingerprint import check_resume
+from hpo.run.liveness import HOST, is_stale
 from hpo.run.setup import Setup, tracker_for
 from hpo.storage.dbcheck import check_mlflow_db, check_sqlite, check_writable, sqlite_path
 from hpo.storage.rdb import db_lock
@@ -91,18 +90,16 @@ def check_databases(cfg: StudyConfig) -> None:
         check_mlflow_db(mlflow_db)
 
 
-def _gone(trial: optuna.trial.FrozenTrial, host: str) -> bool:
-    pid = trial.user_attrs.get(K.PID)
-    return trial.user_attrs.get(K.HOST) == host and isinstance(pid, int) and not psutil.pid_exists(pid)
-
-
 def fail_dead_trials(study: optuna.Study, tracker: Tracker) -> list[int]:
-    """Fail (and retry once) the RUNNING trials whose process is gone from this host; their numbers."""
-    host, failed = socket.gethostname(), []
+    """Fail (and retry once) the stale RUNNING trials (``hpo.run.liveness.is_stale``): those whose process
+    is gone from this host and those that never recorded one; their numbers."""
+    failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if _gone(trial, host) and outcomes.abandoned(
-            study, trial, tracker, f"process {trial.user_attrs.get(K.PID)} on {host} is gone"
-        ):
+        if not is_stale(trial):
+            continue
+        pid = trial.user_attrs.get(K.PID)
+        why = f"process {pid} on {HOST} is gone" if pid is not None else "its process never recorded itself"
+        if outcomes.abandoned(study, trial, tracker, why):
             failed.append(trial.number)
     return failed
 

@@ -3,7 +3,9 @@
 A trial records its process (host and pid) as its first act (the worker's ``on_start``, then
 ``hpo.trial.outcomes.started``). A RUNNING trial whose process on this host is gone is *stale*: it never
 counts towards the target (:func:`open_slots`), and the launcher fails it (it keeps which worker ran which
-trial). A RUNNING trial of another host is live until its heartbeat goes stale (Optuna fails it then).
+trial), as does the next start (``hpo.run.bootstrap``). So is one that has recorded no process 10 minutes
+after its creation (a process killed while Optuna created it: SIGKILL, or past its stop deadline). A RUNNING
+trial of another host is live until its heartbeat goes stale (Optuna fails it then).
 
 :class:`SpinGuard`: a launcher whose workers keep exiting without running a trial (they see the target
 reached, the launcher does not) would start workers forever; a whole generation of them (PAR in a row) stops
@@ -15,6 +17,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import optuna
 import psutil
@@ -24,18 +27,27 @@ from hpo.storage.study import FINISHED_STATES
 from hpo.trial import keys as K
 
 HOST = socket.gethostname()
+# a trial records its process within moments of its creation (hpo.lifecycle.stops_held keeps a stop from
+# cutting in between); one still without a process after this was left by a process killed in between
+UNOWNED_AFTER = timedelta(minutes=10)
 
 
-def is_stale(trial: FrozenTrial, host: str = HOST, alive: Callable[[int], bool] = psutil.pid_exists) -> bool:
-    """A RUNNING trial whose process ran on ``host`` and is gone (a trial with no process recorded yet, or
-    one of another host, is not: its heartbeat decides)."""
+def is_stale(
+    trial: FrozenTrial,
+    host: str = HOST,
+    alive: Callable[[int], bool] = psutil.pid_exists,
+    now: datetime | None = None,
+) -> bool:
+    """A RUNNING trial whose process ran on ``host`` and is gone, or one that never recorded a process in
+    :data:`UNOWNED_AFTER` (its process died while Optuna created it). One just created, or one of another
+    host, is not: its heartbeat decides."""
+    if trial.state != TrialState.RUNNING:
+        return False
     pid = trial.user_attrs.get(K.PID)
-    return (
-        trial.state == TrialState.RUNNING
-        and trial.user_attrs.get(K.HOST) == host
-        and isinstance(pid, int)
-        and not alive(pid)
-    )
+    if not isinstance(pid, int):
+        started = trial.datetime_start
+        return started is not None and (now or datetime.now()) - started > UNOWNED_AFTER
+    return trial.user_attrs.get(K.HOST) == host and not alive(pid)
 
 
 def open_slots(

@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 
 from hpo.config.study import StudyConfig
 from hpo.errors import HpoError
-from hpo.lifecycle import check_stop, signal_of, stop_on_signals
+from hpo.lifecycle import check_stop, signal_of, stop_on_signals, stops_held, stops_released
 from hpo.progress import Progress
 from hpo.redact import redact
 from hpo.run.bootstrap import start_study
@@ -34,7 +34,8 @@ def run_one(study: optuna.Study, objective: Objective) -> optuna.trial.FrozenTri
 
     def recorded(trial: optuna.Trial) -> float | tuple[float, ...]:
         try:
-            return objective(trial)
+            with stops_released():  # a stop held while Optuna created the trial raises in the objective
+                return objective(trial)
         except optuna.TrialPruned:
             raise
         except Exception as exc:  # raised before the trial's own outcome was written (sampling, estimate)
@@ -42,7 +43,8 @@ def run_one(study: optuna.Study, objective: Objective) -> optuna.trial.FrozenTri
             raise
 
     try:
-        study.optimize(recorded, n_trials=1, catch=(Exception,), gc_after_trial=True)
+        with stops_held():  # a signal never cuts Optuna's ask or tell in half: no trial left RUNNING unowned
+            study.optimize(recorded, n_trials=1, catch=(Exception,), gc_after_trial=True)
     except TrialTakenOver:  # finished by another process meanwhile: abandoned (the objective said so)
         return trial_by_number(study, objective.last_number)
     last = trial_by_number(study, objective.last_number)  # this process's trial (others may run too)

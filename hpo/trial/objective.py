@@ -21,6 +21,7 @@ from hpo.agents.base import Agent
 from hpo.config.catalog import get_spec
 from hpo.config.study import StudyConfig, TrialConfig
 from hpo.device.faults import FaultInjector, FaultPlan
+from hpo.lifecycle import check_stop
 from hpo.progress import Progress
 from hpo.storage.dbcheck import is_disk_full
 from hpo.tracking.tracker import Tracker
@@ -61,8 +62,6 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         self.last_number = trial.number
-        if self.on_start is not None:
-            self.on_start(trial)
         try:
             return self._story(trial)
         except optuna.exceptions.UpdateFinishedTrialError:
@@ -75,6 +74,9 @@ class Objective:
 
     def _story(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         try:
+            if self.on_start is not None:  # its process first: a launcher finds the trial of a dead worker
+                self.on_start(trial)
+            check_stop()  # a stop that came while Optuna created the trial (hpo.lifecycle.stops_held)
             ctx = self._begin(trial)
         except KeyboardInterrupt as exc:
             outcomes.interrupted_early(trial, exc)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import errno
 import sqlite3
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config.study import StudyConfig, load_config
 from hpo.errors import ConfigError, StorageDown
-from hpo.run.liveness import SpinGuard, is_stale, open_slots, slots_left
+from hpo.run.liveness import UNOWNED_AFTER, SpinGuard, is_stale, open_slots, slots_left
 from hpo.storage.retry import Outage, RetryingRDBStorage, is_transient
 from hpo.trial import keys as K
 from hpo.units import parse_duration
@@ -216,6 +216,15 @@ def test_a_running_trial_whose_process_is_gone_is_stale() -> None:
     assert not is_stale(trial(0, TrialState.RUNNING, host="other", pid=999), "h", alive)  # heartbeats decide
     assert not is_stale(trial(0, TrialState.RUNNING), "h", alive)  # just created: no process recorded yet
     assert not is_stale(trial(0, TrialState.COMPLETE, host="h", pid=999), "h", alive)
+
+
+def test_a_running_trial_that_never_recorded_a_process_is_stale_after_ten_minutes() -> None:
+    unowned = trial(0, TrialState.RUNNING)
+    start = unowned.datetime_start
+    assert start is not None
+    assert not is_stale(unowned, "h", alive, now=start + UNOWNED_AFTER)  # it may still be starting
+    assert is_stale(unowned, "h", alive, now=start + UNOWNED_AFTER + timedelta(seconds=1))
+    assert is_stale(trial(0, TrialState.RUNNING, host="h"), "h", alive, now=start + timedelta(hours=1))
 
 
 def test_a_stale_running_trial_never_counts_towards_the_target() -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import optuna
 import psutil
 import pytest
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from typer.testing import CliRunner
 
 from hpo.commands import app
@@ -19,6 +20,7 @@ from hpo.errors import ConfigError
 from hpo.paths import SAMPLE_DATA_DIR
 from hpo.run.bootstrap import fail_dead_trials, open_for_worker, start_study
 from hpo.run.fingerprint import CHANGES_ATTR, check_resume, diff
+from hpo.run.liveness import UNOWNED_AFTER
 from hpo.run.setup import prepare
 from hpo.tracking.tracker import NullTracker
 from hpo.trial import keys as K
@@ -139,6 +141,39 @@ def test_a_start_fails_running_trials_whose_process_is_gone_and_retries_them(
     states = {t.number: t.state for t in study.trials}
     assert states[dead] == TrialState.FAIL and states[alive] == TrialState.RUNNING
     assert [t.state for t in study.trials].count(TrialState.WAITING) == 1  # one retry enqueued
+
+
+def _unowned_trial(study: optuna.Study, age: timedelta) -> int:
+    """A RUNNING trial created ``age`` ago that never recorded a process (killed inside Optuna's ask)."""
+    storage = study._storage
+    template = FrozenTrial(
+        number=-1,
+        state=TrialState.RUNNING,
+        value=None,
+        values=None,
+        datetime_start=datetime.now() - age,
+        datetime_complete=None,
+        params={},
+        distributions={},
+        user_attrs={},
+        system_attrs={},
+        intermediate_values={},
+        trial_id=-1,
+    )
+    trial_id = storage.create_new_trial(study._study_id, template_trial=template)
+    return storage.get_trial_number_from_id(trial_id)
+
+
+def test_a_start_fails_a_running_trial_that_never_recorded_its_process(
+    started: tuple[Path, optuna.Study],
+) -> None:
+    _, study = started
+    old = _unowned_trial(study, UNOWNED_AFTER + timedelta(minutes=1))
+    new = _unowned_trial(study, timedelta(seconds=5))  # may be starting right now, on any host
+    assert fail_dead_trials(study, NullTracker()) == [old]
+    trials = {t.number: t for t in study.trials}
+    assert trials[old].state == TrialState.FAIL and trials[new].state == TrialState.RUNNING
+    assert trials[old].user_attrs[K.ERROR] == "its process never recorded itself"
 
 
 def test_the_next_start_cleans_up_what_a_killed_run_left_running(started: tuple[Path, optuna.Study]) -> None:
