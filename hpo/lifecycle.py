@@ -132,7 +132,10 @@ def check_stop() -> None:
 def stops_held() -> Iterator[None]:
     """A stop signal inside waits for the next :func:`check_stop` (at the latest when the block ends) instead
     of raising where it lands: Optuna's creating or telling of a trial is never cut in half, which would leave
-    a RUNNING trial that no process owns (it has not recorded its host and pid yet)."""
+    a RUNNING trial that no process owns (it has not recorded its host and pid yet). A stop already pending
+    (swallowed by a finalizer) raises before the block starts: no trial is created that the stop deadline
+    could then kill half-made."""
+    check_stop()
     previous, _holding[0] = _holding[0], True
     try:
         yield

@@ -3,6 +3,7 @@ FAIL with the reason, never RUNNING with no process recorded (which nothing coul
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -45,6 +46,17 @@ def test_a_held_stop_raises_at_the_next_check_or_when_the_block_ends(stops: None
         os.kill(os.getpid(), signal.SIGTERM)
         with pytest.raises(Stopped, match="launcher"):
             check_stop()  # the next check (the objective's first) raises it
+
+
+def test_a_pending_stop_raises_before_a_held_block_starts(stops: None) -> None:
+    """A stop swallowed by a finalizer (during setup) must not let the worker create a trial first: the
+    stop deadline (SIGALRM) could end the process between Optuna's ask and the trial's first record."""
+    with contextlib.suppress(Stopped):  # as a weakref callback swallows it
+        os.kill(os.getpid(), signal.SIGTERM)
+    ran = []
+    with pytest.raises(Stopped, match="launcher"), stops_held():
+        ran.append(True)
+    assert not ran
 
 
 def test_a_stop_inside_a_released_block_raises_where_it_lands(stops: None) -> None:
