@@ -59,8 +59,7 @@ class TuneReport:
     def lines(self) -> list[str]:
         """The closing summary `hpo tune` prints."""
         c = self.counts
-        rare = (r for r in K.PRUNED_REASONS if r not in SHOWN_REASONS and c.get(f"pruned_{r}"))
-        more = "".join(f", {REASON_LABELS.get(r, r.replace('_', ' '))} {c[f'pruned_{r}']}" for r in rare)
+        more = rare_reasons(c, ", ")
         total = sum(v for k, v in c.items() if k.startswith(("complete", "pruned")))
         new = total - self.finished_before if self.new is None else self.new
         others = total - self.finished_before - new
@@ -165,6 +164,12 @@ def finished_by(study: optuna.Study, pids: set[int], since: float) -> int:
     )
 
 
+def rare_reasons(counts: dict[str, int], sep: str) -> str:
+    """The pruning reasons past the three always shown that happened, each as ``{sep}label N``."""
+    rare = (r for r in K.PRUNED_REASONS if r not in SHOWN_REASONS and counts.get(f"pruned_{r}"))
+    return "".join(f"{sep}{REASON_LABELS.get(r, r.replace('_', ' '))} {counts[f'pruned_{r}']}" for r in rare)
+
+
 def status_line(cfg: StudyConfig, study: optuna.Study, workers: int) -> str:
     """The launcher's periodic line: trials by outcome, its workers, the card and the memory ledger."""
     c = count_states(study)
@@ -174,6 +179,7 @@ def status_line(cfg: StudyConfig, study: optuna.Study, workers: int) -> str:
     ledger = f" | {usage}" if usage else ""
     return (
         f"{done}/{cfg.n_trials} finished | complete {c['complete']} | pruned by estimate "
-        f"{c['pruned_memory_estimate']} | OOM {c['pruned_oom']} | early stop {c['pruned_early_stop']} | "
-        f"failed {c['fail']} | running {c['running']} | workers {workers}{gpu}{ledger}"
+        f"{c['pruned_memory_estimate']} | OOM {c['pruned_oom']} | early stop {c['pruned_early_stop']}"
+        f"{rare_reasons(c, ' | ')} | failed {c['fail']} | running {c['running']} | workers {workers}"
+        f"{gpu}{ledger}"
     )

@@ -11,8 +11,9 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from hpo.commands import app
+from hpo.config.study import StudyConfig
 from hpo.results.trials import count_states
-from hpo.run.report import TuneReport
+from hpo.run.report import TuneReport, status_line
 from hpo.trial import keys as K
 
 runner = CliRunner()
@@ -69,3 +70,15 @@ def test_the_tune_summary_counts_every_reason() -> None:
         report = TuneReport(study="s", storage="sqlite:///x.db", target=9, finished_before=0)
         report.counts = {"complete": 1, f"pruned_{reason}": 7, "fail": 0}
         assert " 7" in report.lines()[1], (reason, report.lines()[1])
+
+
+def test_the_launcher_status_line_names_every_reason_that_happened(tmp_path: Path) -> None:
+    study = optuna.load_study(storage=_storage(tmp_path), study_name="s")
+    for reason in (K.REASON_WORKER_DEATHS, K.REASON_OOM):
+        trial = study.ask()
+        trial.set_user_attr(K.PRUNED_REASON, reason)
+        study.tell(trial, state=TrialState.PRUNED)
+    line = status_line(StudyConfig(study="s", n_trials=9, output_dir=tmp_path), study, 2)
+    assert line.startswith("2/9 finished | complete 0 | pruned by estimate 0 | OOM 1 | early stop 0 | ")
+    assert "| killed their worker twice 1 | failed 0 |" in line, line
+    assert "admission timeout" not in line  # only the rare reasons that happened
