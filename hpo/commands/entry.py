@@ -99,8 +99,10 @@ def run(app: typer.Typer, argv: Sequence[str] | None = None) -> int:
         code = command.main(args=args, prog_name="hpo", standalone_mode=False)
     except USAGE_ERROR as exc:
         ctx = getattr(exc, "ctx", None)
-        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:  # bare `hpo`: the help, as before
-            typer.echo(ctx.get_help())
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:  # bare `hpo`: the help, once
+            text = exc.format_message()  # type: ignore[attr-defined]  # rich help printed itself already
+            if text.strip():
+                typer.echo(text)
             return BAD_INPUT
         typer.echo(usage_error_line(exc, args), err=True)
         return int(getattr(exc, "exit_code", BAD_INPUT))

@@ -151,3 +151,9 @@ def test_shell_completion_completes_commands_and_values(
     with pytest.raises(SystemExit) as stop:
         run(app, ["--show-completion", "bash"])
     assert stop.value.code == 0 and "_HPO_COMPLETE=complete_bash" in capsys.readouterr().out
+
+
+def test_a_bare_hpo_prints_its_help_once(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = hpo(capsys)
+    assert code == 2 and err == ""  # Click's exit code for a missing command
+    assert out.count("Usage: hpo") == 1 and out.count("Commands") == 1, out
