@@ -98,7 +98,9 @@ def fail_dead_trials(study: optuna.Study, tracker: Tracker) -> list[int]:
         if not is_stale(trial):
             continue
         pid = trial.user_attrs.get(K.PID)
-        why = f"process {pid} on {HOST} is gone" if pid is not None else "its process never recorded itself"
+        why = "its process never recorded itself"
+        if isinstance(pid, int):  # as is_stale tells the two apart
+            why = f"process {pid} on {HOST} is gone"
         if outcomes.abandoned(study, trial, tracker, why):
             failed.append(trial.number)
     return failed

@@ -74,7 +74,7 @@ class Objective:
 
     def _story(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         try:
-            if self.on_start is not None:  # its process first: a launcher finds the trial of a dead worker
+            if self.on_start is not None:  # the worker records the trial's process (hpo.run.worker)
                 self.on_start(trial)
             check_stop()  # a stop that came while Optuna created the trial (hpo.lifecycle.stops_held)
             ctx = self._begin(trial)

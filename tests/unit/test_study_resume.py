@@ -22,6 +22,7 @@ from hpo.run.bootstrap import fail_dead_trials, open_for_worker, start_study
 from hpo.run.fingerprint import CHANGES_ATTR, check_resume, diff
 from hpo.run.liveness import UNOWNED_AFTER
 from hpo.run.setup import prepare
+from hpo.storage.study import storage_of
 from hpo.tracking.tracker import NullTracker
 from hpo.trial import keys as K
 from hpo.trial.outcomes import close_stale_runs
@@ -145,7 +146,7 @@ def test_a_start_fails_running_trials_whose_process_is_gone_and_retries_them(
 
 def _unowned_trial(study: optuna.Study, age: timedelta) -> int:
     """A RUNNING trial created ``age`` ago that never recorded a process (killed inside Optuna's ask)."""
-    storage = study._storage
+    storage = storage_of(study)
     template = FrozenTrial(
         number=-1,
         state=TrialState.RUNNING,
@@ -160,7 +161,8 @@ def _unowned_trial(study: optuna.Study, age: timedelta) -> int:
         intermediate_values={},
         trial_id=-1,
     )
-    trial_id = storage.create_new_trial(study._study_id, template_trial=template)
+    study_id = storage.get_study_id_from_name(study.study_name)
+    trial_id = storage.create_new_trial(study_id, template_trial=template)
     return storage.get_trial_number_from_id(trial_id)
 
 
